@@ -1,0 +1,188 @@
+"""Learning one task: WGAN-GP training of the masked generator on the task's images (DESIGN.md section 5).
+
+The whole training step is `learn_task`'s inner loop: a critic step, then a
+generator step whose gradients are reshaped by the plasticity rules (embedding
+compensation, no update to reserved weights). The task ends by binarising its
+masks and re-estimating its BatchNorm statistics under the binary masks, so
+that sampling in eval mode reproduces what training produced.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from genmem import plasticity
+from genmem.expansion import LayerCapacity, expand_for_next_task, task_capacity
+from genmem.nets import Discriminator, Generator, dcgan_init_
+
+
+@dataclass
+class TrainingConfig:
+    """Hyperparameters of one task. Defaults are the paper's MNIST DGMw values except the epoch budget."""
+
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 2e-3
+    betas: tuple[float, float] = (0.5, 0.999)
+    gp_weight: float = 1.0
+    sparsity_weight: float = 0.08  # lambda, scaled per task by the network's growth
+    s_max: float = 1e4
+    critic_width: int = 32
+    class_loss_weight: float = 1.0  # AC-GAN loss, used when a task holds several classes
+    recalibration_batches: int = 16
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class TaskReport:
+    """What learning one task did: its widths, how it used capacity, and how training ended."""
+
+    task: int
+    widths: tuple[int, ...]
+    capacity: list[LayerCapacity]
+    iterations: int
+    seconds: float
+    final_losses: dict[str, float] = field(default_factory=dict)
+
+
+def to_unit_range(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images to floats in [-1, 1], the generator's output range."""
+    return images.float() / 127.5 - 1.0
+
+
+def gradient_penalty(critic: Discriminator, real: torch.Tensor, fake: torch.Tensor,
+                     rng: torch.Generator) -> torch.Tensor:
+    """WGAN-GP: (||grad D(x_hat)|| - 1)^2 at random points between real and generated images."""
+    alpha = torch.rand(real.shape[0], 1, 1, 1, generator=rng, device=real.device)
+    mixed = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
+    score, _ = critic(mixed)
+    (grad,) = torch.autograd.grad(score.sum(), mixed, create_graph=True)
+    return ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
+
+
+@torch.no_grad()
+def recalibrate_norms(generator: Generator, task: int, rng: torch.Generator, batches: int, batch_size: int) -> None:
+    """Re-estimate the task's BatchNorm statistics with its binary masks (training saw soft ones)."""
+    branch = generator.tasks[task]
+    device = generator.layers[0].weight.device
+    for norm in branch.norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # plain average over the batches below
+    branch.train()
+    for _ in range(batches):
+        noise = torch.randn(batch_size, generator.spec.noise_dim, generator=rng, device=device)
+        classes = torch.arange(batch_size, device=device) % branch.num_classes
+        generator(noise, task, classes)
+    for norm in branch.norms:
+        norm.momentum = 0.1
+    branch.eval()
+
+
+@torch.enable_grad()
+def learn_task(generator: Generator, images: torch.Tensor, class_index: torch.Tensor, num_classes: int,
+               config: TrainingConfig, device: str | torch.device = "cpu", progress: bool = True) -> TaskReport:
+    """Learn one new task into `generator` (in place) and return its report.
+
+    images: uint8 [N, C, H, W] at the generator's image size; class_index: [N]
+    in 0..num_classes-1, the class of each image within this task.
+    """
+    started = time.perf_counter()
+    device = torch.device(device)
+    spec = generator.spec
+    generator.to(device)
+    rng = torch.Generator(device).manual_seed(config.seed)
+
+    expand_for_next_task(generator, rng)
+    task = len(generator.tasks)
+    branch = generator.add_task(num_classes, rng)
+    critic = Discriminator(spec.channels, spec.image_size, num_classes, config.critic_width).to(device)
+    dcgan_init_(critic, rng)
+
+    embeddings = [nn.Parameter(torch.zeros(shape, device=device)) for shape in generator.mask_shapes()]
+    reserved = generator.reserved()
+    frozen = plasticity.frozen_per_layer(spec.variant, reserved)
+    # Fresh optimisers per task: no Adam state can carry an update into reserved weights.
+    opt_g = torch.optim.Adam([layer.weight for layer in generator.layers] + list(branch.parameters()) + embeddings,
+                             lr=config.lr, betas=config.betas)
+    opt_d = torch.optim.Adam(critic.parameters(), lr=config.lr, betas=config.betas)
+    growth = sum(generator.widths) / sum(spec.widths)
+    sparsity_weight = config.sparsity_weight * growth
+    use_class_loss = num_classes > 1 and config.class_loss_weight > 0
+
+    data = to_unit_range(images).to(device)
+    labels = class_index.to(device)
+    n = len(data)
+    batches_per_epoch = -(-n // config.batch_size)
+    bar = tqdm(total=config.epochs * batches_per_epoch, desc=f"task {task}", unit="it", disable=not progress,
+               dynamic_ncols=True, leave=True)
+    branch.train()
+    losses: dict[str, float] = {}
+    for epoch in range(config.epochs):
+        top = plasticity.epoch_scale(epoch, config.epochs, config.s_max)
+        order = torch.randperm(n, generator=rng, device=device)
+        for offset in range(0, n, config.batch_size):
+            s = plasticity.batch_scale(top, offset, n) if spec.variant == "dgmw" else top
+            batch = order[offset: offset + config.batch_size]
+            real, cls = data[batch], labels[batch]
+            masks = [plasticity.soft_mask(e, s) for e in embeddings]
+
+            # Critic: tell real from generated, keep the gradient norm near 1, classify real images.
+            critic.requires_grad_(True)
+            noise = torch.randn(len(batch), spec.noise_dim, generator=rng, device=device)
+            with torch.no_grad():
+                fake = generator(noise, task, cls, masks)
+            score_real, logits_real = critic(real)
+            score_fake, _ = critic(fake)
+            wasserstein = score_real.mean() - score_fake.mean()
+            loss_d = -wasserstein + config.gp_weight * gradient_penalty(critic, real, fake, rng)
+            if use_class_loss:
+                loss_d = loss_d + config.class_loss_weight * F.cross_entropy(logits_real, cls)
+            opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            opt_d.step()
+
+            # Generator: fool the critic, claim little new capacity, produce the asked class.
+            critic.requires_grad_(False)
+            noise = torch.randn(len(batch), spec.noise_dim, generator=rng, device=device)
+            score_fake, logits_fake = critic(generator(noise, task, cls, masks))
+            penalty = plasticity.sparsity_penalty(masks, reserved)
+            loss_g = -score_fake.mean() + sparsity_weight * penalty
+            if use_class_loss:
+                loss_g = loss_g + config.class_loss_weight * F.cross_entropy(logits_fake, cls)
+            opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()
+            for embedding in embeddings:
+                plasticity.compensate_embedding_gradient_(embedding, s, top)
+            for layer, keep in zip(generator.layers, frozen, strict=True):
+                if layer.weight.grad is not None:
+                    layer.weight.grad.masked_fill_(keep, 0.0)
+            opt_g.step()
+
+            bar.update(1)
+        losses = {"critic": loss_d.item(), "generator": loss_g.item(), "wasserstein": wasserstein.item(),
+                  "sparsity": penalty.item()}
+        bar.set_postfix(epoch=f"{epoch + 1}/{config.epochs}", D=f"{losses['critic']:.3f}",
+                        G=f"{losses['generator']:.3f}", used=f"{_used_fraction(embeddings):.1%}")
+    bar.close()
+
+    branch.set_masks([plasticity.binarise(e) for e in embeddings])
+    recalibrate_norms(generator, task, rng, config.recalibration_batches, config.batch_size)
+    generator.eval()
+    return TaskReport(task=task, widths=branch.widths, capacity=task_capacity(generator, task),
+                      iterations=config.epochs * batches_per_epoch, seconds=time.perf_counter() - started,
+                      final_losses=losses)
+
+
+def _used_fraction(embeddings: list[torch.Tensor]) -> float:
+    """Share of mask entries currently above 0.5: how much of the network the task is using."""
+    used = sum(int((e > 0).sum()) for e in embeddings)
+    return used / sum(e.numel() for e in embeddings)
