@@ -1,0 +1,156 @@
+"""What one version of a memory holds, and how a generator is written to and rebuilt from it (FORMAT.md).
+
+    generator.safetensors   every weight of the generator, named as in its state_dict
+    masks.safetensors       each task's binary masks, bit-packed (uint8)
+    MODEL_CARD.md           a short description for people
+    manifest.json           architecture, classes, per-task history, checksums (written by the store)
+
+Only safetensors and JSON are read back, so loading a version never executes code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+
+from genmem.errors import CorruptMemory, UnknownClass
+from genmem.nets import Generator, GeneratorSpec, TaskLayers, mask_shapes
+
+FORMAT = "genmem.memory"
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "generator.safetensors"
+MASKS_FILE = "masks.safetensors"
+CARD_FILE = "MODEL_CARD.md"
+
+
+def pack_bits(mask: torch.Tensor) -> torch.Tensor:
+    """A bool tensor as uint8, 8 entries per byte in C order, most significant bit first, zero padded."""
+    return torch.from_numpy(np.packbits(mask.detach().cpu().numpy().reshape(-1)))
+
+
+def unpack_bits(packed: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    count = int(np.prod(shape))
+    if packed.dtype != torch.uint8 or packed.numel() != -(-count // 8):
+        raise CorruptMemory(f"a packed mask holds {packed.numel()} bytes, expected {-(-count // 8)} for shape {shape}")
+    bits = np.unpackbits(packed.numpy(), count=count)
+    return torch.from_numpy(bits.astype(bool)).reshape(shape)
+
+
+def encode_generator(generator: Generator) -> dict[str, bytes]:
+    """The generator's weight and mask files."""
+    weights = {name: t.detach().cpu().contiguous() for name, t in generator.state_dict().items()}
+    masks = {f"task{t}.layer{l}": pack_bits(mask)
+             for t, task in enumerate(generator.tasks) for l, mask in enumerate(task.masks)}
+    meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION)}
+    return {
+        WEIGHTS_FILE: save_safetensors(weights, metadata={**meta, "content": "generator weights"}),
+        MASKS_FILE: save_safetensors(masks, metadata={**meta, "content": "bit-packed task masks",
+                                                      "bit_order": "C order, most significant bit first"}),
+    }
+
+
+def spec_from_manifest(manifest: dict) -> GeneratorSpec:
+    g = manifest["generator"]
+    return GeneratorSpec(g["variant"], g["channels"], g["image_size"], g["noise_dim"], tuple(g["initial_widths"]))
+
+
+def decode_generator(manifest: dict, files: dict[str, bytes]) -> Generator:
+    """Rebuild the generator of a verified version: skeleton from the manifest, tensors from safetensors."""
+    try:
+        spec = spec_from_manifest(manifest)
+        tasks = manifest["tasks"]
+        weights = load_safetensors(files[WEIGHTS_FILE])
+        masks = load_safetensors(files[MASKS_FILE])
+        generator = Generator(spec)
+        generator.grow(tuple(tasks[-1]["widths"]), torch.Generator())
+        for t, task in enumerate(tasks):
+            widths = tuple(task["widths"])
+            layers = TaskLayers(widths, len(task["classes"]), spec.channels)
+            layers.set_masks([unpack_bits(masks[f"task{t}.layer{l}"], shape)
+                              for l, shape in enumerate(mask_shapes(spec, widths))])
+            generator.tasks.append(layers)
+        generator.load_state_dict(weights, strict=True)
+    except (KeyError, ValueError, RuntimeError, TypeError) as exc:
+        raise CorruptMemory(f"version {manifest.get('version')} does not match its manifest: {exc}") from exc
+    return generator.eval()
+
+
+@dataclass(frozen=True)
+class ClassInfo:
+    label: int  # the data set's label, what a classifier trained on replay predicts
+    name: str
+    task: int
+    index: int  # position within its task, the generator's condition
+
+
+class ClassTable:
+    """The classes of a memory, found by label or by name."""
+
+    def __init__(self, classes: list[ClassInfo]):
+        self.classes = classes
+        self._by_label = {c.label: c for c in classes}
+        self._by_name = {c.name: c for c in classes}
+
+    @classmethod
+    def from_manifest(cls, manifest: dict) -> "ClassTable":
+        return cls([ClassInfo(c["label"], c["name"], c["task"], c["index"]) for c in manifest["classes"]])
+
+    def __iter__(self):
+        return iter(self.classes)
+
+    def __len__(self):
+        return len(self.classes)
+
+    def __contains__(self, key) -> bool:
+        return self.find(key) is not None
+
+    def find(self, key: int | str) -> ClassInfo | None:
+        if isinstance(key, int):
+            return self._by_label.get(key)
+        text = str(key).strip()
+        if text in self._by_name:
+            return self._by_name[text]
+        return self._by_label.get(int(text)) if text.lstrip("-").isdigit() else None
+
+    def resolve(self, key: int | str) -> ClassInfo:
+        found = self.find(key)
+        if found is None:
+            raise UnknownClass(f"this memory has no class {key!r}; it holds {self.describe()}")
+        return found
+
+    def describe(self) -> str:
+        return ", ".join(c.name if c.name == str(c.label) else f"{c.label} ({c.name})" for c in self.classes) or "none"
+
+
+def model_card(manifest: dict) -> str:
+    """A short human description of a version, written next to its weights."""
+    g = manifest["generator"]
+    classes = ClassTable.from_manifest(manifest)
+    lines = [
+        f"# genmem memory, version {manifest['version']}",
+        "",
+        f"A {g['variant'].upper()} generative memory (Dynamic Generative Memory, Ostapenko et al., CVPR 2019): a "
+        f"class-conditional GAN generator of {g['channels']}x{g['image_size']}x{g['image_size']} images that learned "
+        f"{len(manifest['tasks'])} task(s) one after another without forgetting earlier ones.",
+        "",
+        f"- classes: {classes.describe()}",
+        f"- parent version: {manifest.get('parent') or 'none (first task)'}",
+        f"- created: {manifest['created']} with genmem {manifest['genmem_version']}",
+        "- no training image is stored: replay of old classes comes from the generator alone",
+        "",
+        "| task | classes | widths | data | epochs | seconds |",
+        "|---|---|---|---|---|---|",
+    ]
+    for task in manifest["tasks"]:
+        names = ", ".join(classes.resolve(label).name for label in task["classes"])
+        lines.append(f"| {task['task']} | {names} | {'/'.join(map(str, task['widths']))} | "
+                     f"{task['data']['source']} ({task['data']['images']} images) | {task['training']['epochs']} | "
+                     f"{task['seconds']:.0f} |")
+    lines += ["", "Load it with `genmem.Memory(path).sampler()` or serve it with `genmem serve`; "
+                  "the files are safetensors and JSON, so loading never executes code.", ""]
+    return "\n".join(lines)
+

@@ -1,0 +1,31 @@
+"""PNG sample grids for people: one row per class, captioned on the left."""
+
+from __future__ import annotations
+
+import io
+
+import torch
+from PIL import Image, ImageDraw
+
+CAPTION_WIDTH = 96
+PAD = 2
+
+
+def grid_png(rows: list[tuple[str, torch.Tensor]], scale: int = 2) -> bytes:
+    """Rows of uint8 images [n, C, H, W], each captioned by its string, as PNG bytes."""
+    columns = max(images.shape[0] for _, images in rows)
+    _, channels, height, width = rows[0][1].shape
+    cell_h, cell_w = height * scale + PAD, width * scale + PAD
+    canvas = Image.new("RGB", (CAPTION_WIDTH + columns * cell_w + PAD, len(rows) * cell_h + PAD), "white")
+    draw = ImageDraw.Draw(canvas)
+    for r, (caption, images) in enumerate(rows):
+        top = PAD + r * cell_h
+        draw.text((4, top + cell_h // 2 - 6), caption[:14], fill="black")
+        for c, image in enumerate(images):
+            pixels = image.cpu().permute(1, 2, 0).numpy()
+            tile = Image.fromarray(pixels[:, :, 0] if channels == 1 else pixels)
+            tile = tile.convert("RGB").resize((width * scale, height * scale), Image.NEAREST)
+            canvas.paste(tile, (CAPTION_WIDTH + PAD + c * cell_w, top))
+    buffer = io.BytesIO()
+    canvas.save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -1,0 +1,151 @@
+"""A generative memory on disk: learn a task into a new version, load a version, sample from it.
+
+    memory = Memory("digits.mem")
+    memory.learn_task(load_source("builtin"), classes=["0"])     # writes v0001
+    memory.learn_task(load_source("builtin"), classes=["1"])     # writes v0002 on top of it
+    images, labels = memory.sampler().sample({"0": 8, "1": 8}, seed=0)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version as package_version
+from pathlib import Path
+
+import torch
+
+from genmem.artifact import (CARD_FILE, FORMAT, FORMAT_VERSION, ClassInfo, ClassTable, decode_generator,
+                             encode_generator, model_card)
+from genmem.data import ImageSet, fit_images
+from genmem.errors import DataError
+from genmem.learn import TaskReport, TrainingConfig, learn_task
+from genmem.nets import Generator, GeneratorSpec
+from genmem.presets import paper_config
+from genmem.sampler import Sampler
+from genmem.store import MemoryStore
+
+try:
+    GENMEM_VERSION = package_version("genmem")
+except PackageNotFoundError:  # running from a source tree that was not installed
+    GENMEM_VERSION = "unknown"
+
+
+def parameter_counts(generator: Generator) -> dict[str, int]:
+    """Weights shared by all tasks, weights private to tasks, and their sum."""
+    shared = sum(layer.weight.numel() for layer in generator.layers)
+    private = sum(p.numel() for task in generator.tasks for p in task.parameters())
+    return {"shared": shared, "private": private, "total": shared + private}
+
+
+class Memory:
+    """One memory directory: an append-only series of immutable versions, one per learned task."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.store = MemoryStore(self.path)
+
+    def versions(self) -> list[str]:
+        return self.store.versions()
+
+    def manifest(self, version: str | None = None) -> dict:
+        return self.store.manifest(version)
+
+    def load(self, version: str | None = None) -> tuple[Generator, dict]:
+        """The generator of a version (latest by default) and its manifest, checksums verified."""
+        manifest, files = self.store.read(version)
+        return decode_generator(manifest, files), manifest
+
+    def sampler(self, version: str | None = None, device: str | torch.device = "cpu") -> Sampler:
+        generator, manifest = self.load(version)
+        return Sampler(generator, ClassTable.from_manifest(manifest), manifest["version"], device)
+
+    def learn_task(self, data: ImageSet, classes: list[str | int], *, variant: str | None = None,
+                   config: TrainingConfig | None = None, device: str | torch.device = "cpu",
+                   image_size: int = 32, base_width: int | None = None, progress: bool = True) -> str:
+        """Learn `classes` of `data` as the next task and write it as a new version; returns its name.
+
+        The first task creates the memory with `variant` (default dgmw), the
+        data's channel count, `image_size` and `base_width`; later tasks must
+        fit it. `config` defaults to the paper's recipe (MNIST's for grey
+        images, SVHN's for colour). Fails before training if a class is
+        already in the memory or the images do not fit.
+        """
+        labels = data.resolve(classes)
+        if not labels:
+            raise DataError("name at least one class to learn")
+        task_data = data.select(labels)
+        with self.store.writer() as writer:
+            parent = self.store.latest()
+            if parent is None:
+                spec = GeneratorSpec.for_images(variant or "dgmw", task_data.images.shape[1], image_size, base_width)
+                history: dict = {"classes": [], "tasks": []}
+            else:
+                generator, history = self.load(parent)
+                spec = generator.spec
+                if variant is not None and variant != spec.variant:
+                    raise DataError(f"memory {self.path} is {spec.variant}; drop the variant {variant} or start "
+                                    f"a new memory")
+            config = config or paper_config("mnist" if spec.channels == 1 else "svhn", spec.variant)
+            if parent is None:
+                generator = Generator(spec, torch.Generator().manual_seed(config.seed))
+            new_classes = self._new_classes(ClassTable.from_manifest(history), labels, task_data,
+                                            task=len(history["tasks"]))
+            images = fit_images(task_data.images, spec.channels, spec.image_size, task_data.source)
+            class_index = torch.tensor([labels.index(int(label)) for label in task_data.labels])
+
+            report = learn_task(generator, images, class_index, len(labels), config, device, progress)
+
+            manifest = self._next_manifest(writer.next_version(), parent, spec, history, new_classes, report,
+                                           task_data, config, device, generator)
+            files = encode_generator(generator)
+            files[CARD_FILE] = model_card(manifest).encode()
+            return writer.commit(files, manifest)
+
+    @staticmethod
+    def _new_classes(table: ClassTable, labels: list[int], data: ImageSet, task: int) -> list[ClassInfo]:
+        """The task's classes, refusing any whose label or name the memory already holds."""
+        new = []
+        for index, label in enumerate(labels):
+            name = data.class_names[label]
+            for clash in (table.find(label), table.find(name)):
+                if clash is not None and (clash.label, clash.name) == (label, name):
+                    raise DataError(f"class {name!r} is already in this memory (task {clash.task} learned it); "
+                                    f"a memory learns each class once")
+                if clash is not None:
+                    raise DataError(f"class {name!r} (label {label}) clashes with class {clash.name!r} (label "
+                                    f"{clash.label}) that task {clash.task} learned; labels and names must stay "
+                                    f"unique within a memory")
+            new.append(ClassInfo(label, name, task, index))
+        return new
+
+    @staticmethod
+    def _next_manifest(version: str, parent: str | None, spec: GeneratorSpec, history: dict,
+                       new_classes: list[ClassInfo], report: TaskReport, data: ImageSet, config: TrainingConfig,
+                       device, generator: Generator) -> dict:
+        per_class = {str(c.label): int((data.labels == c.label).sum()) for c in new_classes}
+        task_record = {
+            "task": report.task,
+            "classes": [c.label for c in new_classes],
+            "widths": list(report.widths),
+            "capacity": [layer.to_dict() for layer in report.capacity],
+            "parameters": parameter_counts(generator),
+            "data": {"source": data.source, "images": len(data.labels), "per_class": per_class},
+            "training": {**config.to_dict(), "device": str(device)},
+            "iterations": report.iterations,
+            "seconds": round(report.seconds, 3),
+            "final_losses": report.final_losses,
+        }
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "version": version,
+            "parent": parent,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "genmem_version": GENMEM_VERSION,
+            "generator": {"variant": spec.variant, "channels": spec.channels, "image_size": spec.image_size,
+                          "noise_dim": spec.noise_dim, "initial_widths": list(spec.widths)},
+            "classes": history["classes"] + [asdict(c) for c in new_classes],
+            "tasks": history["tasks"] + [task_record],
+        }

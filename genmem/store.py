@@ -1,0 +1,211 @@
+"""How a memory keeps its versions on disk: immutable directories, atomic commits, one writer, checksums.
+
+    MEMORY/
+      .lock                     held (flock) by the one process writing a new version
+      versions/
+        v0001/                  one directory per learned task, never changed after it appears
+          manifest.json         what the version is, with the sha256 and size of every other file
+          ...                   the files the artifact layer writes (see artifact.py and FORMAT.md)
+        .incomplete-v0002-PID/  a version being written; ignored by readers, removed by the next writer
+
+A version appears by renaming its finished, fsynced directory into place, so
+every `vNNNN` directory is complete, and the latest version is simply the
+highest-numbered one: a crash or kill at any moment leaves the previous
+versions untouched and loadable. The store deals in bytes; it knows nothing of
+generators.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from genmem.errors import CorruptMemory, MemoryBusy, MemoryNotFound
+
+MANIFEST = "manifest.json"
+VERSION_NAME = re.compile(r"^v(\d{4,})$")
+INCOMPLETE_PREFIX = ".incomplete-"
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def seal_manifest(manifest: dict) -> bytes:
+    """The manifest as written: pretty JSON that carries the sha256 of its own canonical form."""
+    body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
+    return (json.dumps({**body, "manifest_sha256": sha256(_canonical(body))}, indent=2) + "\n").encode()
+
+
+def _canonical(obj: dict) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with open(path, "xb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class MemoryStore:
+    """The versions of one memory directory."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.versions_dir = self.path / "versions"
+
+    def exists(self) -> bool:
+        return self.versions_dir.is_dir()
+
+    def versions(self) -> list[str]:
+        """Names of the finished versions, oldest first."""
+        if not self.exists():
+            return []
+        names = [p.name for p in self.versions_dir.iterdir() if VERSION_NAME.match(p.name) and p.is_dir()]
+        return sorted(names, key=lambda name: int(name[1:]))
+
+    def latest(self) -> str | None:
+        versions = self.versions()
+        return versions[-1] if versions else None
+
+    def resolve(self, version: str | None) -> str:
+        """A version name, 'latest' or None (the latest), checked to exist."""
+        if not self.exists():
+            hint = "it does not exist" if not self.path.exists() else "it has no versions/ folder"
+            raise MemoryNotFound(f"{self.path} is not a genmem memory ({hint}); create one with `genmem learn-task`")
+        versions = self.versions()
+        if version in (None, "latest"):
+            if not versions:
+                raise MemoryNotFound(f"memory {self.path} has no finished version yet; learn a task first")
+            return versions[-1]
+        if version.isdigit():
+            version = f"v{int(version):04d}"
+        if version not in versions:
+            raise MemoryNotFound(f"memory {self.path} has no version {version!r}; it has {', '.join(versions) or 'none'}")
+        return version
+
+    def read(self, version: str | None = None) -> tuple[dict, dict[str, bytes]]:
+        """The verified manifest and the bytes of every file it lists.
+
+        Raises CorruptMemory naming the file when a file is missing, has the
+        wrong size or fails its checksum, or when the manifest itself is damaged.
+        """
+        name = self.resolve(version)
+        folder = self.versions_dir / name
+        manifest = self._read_manifest(folder)
+        files = {}
+        for file, expected in manifest["files"].items():
+            path = folder / file
+            if not path.is_file():
+                raise CorruptMemory(f"{path} is missing; version {name} of this memory is damaged")
+            data = path.read_bytes()
+            if len(data) != expected["bytes"]:
+                raise CorruptMemory(f"{path} is {len(data)} bytes but the manifest records {expected['bytes']} "
+                                    f"(truncated or damaged); version {name} cannot be loaded")
+            if sha256(data) != expected["sha256"]:
+                raise CorruptMemory(f"{path} fails its sha256 checksum (damaged); version {name} cannot be loaded")
+            files[file] = data
+        return manifest, files
+
+    def manifest(self, version: str | None = None) -> dict:
+        """The verified manifest alone (the other files are not read)."""
+        return self._read_manifest(self.versions_dir / self.resolve(version))
+
+    def _read_manifest(self, folder: Path) -> dict:
+        path = folder / MANIFEST
+        try:
+            manifest = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            raise CorruptMemory(f"{path} is missing; version {folder.name} is damaged") from None
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise CorruptMemory(f"{path} is not valid JSON ({exc}); version {folder.name} is damaged") from None
+        if not isinstance(manifest, dict) or "manifest_sha256" not in manifest or "files" not in manifest:
+            raise CorruptMemory(f"{path} is not a genmem manifest")
+        body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
+        if sha256(_canonical(body)) != manifest["manifest_sha256"]:
+            raise CorruptMemory(f"{path} fails its checksum (damaged); version {folder.name} cannot be loaded")
+        return manifest
+
+    @contextlib.contextmanager
+    def writer(self) -> Iterator["VersionWriter"]:
+        """Hold the memory's write lock; a second writer fails at once with MemoryBusy."""
+        if self.path.is_file() or (self.path.exists() and not self.exists() and any(self.path.iterdir())):
+            raise MemoryNotFound(f"{self.path} exists and is not a genmem memory; choose a new or empty path")
+        created = not self.path.exists()
+        self.versions_dir.mkdir(parents=True, exist_ok=True)
+        lock_path = self.path / ".lock"
+        with open(lock_path, "a+") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                lock.seek(0)
+                holder = lock.read().strip() or "another process"
+                raise MemoryBusy(f"memory {self.path} is being written by {holder}; wait for it to finish "
+                                 f"(a memory takes one new version at a time)") from None
+            lock.truncate(0)
+            lock.write(f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}")
+            lock.flush()
+            try:
+                self._remove_incomplete()
+                yield VersionWriter(self)
+            except BaseException:
+                if created and not self.versions():  # a failed first task leaves no empty memory behind
+                    shutil.rmtree(self.path, ignore_errors=True)
+                raise
+            finally:
+                lock.truncate(0)
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _remove_incomplete(self) -> None:
+        """Leftovers of writers that crashed; safe to delete because we hold the lock."""
+        for leftover in self.versions_dir.glob(INCOMPLETE_PREFIX + "*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+class VersionWriter:
+    """Commits new versions; exists only while the store's lock is held."""
+
+    def __init__(self, store: MemoryStore):
+        self.store = store
+
+    def next_version(self) -> str:
+        latest = self.store.latest()
+        return f"v{(int(latest[1:]) if latest else 0) + 1:04d}"
+
+    def commit(self, files: dict[str, bytes], manifest: dict) -> str:
+        """Write `files` and the manifest (which gains their checksums) as the next version, atomically.
+
+        The manifest's "version" must be `next_version()`, so that files written
+        beside it (a model card, say) can name the version they belong to.
+        """
+        name = self.next_version()
+        if manifest.get("version") != name:
+            raise ValueError(f"manifest names version {manifest.get('version')!r}, the next version is {name!r}")
+        staging = self.store.versions_dir / f"{INCOMPLETE_PREFIX}{name}-{os.getpid()}"
+        staging.mkdir()
+        manifest = {**manifest,
+                    "files": {f: {"sha256": sha256(data), "bytes": len(data)} for f, data in sorted(files.items())}}
+        for file, data in files.items():
+            _write_synced(staging / file, data)
+        _write_synced(staging / MANIFEST, seal_manifest(manifest))
+        _fsync_dir(staging)
+        os.rename(staging, self.store.versions_dir / name)
+        _fsync_dir(self.store.versions_dir)
+        return name

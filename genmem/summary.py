@@ -1,0 +1,42 @@
+"""A memory at a glance, from manifests alone: versions, classes, growth, capacity, storage.
+
+`genmem info` prints it, `genmem info --json` and the server's info route return it as JSON.
+"""
+
+from __future__ import annotations
+
+import math
+
+from genmem.artifact import MASKS_FILE, WEIGHTS_FILE, spec_from_manifest
+from genmem.expansion import plan_widths
+from genmem.memory import Memory
+from genmem.nets import mask_shapes
+
+
+def summarise(memory: Memory, version: str | None = None) -> dict:
+    """The summary of a version (latest by default); every file's checksum is verified on the way."""
+    manifest, _ = memory.store.read(version)
+    g = manifest["generator"]
+    last = manifest["tasks"][-1]
+    spec = spec_from_manifest(manifest)
+    initial_free = [math.prod(shape) for shape in mask_shapes(spec, spec.widths)]
+    next_widths = plan_widths(g["variant"], tuple(last["widths"]), g["noise_dim"],
+                              [layer["new"] for layer in last["capacity"]])
+    return {
+        "memory": str(memory.path),
+        "version": manifest["version"],
+        "versions": memory.versions(),
+        "parent": manifest["parent"],
+        "created": manifest["created"],
+        "generator": g,
+        "capacity_unit": "units" if g["variant"] == "dgma" else "weights",
+        "classes": manifest["classes"],
+        "tasks": [{k: task[k] for k in ("task", "classes", "widths", "capacity", "parameters", "data", "seconds")}
+                  for task in manifest["tasks"]],
+        "next_widths": list(next_widths),
+        "free_per_layer_initially": initial_free,
+        "storage_bytes": {"weights": manifest["files"][WEIGHTS_FILE]["bytes"],
+                          "masks": manifest["files"][MASKS_FILE]["bytes"],
+                          "total": sum(f["bytes"] for f in manifest["files"].values())},
+    }
+

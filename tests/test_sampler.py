@@ -1,0 +1,78 @@
+"""Sampling: grouped by task, reproducible by seed whatever else a request holds or however it is split."""
+
+import pytest
+import torch
+
+from genmem.errors import GenmemError, UnknownClass
+from genmem.memory import Memory
+from genmem.sampler import Sampler
+
+from tiny import tiny_config, tiny_set
+
+
+@pytest.fixture(scope="module")
+def memory(tmp_path_factory):
+    memory = Memory(tmp_path_factory.mktemp("s") / "m")
+    data = tiny_set()
+    memory.learn_task(data, ["0", "1"], config=tiny_config(), image_size=16, base_width=2, progress=False)
+    memory.learn_task(data, ["2"], config=tiny_config(seed=1), progress=False)
+    return memory
+
+
+def test_shapes_labels_and_ranges(memory):
+    sampler = memory.sampler()
+    images, labels = sampler.sample({"2": 3, 0: 2}, seed=0)
+    assert images.shape == (5, 1, 16, 16) and images.dtype == torch.uint8
+    assert labels.tolist() == [2, 2, 2, 0, 0]
+    floats, _ = sampler.sample({"1": 4}, seed=0, as_uint8=False)
+    assert floats.dtype == torch.float32 and floats.abs().max() <= 1
+
+
+def test_same_seed_same_images_and_another_seed_others(memory):
+    sampler = memory.sampler()
+    a, _ = sampler.sample({0: 6, 2: 6}, seed=11)
+    b, _ = memory.sampler().sample({0: 6, 2: 6}, seed=11)
+    c, _ = sampler.sample({0: 6, 2: 6}, seed=12)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_a_class_draws_the_same_images_whatever_else_is_asked(memory):
+    sampler = memory.sampler()
+    alone, _ = sampler.sample({2: 5}, seed=3, as_uint8=False)
+    mixed, labels = sampler.sample({0: 4, 2: 5, 1: 2}, seed=3, as_uint8=False)
+    assert torch.equal(mixed[labels == 2], alone)
+    # classes 0 and 1 share task 0: asking for one or both gives the same images of each
+    both, labels = sampler.sample({1: 2, 0: 4}, seed=3)
+    assert torch.equal(both[labels == 0], sampler.sample({0: 4}, seed=3)[0])
+
+
+def test_the_batch_split_does_not_change_the_images(memory):
+    generator, manifest = memory.load()
+    from genmem.artifact import ClassTable
+
+    whole = Sampler(generator, ClassTable.from_manifest(manifest), "v", chunk=4096)
+    split = Sampler(generator, ClassTable.from_manifest(manifest), "v", chunk=3)
+    request = {0: 7, 1: 5, 2: 9}
+    assert torch.equal(whole.sample(request, seed=5)[0], split.sample(request, seed=5)[0])
+    a, b = whole.sample(request, seed=5, as_uint8=False)[0], split.sample(request, seed=5, as_uint8=False)[0]
+    assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_samples_are_the_masked_generator_applied_to_the_class_noise(memory):
+    sampler = memory.sampler()
+    info = sampler.classes.resolve(1)
+    noise = sampler.noise(info, 4, seed=9)
+    with torch.no_grad():
+        reference = sampler.generator(noise, info.task, torch.full((4,), info.index))
+    assert torch.equal(sampler.sample({1: 4}, seed=9, as_uint8=False)[0], reference)
+
+
+def test_bad_requests_are_explained(memory):
+    sampler = memory.sampler()
+    with pytest.raises(UnknownClass, match="no class 7; it holds 0, 1, 2"):
+        sampler.sample({7: 1})
+    with pytest.raises(GenmemError, match="counts must be 0 or more"):
+        sampler.sample({0: -1})
+    images, labels = sampler.sample({0: 0})
+    assert images.shape == (0, 1, 16, 16) and labels.shape == (0,)

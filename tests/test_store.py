@@ -1,0 +1,164 @@
+"""The artifact: exact round trips, checksums that name the damaged file, atomic versions, one writer at a time."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from genmem.artifact import MASKS_FILE, WEIGHTS_FILE, pack_bits, unpack_bits
+from genmem.errors import CorruptMemory, InvalidSetting, MemoryBusy, MemoryNotFound
+from genmem.memory import Memory
+
+from tiny import tiny_config, tiny_set
+
+HERE = Path(__file__).parent
+
+
+def make_memory(path, tasks=(["0"],), variant="dgmw"):
+    memory = Memory(path)
+    data = tiny_set()
+    for seed, classes in enumerate(tasks):
+        memory.learn_task(data, classes, variant=variant, config=tiny_config(variant, seed=seed), image_size=16,
+                          base_width=2, progress=False)
+    return memory
+
+
+@pytest.mark.parametrize("shape", [(1,), (7,), (8,), (13, 5), (3, 2, 4, 4)])
+def test_bit_packing_round_trips_exactly(shape):
+    mask = torch.rand(shape) > 0.5
+    packed = pack_bits(mask)
+    assert packed.dtype == torch.uint8 and packed.numel() == -(-mask.numel() // 8)
+    assert torch.equal(unpack_bits(packed, shape), mask)
+
+
+def test_a_packed_mask_of_the_wrong_size_is_reported():
+    with pytest.raises(CorruptMemory, match="expected 2"):
+        unpack_bits(torch.zeros(3, dtype=torch.uint8), (4, 4))
+
+
+@pytest.mark.parametrize("variant", ["dgmw", "dgma"])
+def test_saved_and_loaded_generator_is_identical(tmp_path, variant):
+    memory = Memory(tmp_path / "m")
+    data = tiny_set()
+    memory.learn_task(data, ["0", "1"], variant=variant, config=tiny_config(variant), image_size=16, base_width=2,
+                      progress=False)
+    memory.learn_task(data, ["2"], config=tiny_config(variant, seed=1), progress=False)
+    loaded, manifest = memory.load()
+    reloaded, _ = Memory(tmp_path / "m").load()
+    state, state2 = loaded.state_dict(), reloaded.state_dict()
+    assert state.keys() == state2.keys() and all(torch.equal(state[k], state2[k]) for k in state)
+    for a, b in zip(loaded.tasks, reloaded.tasks):
+        assert a.widths == b.widths and all(torch.equal(x, y) for x, y in zip(a.masks, b.masks))
+    assert [c["name"] for c in manifest["classes"]] == ["0", "1", "2"]
+    assert [t["classes"] for t in manifest["tasks"]] == [[0, 1], [2]]
+    assert manifest["parent"] == "v0001" and manifest["version"] == "v0002"
+
+
+def test_old_class_output_is_identical_across_save_load_and_later_tasks(tmp_path):
+    memory = make_memory(tmp_path / "m")
+    noise = torch.randn(20, 128, generator=torch.Generator().manual_seed(0))
+    classes = torch.zeros(20, dtype=torch.long)
+    with torch.no_grad():
+        first = memory.load("v0001")[0](noise, 0, classes)
+    memory.learn_task(tiny_set(), ["1"], config=tiny_config(seed=1), progress=False)
+    memory.learn_task(tiny_set(), ["2"], config=tiny_config(seed=2), progress=False)
+    with torch.no_grad():
+        later = memory.load()[0](noise, 0, classes)
+    assert torch.equal(first, later)
+
+
+@pytest.mark.parametrize("victim", [WEIGHTS_FILE, MASKS_FILE, "MODEL_CARD.md", "manifest.json"])
+def test_a_flipped_byte_is_caught_and_the_file_named(tmp_path, victim):
+    memory = make_memory(tmp_path / "m")
+    path = tmp_path / "m" / "versions" / "v0001" / victim
+    data = bytearray(path.read_bytes())
+    where = len(data) // 2 if victim != "manifest.json" else data.index(b'"task"') + 1
+    data[where] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptMemory, match=victim.replace(".", r"\.")):
+        memory.load()
+
+
+@pytest.mark.parametrize("victim", [WEIGHTS_FILE, MASKS_FILE, "manifest.json"])
+def test_a_truncated_file_is_caught_and_named(tmp_path, victim):
+    memory = make_memory(tmp_path / "m")
+    path = tmp_path / "m" / "versions" / "v0001" / victim
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(CorruptMemory, match=victim.replace(".", r"\.")):
+        memory.load()
+
+
+def test_a_missing_file_is_named(tmp_path):
+    memory = make_memory(tmp_path / "m")
+    (tmp_path / "m" / "versions" / "v0001" / MASKS_FILE).unlink()
+    with pytest.raises(CorruptMemory, match="masks.safetensors is missing"):
+        memory.load()
+
+
+def test_manifest_records_sha256_and_size_of_every_file(tmp_path):
+    make_memory(tmp_path / "m")
+    folder = tmp_path / "m" / "versions" / "v0001"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    import hashlib
+
+    assert set(manifest["files"]) == {p.name for p in folder.iterdir()} - {"manifest.json"}
+    for name, entry in manifest["files"].items():
+        data = (folder / name).read_bytes()
+        assert entry == {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+
+
+@pytest.mark.parametrize("stage", ["file0", "file1", "file2", "file3", "before-rename", "after-rename"])
+def test_a_writer_killed_at_any_stage_leaves_every_finished_version_loadable(tmp_path, stage):
+    make_memory(tmp_path / "m")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
+    child = subprocess.run([sys.executable, str(HERE / "kill_writer.py"), str(tmp_path / "m"), stage], env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert child.returncode == -9, child.stderr
+
+    memory = Memory(tmp_path / "m")
+    expected = ["v0001", "v0002"] if stage == "after-rename" else ["v0001"]
+    assert memory.versions() == expected
+    for version in expected:
+        memory.load(version)  # verifies every checksum
+    if stage != "after-rename":
+        assert list((tmp_path / "m" / "versions").glob(".incomplete-*")), "the killed writer left its staging dir"
+    # The next writer cleans up and carries on from the latest finished version.
+    memory.learn_task(tiny_set(), ["3"], config=tiny_config(), progress=False)
+    assert memory.versions() == expected + [f"v{len(expected) + 1:04d}"]
+    assert not list((tmp_path / "m" / "versions").glob(".incomplete-*"))
+
+
+def test_a_second_writer_fails_at_once_and_corrupts_nothing(tmp_path):
+    memory = make_memory(tmp_path / "m")
+    with memory.store.writer():
+        with pytest.raises(MemoryBusy, match=rf"being written by pid {os.getpid()}"):
+            Memory(tmp_path / "m").learn_task(tiny_set(), ["1"], config=tiny_config(), progress=False)
+    assert memory.versions() == ["v0001"]
+    memory.load()
+
+
+def test_a_failed_first_task_leaves_no_memory_behind(tmp_path):
+    with pytest.raises(InvalidSetting, match="image size 12 is not supported"):
+        Memory(tmp_path / "m").learn_task(tiny_set(), ["0"], config=tiny_config(), image_size=12, progress=False)
+    assert not (tmp_path / "m").exists()
+
+
+def test_paths_that_are_not_memories_are_refused(tmp_path):
+    with pytest.raises(MemoryNotFound, match="does not exist"):
+        Memory(tmp_path / "nothing").load()
+    (tmp_path / "stuff").mkdir()
+    (tmp_path / "stuff" / "notes.txt").write_text("mine")
+    with pytest.raises(MemoryNotFound, match="not a genmem memory"):
+        Memory(tmp_path / "stuff").learn_task(tiny_set(), ["0"], config=tiny_config(), progress=False)
+    assert (tmp_path / "stuff" / "notes.txt").read_text() == "mine"
+
+
+def test_unknown_versions_are_named(tmp_path):
+    memory = make_memory(tmp_path / "m")
+    with pytest.raises(MemoryNotFound, match="no version 'v0007'; it has v0001"):
+        memory.load("v0007")
+    assert memory.load("1")[1]["version"] == "v0001"
