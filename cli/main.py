@@ -1,0 +1,181 @@
+"""The `genmem` command: a thin shell over the genmem library."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from genmem.cli.render import render_summary
+from genmem.errors import GenmemError
+
+DEVICE_HELP = "Where to compute: auto (the GPU if there is one), cpu, cuda or cuda:N."
+
+
+def friendly_errors(command):
+    """Turn genmem's errors into one clear line and a non-zero exit, never a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except GenmemError as exc:
+            raise click.ClickException(str(exc)) from None
+
+    return wrapper
+
+
+def split_classes(text: str | None) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()] if text else []
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="genmem")
+def main():
+    """genmem: a generative memory for class-incremental continual learning.
+
+    A memory is a directory. Each `learn-task` teaches its conditional GAN
+    generator new classes and writes a new immutable version, without
+    storing any training image and without changing what earlier versions
+    generate for old classes. Any classifier can then replay old classes
+    from it.
+
+    \b
+    Quick start (offline, on the built-in MNIST digits):
+      genmem learn-task digits.mem --data builtin --classes 0 --epochs 40
+      genmem learn-task digits.mem --data builtin --classes 1 --epochs 40
+      genmem info digits.mem
+      genmem sample digits.mem --count 8 -o samples.png
+    """
+
+
+@main.command("learn-task")
+@click.argument("memory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--data", "source", required=True, metavar="SOURCE",
+              help="Where the task's images come from: builtin (5000 MNIST digits, offline), mnist, fashion-mnist, "
+                   "svhn, cifar10, folder:PATH (a sub-folder per class) or npz:PATH (arrays x and y).")
+@click.option("--classes", required=True, metavar="A,B,...",
+              help="The new classes this task learns, by label or name, comma-separated (e.g. 3 or cat,dog).")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder holding the torchvision-style data sets (default: $GENMEM_DATA or ~/.cache/genmem/data).")
+@click.option("--download", is_flag=True, help="Download the data set into --data-dir if it is not there.")
+@click.option("--variant", type=click.Choice(["dgmw", "dgma"]),
+              help="Masks on weights (dgmw) or on units (dgma). Set by the first task; default dgmw.")
+@click.option("--epochs", type=click.IntRange(1), help="Epochs over the task's images (default: the paper's: "
+                                                        "101 MNIST, 151 SVHN, 251 CIFAR-10).")
+@click.option("--batch-size", type=click.IntRange(2), help="Images per step (default 64).")
+@click.option("--lr", type=click.FloatRange(0, min_open=True), help="Adam learning rate (default: the paper's).")
+@click.option("--sparsity", type=click.FloatRange(0), help="Weight lambda of the sparsity regulariser; larger "
+                                                           "reserves less of the network (default: the paper's).")
+@click.option("--critic-width", type=click.IntRange(1), help="Channels of the critic's first layer, doubling "
+                                                              "per layer (default 32; 128 for cifar10).")
+@click.option("--image-size", type=int, default=32, show_default=True,
+              help="Image side of a new memory (a power of two); data is resized to it. Set by the first task.")
+@click.option("--width", "base_width", type=click.IntRange(1),
+              help="Base width of a new memory's generator (default 6 for dgmw, 20 for dgma, 20 for cifar10).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the task's training; same seed, "
+                                                                     "same result on the CPU.")
+@click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@friendly_errors
+def learn_task(memory, source, classes, data_dir, download, variant, epochs, batch_size, lr, sparsity, critic_width,
+               image_size, base_width, seed, device, quiet):
+    """Learn new classes into MEMORY as the next task and write a new version.
+
+    The first task creates MEMORY. Later tasks must bring classes the memory
+    has not learned, with images of the same channel count; images of
+    another square size are resized. A second learn-task on the same memory
+    while one runs fails at once; a run that is killed leaves every finished
+    version intact.
+
+    \b
+    Examples:
+      genmem learn-task digits.mem --data mnist --data-dir ~/data --classes 0
+      genmem learn-task pets.mem --data folder:./pets --classes cat,dog --variant dgma
+    """
+    from genmem.data import load_source
+    from genmem.device import resolve_device
+    from genmem.memory import Memory
+    from genmem.presets import base_width_for, paper_config, recipe_for
+
+    target = resolve_device(device)
+    wanted = split_classes(classes)
+    if not wanted:
+        raise click.BadParameter("name at least one class", param_hint="--classes")
+    data = load_source(source, data_dir, train=True, download=download)
+    mem = Memory(memory)
+    if mem.versions():
+        variant_now = mem.manifest()["generator"]["variant"]
+    else:
+        variant_now = variant or "dgmw"
+    recipe = recipe_for(source, data.images.shape[1])
+    config = paper_config(recipe, variant_now, epochs=epochs, batch_size=batch_size, lr=lr,
+                          sparsity_weight=sparsity, critic_width=critic_width, seed=seed)
+    version = mem.learn_task(data, wanted, variant=variant, config=config, device=target, image_size=image_size,
+                             base_width=base_width or base_width_for(recipe), progress=not quiet)
+    task = mem.manifest(version)["tasks"][-1]
+    new = sum(layer["new"] for layer in task["capacity"])
+    reused = sum(layer["reused"] for layer in task["capacity"])
+    click.echo(f"learned task {task['task']} (classes {', '.join(wanted)}) into {memory} as {version} in "
+               f"{task['seconds']:.0f} s: widths {'/'.join(map(str, task['widths']))}, newly reserved {new:,}, "
+               f"reused {reused:,}")
+
+
+@main.command()
+@click.argument("memory", type=click.Path(path_type=Path))
+@click.option("--version", "version", help="Version to describe (default: the latest).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@friendly_errors
+def info(memory, version, as_json):
+    """Describe MEMORY: versions, classes, growth per task, capacity per layer, storage.
+
+    Capacity is counted in weights for dgmw and in units for dgma: per layer,
+    what each task newly reserved, what it reused from earlier tasks, and what
+    stayed free.
+    """
+    from genmem.memory import Memory
+    from genmem.summary import summarise
+
+    summary = summarise(Memory(memory), version)
+    click.echo(json.dumps(summary, indent=2) if as_json else render_summary(summary))
+
+
+@main.command()
+@click.argument("memory", type=click.Path(path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="File to write: .png (a grid, one row per class), .safetensors or .npz (images and labels), "
+                   ".npy (images only).")
+@click.option("--classes", metavar="A,B,...", help="Classes to draw, by label or name (default: all).")
+@click.option("--count", type=click.IntRange(1), default=8, show_default=True, help="Images per class.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same images.")
+@click.option("--version", "version", help="Version to sample from (default: the latest).")
+@click.option("--float", "as_float", is_flag=True, help="Floats in [-1, 1] instead of uint8 pixels (not for .png).")
+@click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
+@friendly_errors
+def sample(memory, output, classes, count, seed, version, as_float, device):
+    """Draw COUNT images of each class from MEMORY and write them to a file.
+
+    \b
+    Examples:
+      genmem sample digits.mem -o grid.png
+      genmem sample digits.mem --classes 3,5 --count 1000 --seed 7 -o replay.safetensors
+    """
+    from genmem.device import resolve_device
+    from genmem.encoding import encode_samples, format_for_path
+    from genmem.memory import Memory
+
+    fmt = format_for_path(output)
+    sampler = Memory(memory).sampler(version, resolve_device(device))
+    wanted = split_classes(classes) or [c.label for c in sampler.classes]
+    images, labels = sampler.sample({key: count for key in wanted}, seed=seed, as_uint8=not as_float)
+    names = {c.label: c.name for c in sampler.classes}
+    meta = {"memory": str(memory), "version": sampler.version, "seed": str(seed)}
+    output.write_bytes(encode_samples(images, labels, fmt, names, meta))
+    click.echo(f"wrote {len(images)} images of {len(wanted)} classes from {sampler.version} to {output}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

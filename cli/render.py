@@ -1,0 +1,47 @@
+"""Text rendering of a memory summary (genmem.summary) for `genmem info`."""
+
+from __future__ import annotations
+
+
+def _kb(n: int) -> str:
+    return f"{n / 1024:,.1f} KiB"
+
+
+def render_summary(s: dict) -> str:
+    g = s["generator"]
+    unit = s["capacity_unit"]
+    classes = ", ".join(c["name"] if c["name"] == str(c["label"]) else f"{c['label']} ({c['name']})"
+                        for c in s["classes"])
+    lines = [
+        f"memory    {s['memory']}",
+        f"version   {s['version']} of {len(s['versions'])} ({', '.join(s['versions'])}); parent "
+        f"{s['parent'] or 'none'}; created {s['created']}",
+        f"generator {g['variant'].upper()}, {g['channels']}x{g['image_size']}x{g['image_size']} images, noise "
+        f"{g['noise_dim']}, initial widths {'/'.join(map(str, g['initial_widths']))}",
+        f"classes   {classes}",
+        "",
+        f"Tasks: widths they were learned at, parameters stored after them, and per masked layer the capacity "
+        f"(in {unit}) they newly reserved, reused from earlier tasks, and left free.",
+    ]
+    header = f"{'task':>4}  {'classes':<12} {'widths':<12} {'params':>9}  {'layer':>5} {'total':>9} {'new':>9} " \
+             f"{'reused':>9} {'free':>9}"
+    lines += [header, "-" * len(header)]
+    names = {c["label"]: c["name"] for c in s["classes"]}
+    for task in s["tasks"]:
+        for layer, cap in enumerate(task["capacity"]):
+            lead = (f"{task['task']:>4}  {', '.join(names[c] for c in task['classes'])[:12]:<12} "
+                    f"{'/'.join(map(str, task['widths'])):<12} {task['parameters']['total']:>9,}"
+                    if layer == 0 else " " * 41)
+            lines.append(f"{lead}  {layer + 1:>5} {cap['total']:>9,} {cap['new']:>9,} {cap['reused']:>9,} "
+                         f"{cap['free']:>9,}")
+    first, last = s["tasks"][0], s["tasks"][-1]
+    growth = last["parameters"]["shared"] / max(first["parameters"]["shared"], 1)
+    lines += [
+        "",
+        f"growth    shared weights x{growth:.2f} since the first task; the next task starts at widths "
+        f"{'/'.join(map(str, s['next_widths']))}, with at least {sum(s['free_per_layer_initially']):,} free {unit} "
+        f"as the first had",
+        f"storage   weights {_kb(s['storage_bytes']['weights'])}, bit-packed masks {_kb(s['storage_bytes']['masks'])}, "
+        f"version total {_kb(s['storage_bytes']['total'])}",
+    ]
+    return "\n".join(lines)

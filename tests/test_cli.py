@@ -1,0 +1,140 @@
+"""The genmem command end to end on tiny data, and one clear line for every bad input."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+from safetensors.torch import load_file
+
+from genmem.cli.main import main
+from genmem.memory import Memory
+
+from tiny import class_images
+
+TINY = ["--image-size", "16", "--width", "2", "--critic-width", "4", "--epochs", "1", "--batch-size", "8", "--quiet",
+        "--device", "cpu"]
+
+
+def run(*args):
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    return result
+
+
+@pytest.fixture
+def learned(tmp_path, tiny_npz):
+    memory = tmp_path / "m"
+    for classes in ("0,1", "2"):
+        result = run("learn-task", memory, "--data", f"npz:{tiny_npz}", "--classes", classes, *TINY)
+        assert result.exit_code == 0, result.output
+    return memory
+
+
+def test_learn_info_and_sample_end_to_end(tmp_path, learned):
+    assert Memory(learned).versions() == ["v0001", "v0002"]
+
+    info = run("info", learned)
+    assert info.exit_code == 0
+    for expected in ("version   v0002 of 2", "DGMW, 1x16x16 images", "classes   0, 1, 2", "reused", "storage",
+                     "bit-packed masks"):
+        assert expected in info.output
+    summary = json.loads(run("info", learned, "--json").output)
+    assert [t["widths"] for t in summary["tasks"]][0] == [4, 2]
+    assert summary["storage_bytes"]["masks"] > 0
+
+    grid = tmp_path / "grid.png"
+    assert run("sample", learned, "--count", "5", "-o", grid).exit_code == 0
+    with Image.open(grid) as image:
+        assert image.size[1] > 3 * 32  # three rows of 2x-scaled 16 px images
+
+    out = tmp_path / "s.safetensors"
+    assert run("sample", learned, "--classes", "2,0", "--count", "3", "--seed", "4", "-o", out).exit_code == 0
+    tensors = load_file(out)
+    assert tensors["images"].shape == (6, 1, 16, 16) and tensors["labels"].tolist() == [2, 2, 2, 0, 0, 0]
+
+    run("sample", learned, "--classes", "2,0", "--count", "3", "--seed", "4", "-o", tmp_path / "s.npz")
+    with np.load(tmp_path / "s.npz", allow_pickle=False) as arrays:
+        assert np.array_equal(arrays["images"], tensors["images"].numpy())
+    run("sample", learned, "--classes", "1", "--count", "2", "--float", "-o", tmp_path / "f.npy")
+    floats = np.load(tmp_path / "f.npy", allow_pickle=False)
+    assert floats.dtype == np.float32 and floats.shape == (2, 1, 16, 16)
+
+
+def assert_clear_error(result, message):
+    assert result.exit_code != 0
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and message in errors[0], result.output
+    assert "Traceback" not in result.output
+
+
+def test_missing_memory(tmp_path):
+    assert_clear_error(run("info", tmp_path / "nothing"), "is not a genmem memory (it does not exist)")
+    assert_clear_error(run("sample", tmp_path / "nothing", "-o", tmp_path / "x.png"), "is not a genmem memory")
+
+
+def test_class_already_learned(learned, tiny_npz):
+    result = run("learn-task", learned, "--data", f"npz:{tiny_npz}", "--classes", "1", *TINY)
+    assert_clear_error(result, "class '1' is already in this memory (task 0 learned it)")
+    assert Memory(learned).versions() == ["v0001", "v0002"]
+
+
+def test_unknown_data_set(tmp_path):
+    assert_clear_error(run("learn-task", tmp_path / "m", "--data", "imagenet", "--classes", "0"),
+                       "unknown data source 'imagenet'")
+    assert not (tmp_path / "m").exists()
+
+
+def test_unknown_and_empty_classes(tmp_path):
+    x = np.concatenate([class_images(0, 8), class_images(1, 8)])[..., 0]
+    np.savez(tmp_path / "d.npz", x=x, y=np.repeat([0, 1], 8), class_names=np.array(["zero", "one", "two"]))
+    source = f"npz:{tmp_path / 'd.npz'}"
+    assert_clear_error(run("learn-task", tmp_path / "m", "--data", source, "--classes", "two", *TINY),
+                       "class 'two' has no images")
+    assert_clear_error(run("learn-task", tmp_path / "m", "--data", source, "--classes", "three", *TINY),
+                       "has no class 'three'")
+    assert_clear_error(run("learn-task", tmp_path / "m", "--data", source, "--classes", ",", *TINY),
+                       "name at least one class")
+
+
+def test_wrong_image_shapes(tmp_path, learned):
+    np.savez(tmp_path / "wide.npz", x=np.zeros((4, 16, 20), np.uint8), y=np.array([5, 5, 5, 5]))
+    assert_clear_error(run("learn-task", learned, "--data", f"npz:{tmp_path / 'wide.npz'}", "--classes", "5", *TINY),
+                       "16x20 images; genmem needs square images")
+    np.savez(tmp_path / "rgb.npz", x=np.zeros((4, 16, 16, 3), np.uint8), y=np.array([5, 5, 5, 5]))
+    assert_clear_error(run("learn-task", learned, "--data", f"npz:{tmp_path / 'rgb.npz'}", "--classes", "5", *TINY),
+                       "3-channel images but the memory holds 1-channel images")
+
+
+def test_bad_settings(tmp_path, tiny_npz):
+    source = ["--data", f"npz:{tiny_npz}", "--classes", "0"]
+    assert_clear_error(run("learn-task", tmp_path / "m", *source, *TINY[:-2], "--device", "tpu"),
+                       "unknown device 'tpu'")
+    assert_clear_error(run("learn-task", tmp_path / "m", *source, "--image-size", "12", "--quiet"),
+                       "image size 12 is not supported")
+    assert not (tmp_path / "m").exists()
+    if not torch.cuda.is_available():
+        assert_clear_error(run("learn-task", tmp_path / "m", *source, "--device", "cuda"), "no CUDA GPU")
+
+
+def test_variant_of_an_existing_memory_cannot_change(learned, tiny_npz):
+    result = run("learn-task", learned, "--data", f"npz:{tiny_npz}", "--classes", "3", "--variant", "dgma", *TINY)
+    assert_clear_error(result, "is dgmw; drop the variant dgma")
+
+
+def test_corrupt_memory_is_named(learned, tmp_path):
+    weights = learned / "versions" / "v0002" / "generator.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-10] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    assert_clear_error(run("sample", learned, "-o", tmp_path / "x.png"), "generator.safetensors fails its sha256")
+    assert_clear_error(run("info", learned), "generator.safetensors fails its sha256")
+    assert run("info", learned, "--version", "v0001").exit_code == 0, "older versions stay usable"
+
+
+def test_sampling_errors(learned, tmp_path):
+    assert_clear_error(run("sample", learned, "--classes", "9", "-o", tmp_path / "x.png"), "no class '9'")
+    assert_clear_error(run("sample", learned, "-o", tmp_path / "x.jpg"), "must end in")
+    assert_clear_error(run("sample", learned, "--version", "v0009", "-o", tmp_path / "x.png"), "no version 'v0009'")
+    assert_clear_error(run("sample", learned, "--float", "-o", tmp_path / "x.png"), "PNG grid needs uint8")
