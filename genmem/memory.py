@@ -57,9 +57,11 @@ class Memory:
         manifest, files = self.store.read(version)
         return decode_generator(manifest, files), manifest
 
-    def sampler(self, version: str | None = None, device: str | torch.device = "cpu") -> Sampler:
+    def sampler(self, version: str | None = None, device: str | torch.device = "cpu", precision: str = "auto"
+                ) -> Sampler:
+        """A fast sampler over a version (latest by default); precision 'auto' is float16 on CUDA, else float32."""
         generator, manifest = self.load(version)
-        return Sampler(generator, ClassTable.from_manifest(manifest), manifest["version"], device)
+        return Sampler(generator, ClassTable.from_manifest(manifest), manifest["version"], device, precision)
 
     def learn_task(self, data: ImageSet, classes: list[str | int], *, variant: str | None = None,
                    config: TrainingConfig | None = None, device: str | torch.device = "cpu",

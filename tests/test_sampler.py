@@ -59,13 +59,39 @@ def test_the_batch_split_does_not_change_the_images(memory):
     assert torch.allclose(a, b, atol=1e-6)
 
 
-def test_samples_are_the_masked_generator_applied_to_the_class_noise(memory):
-    sampler = memory.sampler()
-    info = sampler.classes.resolve(1)
-    noise = sampler.noise(info, 4, seed=9)
+def test_unknown_precision_is_refused(memory):
+    with pytest.raises(GenmemError, match="unknown precision 'float8'"):
+        memory.sampler(precision="float8")
+
+
+def _reference(memory, sampler, key, count, seed):
+    """The masked generator's own forward pass on the class's noise."""
+    generator, _ = memory.load(sampler.version)
+    info = sampler.classes.resolve(key)
     with torch.no_grad():
-        reference = sampler.generator(noise, info.task, torch.full((4,), info.index))
-    assert torch.equal(sampler.sample({1: 4}, seed=9, as_uint8=False)[0], reference)
+        return generator(sampler.noise(info, count, seed), info.task, torch.full((count,), info.index))
+
+
+@pytest.mark.parametrize("variant", ["dgmw", "dgma"])
+def test_float32_samples_equal_the_reference_masked_forward_exactly(tmp_path, variant):
+    memory = Memory(tmp_path / "m")
+    data = tiny_set()
+    memory.learn_task(data, ["0", "1"], variant=variant, config=tiny_config(variant), image_size=16, base_width=2,
+                      progress=False)
+    memory.learn_task(data, ["2"], config=tiny_config(variant, seed=1), progress=False)
+    sampler = memory.sampler(precision="float32")
+    for key in (0, 1, 2):
+        fast = sampler.sample({key: 6}, seed=9, as_uint8=False)[0]
+        assert torch.equal(fast, _reference(memory, sampler, key, 6, seed=9))
+
+
+@pytest.mark.parametrize("precision,tolerance", [("float16", 2e-2), ("bfloat16", 6e-2)])
+def test_half_precision_with_folded_norms_stays_close_to_the_reference(memory, precision, tolerance):
+    """Stated tolerance: max abs error on the [-1, 1] output, which is at most a few uint8 levels."""
+    sampler = memory.sampler(precision=precision)
+    for key in (0, 1, 2):
+        fast = sampler.sample({key: 32}, seed=2, as_uint8=False)[0]
+        assert (fast - _reference(memory, sampler, key, 32, seed=2)).abs().max() < tolerance
 
 
 def test_bad_requests_are_explained(memory):
