@@ -18,13 +18,14 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from genmem.errors import CorruptMemory, UnknownClass
-from genmem.nets import Generator, GeneratorSpec, TaskLayers, mask_shapes
+from genmem.nets import Discriminator, Generator, GeneratorSpec, TaskLayers, mask_shapes
 
 FORMAT = "genmem.memory"
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "generator.safetensors"
 MASKS_FILE = "masks.safetensors"
 CARD_FILE = "MODEL_CARD.md"
+SOLVER_FILE = "solver.safetensors"
 
 
 def pack_bits(mask: torch.Tensor) -> torch.Tensor:
@@ -51,6 +52,25 @@ def encode_generator(generator: Generator) -> dict[str, bytes]:
         MASKS_FILE: save_safetensors(masks, metadata={**meta, "content": "bit-packed task masks",
                                                       "bit_order": "C order, most significant bit first"}),
     }
+
+
+def encode_solver(solver: Discriminator) -> bytes:
+    """The task solver (critic and class head); its class order is the manifest's `solver.classes`."""
+    weights = {name: t.detach().cpu().contiguous() for name, t in solver.state_dict().items()}
+    return save_safetensors(weights, metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION),
+                                               "content": "task solver (AC-GAN critic with class head)"})
+
+
+def decode_solver(manifest: dict, files: dict[str, bytes]) -> Discriminator:
+    """The version's solver, in eval mode; output i is the class manifest["solver"]["classes"][i]."""
+    g, solver = manifest["generator"], manifest["solver"]
+    try:
+        model = Discriminator(g["channels"], g["image_size"], len(solver["classes"]), solver["width"])
+        model.load_state_dict(load_safetensors(files[SOLVER_FILE]), strict=True)
+    except (KeyError, ValueError, RuntimeError, TypeError) as exc:
+        raise CorruptMemory(f"the solver of version {manifest.get('version')} does not match its manifest: {exc}") \
+            from exc
+    return model.eval()
 
 
 def spec_from_manifest(manifest: dict) -> GeneratorSpec:

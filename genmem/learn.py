@@ -2,9 +2,12 @@
 
 The whole training step is `learn_task`'s inner loop: a critic step, then a
 generator step whose gradients are reshaped by the plasticity rules (embedding
-compensation, no update to reserved weights). The task ends by binarising its
-masks and re-estimating its BatchNorm statistics under the binary masks, so
-that sampling in eval mode reproduces what training produced.
+compensation, no update to reserved weights). The critic's class head is the
+paper's task solver: it learns every class seen so far, from the task's real
+images and from images that the memory generates for earlier classes. The
+task ends by binarising its masks and re-estimating the BatchNorm statistics
+(the generator's under the binary masks, the solver's on what it learned
+from), so that eval mode reproduces what training produced.
 """
 
 from __future__ import annotations
@@ -24,17 +27,18 @@ from genmem.nets import Discriminator, Generator, dcgan_init_
 
 @dataclass
 class TrainingConfig:
-    """Hyperparameters of one task. Defaults are the paper's MNIST DGMw values except the epoch budget."""
+    """Hyperparameters of one task. Defaults are the paper's MNIST DGMw values except the epoch budget and betas."""
 
     epochs: int = 20
     batch_size: int = 64
     lr: float = 2e-3
-    betas: tuple[float, float] = (0.5, 0.999)
+    betas: tuple[float, float] = (0.0, 0.9)  # the paper's (0.5, 0.999) collapsed 2 of 3 seeds (BENCHMARKS.md)
     gp_weight: float = 1.0
     sparsity_weight: float = 0.08  # lambda, scaled per task by the network's growth
     s_max: float = 1e4
     critic_width: int = 32
-    class_loss_weight: float = 1.0  # AC-GAN loss, used when a task holds several classes
+    class_loss_weight: float = 1.0  # AC-GAN loss on generated images, when the class head has several classes
+    solver_replay: int | None = None  # generated images per earlier class in each solver step; None: batch_size
     recalibration_batches: int = 16
     seed: int = 0
 
@@ -43,8 +47,22 @@ class TrainingConfig:
 
 
 @dataclass
+class PastReplay:
+    """Generated images of the earlier classes for the solver, fixed for the task: [classes, per_class, C, H, W].
+
+    Class i of this tensor is the solver's output i; the task's own classes follow them.
+    """
+
+    images: torch.Tensor  # uint8
+
+    @property
+    def num_classes(self) -> int:
+        return self.images.shape[0]
+
+
+@dataclass
 class TaskReport:
-    """What learning one task did: its widths, how it used capacity, and how training ended."""
+    """What learning one task did: its widths, how it used capacity, how training ended, and its solver."""
 
     task: int
     widths: tuple[int, ...]
@@ -52,6 +70,7 @@ class TaskReport:
     iterations: int
     seconds: float
     final_losses: dict[str, float] = field(default_factory=dict)
+    solver: Discriminator | None = None
 
 
 def to_unit_range(images: torch.Tensor) -> torch.Tensor:
@@ -67,6 +86,13 @@ def gradient_penalty(critic: Discriminator, real: torch.Tensor, fake: torch.Tens
     score, _ = critic(mixed)
     (grad,) = torch.autograd.grad(score.sum(), mixed, create_graph=True)
     return ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
+
+
+def balanced_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean over the classes present of each class's mean loss, so that no class outweighs another."""
+    losses = F.cross_entropy(logits, targets, reduction="none")
+    counts = torch.bincount(targets, minlength=logits.shape[1]).float()
+    return (losses / counts[targets]).sum() / (counts > 0).sum()
 
 
 @torch.no_grad()
@@ -87,13 +113,31 @@ def recalibrate_norms(generator: Generator, task: int, rng: torch.Generator, bat
     branch.eval()
 
 
+@torch.no_grad()
+def recalibrate_solver(solver: Discriminator, images: torch.Tensor, batch_size: int) -> None:
+    """Re-estimate the solver's BatchNorm statistics on the images it classifies (training mixed in fakes)."""
+    norms = [m for m in solver.modules() if isinstance(m, nn.BatchNorm2d)]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None
+    solver.train()
+    for start in range(0, len(images), batch_size):
+        solver(images[start: start + batch_size])
+    for norm in norms:
+        norm.momentum = 0.1
+    solver.eval()
+
+
 @torch.enable_grad()
 def learn_task(generator: Generator, images: torch.Tensor, class_index: torch.Tensor, num_classes: int,
-               config: TrainingConfig, device: str | torch.device = "cpu", progress: bool = True) -> TaskReport:
+               config: TrainingConfig, device: str | torch.device = "cpu", progress: bool = True,
+               past: PastReplay | None = None) -> TaskReport:
     """Learn one new task into `generator` (in place) and return its report.
 
     images: uint8 [N, C, H, W] at the generator's image size; class_index: [N]
-    in 0..num_classes-1, the class of each image within this task.
+    in 0..num_classes-1, the class of each image within this task. past: the
+    earlier classes' generated images for the solver (None: a solver of this
+    task's classes only).
     """
     started = time.perf_counter()
     device = torch.device(device)
@@ -104,7 +148,8 @@ def learn_task(generator: Generator, images: torch.Tensor, class_index: torch.Te
     expand_for_next_task(generator, rng)
     task = len(generator.tasks)
     branch = generator.add_task(num_classes, rng)
-    critic = Discriminator(spec.channels, spec.image_size, num_classes, config.critic_width).to(device)
+    earlier = past.num_classes if past is not None else 0
+    critic = Discriminator(spec.channels, spec.image_size, earlier + num_classes, config.critic_width).to(device)
     dcgan_init_(critic, rng)
 
     embeddings = [nn.Parameter(torch.zeros(shape, device=device)) for shape in generator.mask_shapes()]
@@ -116,10 +161,13 @@ def learn_task(generator: Generator, images: torch.Tensor, class_index: torch.Te
     opt_d = torch.optim.Adam(critic.parameters(), lr=config.lr, betas=config.betas)
     growth = sum(generator.widths) / sum(spec.widths)
     sparsity_weight = config.sparsity_weight * growth
-    use_class_loss = num_classes > 1 and config.class_loss_weight > 0
+    classify = earlier + num_classes > 1
+    class_loss_weight = config.class_loss_weight if classify else 0.0
 
     data = to_unit_range(images).to(device)
     labels = class_index.to(device)
+    replay = to_unit_range(past.images).to(device) if past is not None and earlier > 0 else None
+    per_class = config.solver_replay or config.batch_size
     n = len(data)
     batches_per_epoch = -(-n // config.batch_size)
     bar = tqdm(total=config.epochs * batches_per_epoch, desc=f"task {task}", unit="it", disable=not progress,
@@ -135,7 +183,7 @@ def learn_task(generator: Generator, images: torch.Tensor, class_index: torch.Te
             real, cls = data[batch], labels[batch]
             masks = [plasticity.soft_mask(e, s) for e in embeddings]
 
-            # Critic: tell real from generated, keep the gradient norm near 1, classify real images.
+            # Critic: tell real from generated, keep the gradient norm near 1; solver: classify every class so far.
             critic.requires_grad_(True)
             noise = torch.randn(len(batch), spec.noise_dim, generator=rng, device=device)
             with torch.no_grad():
@@ -144,8 +192,14 @@ def learn_task(generator: Generator, images: torch.Tensor, class_index: torch.Te
             score_fake, _ = critic(fake)
             wasserstein = score_real.mean() - score_fake.mean()
             loss_d = -wasserstein + config.gp_weight * gradient_penalty(critic, real, fake, rng)
-            if use_class_loss:
-                loss_d = loss_d + config.class_loss_weight * F.cross_entropy(logits_real, cls)
+            if classify:
+                logits, targets = logits_real, cls + earlier
+                if replay is not None:
+                    pick = torch.randint(replay.shape[1], (earlier, per_class), generator=rng, device=device)
+                    _, logits_replay = critic(replay[torch.arange(earlier, device=device)[:, None], pick].flatten(0, 1))
+                    logits = torch.cat([logits, logits_replay])
+                    targets = torch.cat([targets, torch.arange(earlier, device=device).repeat_interleave(per_class)])
+                loss_d = loss_d + balanced_cross_entropy(logits, targets)
             opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             opt_d.step()
@@ -156,8 +210,8 @@ def learn_task(generator: Generator, images: torch.Tensor, class_index: torch.Te
             score_fake, logits_fake = critic(generator(noise, task, cls, masks))
             penalty = plasticity.sparsity_penalty(masks, reserved)
             loss_g = -score_fake.mean() + sparsity_weight * penalty
-            if use_class_loss:
-                loss_g = loss_g + config.class_loss_weight * F.cross_entropy(logits_fake, cls)
+            if class_loss_weight > 0:
+                loss_g = loss_g + class_loss_weight * F.cross_entropy(logits_fake, cls + earlier)
             opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
             for embedding in embeddings:
@@ -166,7 +220,6 @@ def learn_task(generator: Generator, images: torch.Tensor, class_index: torch.Te
                 if layer.weight.grad is not None:
                     layer.weight.grad.masked_fill_(keep, 0.0)
             opt_g.step()
-
             bar.update(1)
         losses = {"critic": loss_d.item(), "generator": loss_g.item(), "wasserstein": wasserstein.item(),
                   "sparsity": penalty.item()}
@@ -177,9 +230,11 @@ def learn_task(generator: Generator, images: torch.Tensor, class_index: torch.Te
     branch.set_masks([plasticity.binarise(e) for e in embeddings])
     recalibrate_norms(generator, task, rng, config.recalibration_batches, config.batch_size)
     generator.eval()
+    critic.requires_grad_(False)
+    recalibrate_solver(critic, data if replay is None else torch.cat([data, replay.flatten(0, 1)]), config.batch_size)
     return TaskReport(task=task, widths=branch.widths, capacity=task_capacity(generator, task),
                       iterations=config.epochs * batches_per_epoch, seconds=time.perf_counter() - started,
-                      final_losses=losses)
+                      final_losses=losses, solver=critic)
 
 
 def _used_fraction(embeddings: list[torch.Tensor]) -> float:

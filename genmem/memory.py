@@ -16,11 +16,11 @@ from pathlib import Path
 
 import torch
 
-from genmem.artifact import (CARD_FILE, FORMAT, FORMAT_VERSION, ClassInfo, ClassTable, decode_generator,
-                             encode_generator, model_card)
+from genmem.artifact import (CARD_FILE, FORMAT, FORMAT_VERSION, SOLVER_FILE, ClassInfo, ClassTable,
+                             decode_generator, encode_generator, encode_solver, model_card)
 from genmem.data import ImageSet, fit_images
 from genmem.errors import DataError
-from genmem.learn import TaskReport, TrainingConfig, learn_task
+from genmem.learn import PastReplay, TaskReport, TrainingConfig, learn_task
 from genmem.nets import Generator, GeneratorSpec
 from genmem.presets import paper_config
 from genmem.sampler import Sampler
@@ -96,14 +96,27 @@ class Memory:
                                             task=len(history["tasks"]))
             images = fit_images(task_data.images, spec.channels, spec.image_size, task_data.source)
             class_index = torch.tensor([labels.index(int(label)) for label in task_data.labels])
+            past = self._past_replay(generator, history, parent, len(images) // len(labels), config.seed, device)
 
-            report = learn_task(generator, images, class_index, len(labels), config, device, progress)
+            report = learn_task(generator, images, class_index, len(labels), config, device, progress, past)
 
             manifest = self._next_manifest(writer.next_version(), parent, spec, history, new_classes, report,
                                            task_data, config, device, generator)
             files = encode_generator(generator)
+            files[SOLVER_FILE] = encode_solver(report.solver)
             files[CARD_FILE] = model_card(manifest).encode()
             return writer.commit(files, manifest)
+
+    @staticmethod
+    def _past_replay(generator: Generator, history: dict, parent: str | None, per_class: int, seed: int,
+                     device) -> PastReplay | None:
+        """As many generated images of every earlier class as the task has real ones per class, for the solver."""
+        if parent is None:
+            return None
+        table = ClassTable.from_manifest(history)
+        sampler = Sampler(generator, table, parent, device, precision="float32")
+        images, _ = sampler.sample({c.label: per_class for c in table}, seed=seed)
+        return PastReplay(images.view(len(table), per_class, *images.shape[1:]))
 
     @staticmethod
     def _new_classes(table: ClassTable, labels: list[int], data: ImageSet, task: int) -> list[ClassInfo]:
@@ -150,4 +163,6 @@ class Memory:
                           "noise_dim": spec.noise_dim, "initial_widths": list(spec.widths)},
             "classes": history["classes"] + [asdict(c) for c in new_classes],
             "tasks": history["tasks"] + [task_record],
+            "solver": {"classes": [c["label"] for c in history["classes"]] + [c.label for c in new_classes],
+                       "width": config.critic_width},
         }

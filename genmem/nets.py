@@ -222,25 +222,44 @@ class Generator(nn.Module):
             layer.grow(in_width, out_width, rng)
 
 
+def conv_trunk(channels: int, image_size: int, width: int) -> tuple[nn.Sequential, int]:
+    """5x5 stride-2 convolutions down to 4x4 (BatchNorm after the first), LeakyReLU, flattened; and its width."""
+    blocks: list[nn.Module] = []
+    in_ch = channels
+    for index in range(int(math.log2(image_size)) - 2):
+        out_ch = width * 2**index
+        blocks.append(nn.Conv2d(in_ch, out_ch, 5, 2, 2))
+        if index > 0:
+            blocks.append(nn.BatchNorm2d(out_ch))
+        blocks.append(nn.LeakyReLU(0.2))
+        in_ch = out_ch
+    return nn.Sequential(*blocks, nn.Flatten()), in_ch * 16
+
+
 class Discriminator(nn.Module):
-    """WGAN-GP critic and AC-GAN classifier in one network: a critic head and a class head over shared features."""
+    """WGAN-GP critic and AC-GAN classifier in one network: a critic head and a class head over shared features.
+
+    The class head is the paper's task solver: over every class seen so far.
+    """
 
     def __init__(self, channels: int, image_size: int, num_classes: int, width: int = 32):
         super().__init__()
-        depth = int(math.log2(image_size)) - 2  # stride-2 convolutions down to 4x4
-        blocks: list[nn.Module] = []
-        in_ch = channels
-        for index in range(depth):
-            out_ch = width * 2**index
-            blocks.append(nn.Conv2d(in_ch, out_ch, 5, 2, 2))
-            if index > 0:
-                blocks.append(nn.BatchNorm2d(out_ch))
-            blocks.append(nn.LeakyReLU(0.2))
-            in_ch = out_ch
-        self.features = nn.Sequential(*blocks, nn.Flatten())
-        self.critic = nn.Linear(in_ch * 16, 1)
-        self.classes = nn.Linear(in_ch * 16, num_classes)
+        self.features, size = conv_trunk(channels, image_size, width)
+        self.critic = nn.Linear(size, 1)
+        self.classes = nn.Linear(size, num_classes)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.features(images)
         return self.critic(h).squeeze(1), self.classes(h)
+
+
+class Classifier(nn.Module):
+    """A standalone classifier with the critic's trunk: what replay is for, and the bounds' common yardstick."""
+
+    def __init__(self, channels: int, image_size: int, num_classes: int, width: int = 32):
+        super().__init__()
+        self.features, size = conv_trunk(channels, image_size, width)
+        self.classes = nn.Linear(size, num_classes)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.classes(self.features(images))

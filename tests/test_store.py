@@ -111,7 +111,7 @@ def test_manifest_records_sha256_and_size_of_every_file(tmp_path):
         assert entry == {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
 
 
-@pytest.mark.parametrize("stage", ["file0", "file1", "file2", "file3", "before-rename", "after-rename"])
+@pytest.mark.parametrize("stage", ["file0", "file1", "file2", "file3", "file4", "before-rename", "after-rename"])
 def test_a_writer_killed_at_any_stage_leaves_every_finished_version_loadable(tmp_path, stage):
     make_memory(tmp_path / "m")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
