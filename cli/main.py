@@ -2,35 +2,16 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
 from pathlib import Path
 
 import click
 
+from genmem.cli.bench import bench
+from genmem.cli.common import DEVICE_HELP, friendly_errors, split_classes
 from genmem.cli.render import render_summary
-from genmem.errors import GenmemError
-
-DEVICE_HELP = "Where to compute: auto (the GPU if there is one), cpu, cuda or cuda:N."
-
-
-def friendly_errors(command):
-    """Turn genmem's errors into one clear line and a non-zero exit, never a traceback."""
-
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except GenmemError as exc:
-            raise click.ClickException(str(exc)) from None
-
-    return wrapper
-
-
-def split_classes(text: str | None) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()] if text else []
-
+from genmem.cli.serve import serve
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="genmem")
@@ -176,6 +157,9 @@ def sample(memory, output, classes, count, seed, version, as_float, device):
     output.write_bytes(encode_samples(images, labels, fmt, names, meta))
     click.echo(f"wrote {len(images)} images of {len(wanted)} classes from {sampler.version} to {output}")
 
+
+main.add_command(serve)
+main.add_command(bench)
 
 if __name__ == "__main__":
     sys.exit(main())

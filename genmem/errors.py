@@ -27,3 +27,19 @@ class MemoryBusy(GenmemError):
 
 class UnknownClass(GenmemError):
     """A class asked for is not in the memory."""
+
+
+class InvalidRequest(GenmemError):
+    """A request to the replay service is malformed (which field, and how, is in the message)."""
+
+
+class TooManySamples(GenmemError):
+    """A request asks for more images than the replay service allows at once."""
+
+
+class NotAuthorized(GenmemError):
+    """The replay service needs a bearer token that the request did not bring, or brought wrong."""
+
+
+class ServiceUnavailable(GenmemError):
+    """The replay service cannot answer: it has no version loaded yet, or it cannot be reached."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tiny import tiny_set
+from tiny import tiny_memory, tiny_set
 
 
 @pytest.fixture
@@ -15,3 +15,9 @@ def tiny_npz(tmp_path):
     path = tmp_path / "tiny.npz"
     np.savez(path, x=data.images[:, 0].numpy(), y=data.labels.numpy())
     return path
+
+
+@pytest.fixture(scope="session")
+def two_versions(tmp_path_factory):
+    """A memory of two versions (classes 0 and 1, then 2); tests that change a memory change a copy."""
+    return tiny_memory(tmp_path_factory.mktemp("two-versions") / "m").path

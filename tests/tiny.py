@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import torch
 
 from genmem.data import ImageSet
 from genmem.learn import TrainingConfig
+from genmem.memory import Memory
 from genmem.nets import GeneratorSpec
 
 TINY_SIZE = 16
@@ -38,3 +41,27 @@ def tiny_set(labels=(0, 1, 2, 3), per_class: int = 24, size: int = TINY_SIZE, ch
     y = np.repeat(np.array(labels, dtype=np.int64), per_class)
     images = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
     return ImageSet(images, torch.from_numpy(y), {label: str(label) for label in labels}, "tiny")
+
+
+def tiny_memory(path) -> Memory:
+    """A memory of two versions: classes 0 and 1 as the first task, 2 as the second (about a second each)."""
+    memory = Memory(path)
+    for seed, classes in enumerate((["0", "1"], ["2"])):
+        memory.learn_task(tiny_set(), classes, config=tiny_config(seed=seed), image_size=TINY_SIZE, base_width=2,
+                          progress=False)
+    return memory
+
+
+def publish(version_dir, memory_path, name: str, damaged: bool = False) -> None:
+    """Copy a finished version into a memory as `name`, appearing at once as a learner's does.
+
+    damaged: flip a byte of its weights first, so that it fails its checksum.
+    """
+    hidden = memory_path / "versions" / f".incomplete-{name}"
+    shutil.copytree(version_dir, hidden)
+    if damaged:
+        weights = hidden / "generator.safetensors"
+        data = bytearray(weights.read_bytes())
+        data[-10] ^= 0xFF
+        weights.write_bytes(bytes(data))
+    hidden.rename(memory_path / "versions" / name)

@@ -1,0 +1,186 @@
+"""How fast replay is: images per second in process and over HTTP, and where an HTTP request's time goes.
+
+In process is `Sampler.sample` (uint8 images left on the device). Over HTTP is
+the real `genmem serve` in a subprocess on a loopback port, asked for
+safetensors by `ReplayClient`, images decoded on the client's CPU. Each point
+is warmed up, then timed repeatedly for a while, and the median is reported.
+For the largest request the HTTP time is split into parts that are each
+measured: sampling and encoding by the server (its Server-Timing header),
+the rest of the server's answer, the transfer of the body, and decoding.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import torch
+
+from genmem.client import ReplayClient, decode_samples
+from genmem.errors import GenmemError
+from genmem.memory import Memory
+from genmem.replay import balanced_counts
+
+TARGETS = ("in process on an H100: at least 1,000,000 MNIST-size images/s",
+           "over HTTP: at least 100,000 images/s in large requests",
+           "on 2 CPU cores: at least 10,000 images/s in process")
+PARTS = ("sampling", "encoding", "rest of the server's answer", "transfer", "decoding")
+SERVER_START_SECONDS = 180
+
+
+@dataclass(frozen=True)
+class Setting:
+    device: torch.device
+    precision: str
+
+    def __str__(self) -> str:
+        return f"{self.device} {self.precision}"
+
+
+@dataclass
+class Point:
+    setting: Setting
+    size: int
+    in_process: float  # images per second
+    http: float
+
+
+def settings_for(devices: list[torch.device]) -> list[Setting]:
+    """The CPU in float32; CUDA in float16 (what `auto` serves) and float32."""
+    precisions = {"cpu": ("float32",), "cuda": ("float16", "float32")}
+    return [Setting(device, precision) for device in devices for precision in precisions[device.type]]
+
+
+def median_parts(measure: Callable[[], dict[str, float]], seconds: float) -> dict[str, float]:
+    """Call `measure` once to warm up, then for `seconds` (3 times at least); the median of each named duration."""
+    measure()
+    runs = []
+    deadline = time.perf_counter() + seconds
+    while len(runs) < 3 or time.perf_counter() < deadline:
+        runs.append(measure())
+    return {name: statistics.median(run[name] for run in runs) for name in runs[0]}
+
+
+def elapsed(call: Callable[[], object]) -> dict[str, float]:
+    start = time.perf_counter()
+    call()
+    return {"total": time.perf_counter() - start}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def served(memory: Path, setting: Setting, max_samples: int) -> Iterator[str]:
+    """`genmem serve` in a subprocess on a free loopback port, stopped on exit; yields its URL once ready."""
+    port = free_port()
+    command = [sys.executable, "-m", "genmem.cli.main", "serve", str(memory),
+               "--port", str(port), "--device", str(setting.device), "--precision", setting.precision,
+               "--max-samples", str(max_samples), "--watch-interval", "0"]
+    url = f"http://127.0.0.1:{port}"
+    with tempfile.TemporaryFile() as log:
+        server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
+        try:
+            deadline = time.monotonic() + SERVER_START_SECONDS
+            while not _ready(url):
+                if server.poll() is not None or time.monotonic() > deadline:
+                    log.seek(0)
+                    raise GenmemError(f"the benchmark's server did not start: {log.read().decode()[-2000:]}")
+                time.sleep(0.2)
+            yield url
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def http_parts(client: ReplayClient, counts: dict[int, int]) -> dict[str, float]:
+    """One sample request over HTTP, its time split into measured parts (seconds)."""
+    start = time.perf_counter()
+    with client.http.stream("POST", "/genmem/sample", json=client.sample_request(counts)) as response:
+        answered = time.perf_counter()  # the headers are here: the server has sampled and encoded
+        body = response.read()
+    received = time.perf_counter()
+    decode_samples(body)
+    decoded = time.perf_counter()
+    server = {name: float(value) / 1e3 for name, value in
+              (part.strip().split(";dur=") for part in response.headers["Server-Timing"].split(","))}
+    return {"sampling": server["sample"], "encoding": server["encode"],
+            "rest of the server's answer": answered - start - server["sample"] - server["encode"],
+            "transfer": received - answered, "decoding": decoded - received, "total": decoded - start}
+
+
+def in_process(memory: Path, setting: Setting, sizes: list[int], seconds: float,
+               progress: Callable[[str], None]) -> dict[int, float]:
+    """Median seconds of `Sampler.sample` per request size; the sampler is freed on return, before a server loads."""
+    sampler = Memory(memory).sampler(device=setting.device, precision=setting.precision)
+    labels = [c.label for c in sampler.classes]
+    sync = torch.cuda.synchronize if setting.device.type == "cuda" else (lambda: None)
+    times = {}
+    for size in sizes:
+        counts = balanced_counts(labels, size, 0)
+        times[size] = median_parts(lambda: elapsed(lambda: (sampler.sample(counts), sync())), seconds)["total"]
+        progress(f"{setting}, requests of {size:,}, in process: {size / times[size]:,.0f} images/s")
+    return times
+
+
+def measure(memory: Path, devices: list[torch.device], sizes: list[int], seconds: float,
+            progress: Callable[[str], None] = lambda line: None) -> tuple[list[Point], dict[Setting, dict]]:
+    """Images/s in process and over HTTP for every setting and size; the HTTP time split for the largest size."""
+    points, splits = [], {}
+    for setting in settings_for(devices):
+        local = in_process(memory, setting, sizes, seconds, progress)
+        with served(memory, setting, max(sizes)) as url, ReplayClient(url) as client:
+            labels = [c.label for c in client.classes]
+            for size in sizes:
+                counts = balanced_counts(labels, size, 0)
+                remote = median_parts(lambda: elapsed(lambda: client.sample(counts)), seconds)["total"]
+                points.append(Point(setting, size, size / local[size], size / remote))
+                progress(f"{setting}, requests of {size:,}, over HTTP: {size / remote:,.0f} images/s")
+            splits[setting] = median_parts(lambda: http_parts(client, balanced_counts(labels, max(sizes), 0)),
+                                           seconds)
+    return points, splits
+
+
+def report(points: list[Point], splits: dict[Setting, dict], sizes: list[int], others: float | None) -> str:
+    """The markdown tables, the HTTP/in-process ratio, the time split, other processes' CPU share and the targets."""
+    lines = ["| device | precision | images per request | in process (images/s) | over HTTP (images/s) | "
+             "HTTP / in process |", "|---|---|---:|---:|---:|---:|"]
+    for p in points:
+        lines.append(f"| {p.setting.device} | {p.setting.precision} | {p.size:,} | {p.in_process:,.0f} | "
+                     f"{p.http:,.0f} | {p.http / p.in_process:.2f} |")
+    largest = max(sizes)
+    lines += ["", f"Where the time of one HTTP request for {largest:,} images goes (median milliseconds; sampling and "
+                  f"encoding as the server measured them, the rest as the client did):", "",
+              "| device | precision | " + " | ".join(PARTS) + " | total |", "|---|---|" + "---:|" * (len(PARTS) + 1)]
+    for setting, split in splits.items():
+        cells = " | ".join(f"{split[part] * 1e3:,.1f}" for part in (*PARTS, "total"))
+        lines.append(f"| {setting.device} | {setting.precision} | {cells} |")
+    lines += ["", "HTTP / in process for the largest request: " + "; ".join(
+        f"{p.setting}: {p.http / p.in_process:.2f}" for p in points if p.size == largest) + ".", "",
+              "Other processes took " + ("an unknown share" if others is None else f"{others:.0%}") +
+              " of the machine's CPU time during the run (more than a few per cent lowers every figure).", "",
+              "Targets: " + "; ".join(TARGETS) + "."]
+    return "\n".join(lines)
