@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from genmem.cli.common import friendly_errors
+from genmem.cli.protocol import protocol
 
 
 @click.group()
@@ -69,3 +70,5 @@ def sampling(memory, devices, sizes, seconds, record):
                        provenance([f"{d}: {machine(d)}" for d in chosen], command) + "\n\n" + table)
         click.echo(f"recorded in {record}")
 
+
+bench.add_command(protocol)

@@ -10,6 +10,7 @@ import click
 
 from genmem.cli.bench import bench
 from genmem.cli.common import DEVICE_HELP, friendly_errors, split_classes
+from genmem.cli.evaluate import evaluate
 from genmem.cli.render import render_summary
 from genmem.cli.serve import serve
 
@@ -159,6 +160,7 @@ def sample(memory, output, classes, count, seed, version, as_float, device):
 
 
 main.add_command(serve)
+main.add_command(evaluate)
 main.add_command(bench)
 
 if __name__ == "__main__":

@@ -1,0 +1,86 @@
+"""Training a classifier from any stream of batches, and using it: the yardstick of every accuracy genmem reports.
+
+Batches are (uint8 images, targets) with targets already mapped to the
+classifier's outputs, so real data, replay from a memory (a `ReplayStream`,
+the same path users train with) or a mix of both go through one loop.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from genmem.learn import to_unit_range
+from genmem.nets import Classifier, dcgan_init_
+
+
+@dataclass
+class ClassifierConfig:
+    width: int = 32  # channels of the first convolution, doubling per layer (the critic's trunk)
+    lr: float = 1e-3
+    batch_size: int = 128
+    epochs: float = 3.0  # passes over the images of the classes trained on (real and replayed alike)
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def shuffled_batches(images: torch.Tensor, targets: torch.Tensor, batch_size: int, seed: int
+                     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Endless batches of a labelled tensor set, reshuffled every epoch (a set smaller than a batch is one batch)."""
+    if len(images) == 0:
+        raise ValueError("cannot draw batches from an empty set")
+    rng = torch.Generator().manual_seed(seed)
+    batch_size = min(batch_size, len(images))
+    while True:
+        order = torch.randperm(len(images), generator=rng)
+        for start in range(0, len(order) - batch_size + 1, batch_size):
+            pick = order[start: start + batch_size]
+            yield images[pick], targets[pick]
+
+
+def mixed_batches(*streams: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """One batch from every stream, concatenated (e.g. real images of new classes with replay of old ones)."""
+    for parts in zip(*streams):
+        yield torch.cat([images.cpu() for images, _ in parts]), torch.cat([t.cpu() for _, t in parts])
+
+
+def train_classifier(batches: Iterable[tuple[torch.Tensor, torch.Tensor]], steps: int, num_classes: int,
+                     channels: int, image_size: int, config: ClassifierConfig, device: str | torch.device = "cpu",
+                     model: Classifier | None = None, progress: bool = False, desc: str = "classifier") -> Classifier:
+    """Train `model` (a fresh Classifier by default) for `steps` batches with Adam and a cosine-decayed rate."""
+    device = torch.device(device)
+    if model is None:
+        model = Classifier(channels, image_size, num_classes, config.width)
+        dcgan_init_(model, torch.Generator().manual_seed(config.seed))
+    model.to(device).train()
+    optimiser = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.9, 0.999))
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, max(steps, 1))
+    with torch.enable_grad():
+        for images, targets in tqdm(itertools.islice(batches, steps), total=steps, desc=desc, disable=not progress,
+                                    leave=False, dynamic_ncols=True):
+            loss = F.cross_entropy(model(to_unit_range(images.to(device))), targets.to(device))
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+    return model.eval()
+
+
+@torch.no_grad()
+def predict(logits_of: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, device: str | torch.device = "cpu",
+            batch_size: int = 1024, allowed: torch.Tensor | None = None) -> torch.Tensor:
+    """Predicted output index per uint8 image; `allowed` restricts the choice to some outputs (seen classes)."""
+    predictions = []
+    for start in range(0, len(images), batch_size):
+        logits = logits_of(to_unit_range(images[start: start + batch_size].to(device)))
+        if allowed is not None:
+            logits = logits.masked_fill(~allowed.to(logits.device), float("-inf"))
+        predictions.append(logits.argmax(1).cpu())
+    return torch.cat(predictions) if predictions else torch.empty(0, dtype=torch.long)
