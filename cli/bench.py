@@ -59,15 +59,15 @@ def sampling(memory, devices, sizes, seconds, record):
     if not size_list or size_list[0] < 1:
         raise click.BadParameter("give one or more sizes of 1 or more", param_hint="--sizes")
 
+    command = shlex.join(["genmem", "bench", "sampling", str(memory), *(a for d in devices for a in ("--device", d)),
+                          "--sizes", sizes, "--seconds", f"{seconds:g}", "--record", str(record)])
+    where = provenance([f"{d}: {machine(d)}" for d in chosen], command)  # now: the code that runs
     watch = CpuWatch()
     points, splits = measure(memory, chosen, size_list, seconds, progress=lambda line: click.echo(line, err=True))
     table = report(points, splits, size_list, watch.others_share())
     click.echo(table)
     if record is not None:
-        command = shlex.join(["genmem", "bench", "sampling", str(memory), *(a for d in devices for a in ("--device", d)),
-                              "--sizes", sizes, "--seconds", f"{seconds:g}", "--record", str(record)])
-        record_section(record, "Sampling throughput",
-                       provenance([f"{d}: {machine(d)}" for d in chosen], command) + "\n\n" + table)
+        record_section(record, "Sampling throughput", where + "\n\n" + table)
         click.echo(f"recorded in {record}")
 
 

@@ -50,18 +50,21 @@ def protocol(source, test_data, data_dir, variant, profile, tasks, out, seed, de
           --record BENCHMARKS.md
     """
     from genmem.benchmarks.protocol import PROFILES, growth_table, markdown_table, run_protocol
-    from genmem.benchmarks.record import machine, provenance, record_section
+    from genmem.benchmarks.record import CpuWatch, machine, provenance, record_section
     from genmem.data import load_source
     from genmem.device import resolve_device
     from genmem.plots import accuracy_plot, confusion_plot, growth_plot
     from genmem.presets import recipe_for
 
     target = resolve_device(device)
+    command = "genmem " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    where = provenance([machine(target)], command)  # now: the code that runs, not the tree at the end
     if test_data is None and source.partition(":")[0] in ("folder", "npz"):
         raise DataError(f"{source} has no test split; pass --test-data")
     train = load_source(source, data_dir, train=True)
     test = load_source(test_data or source, data_dir, train=test_data is not None)
     recipe = recipe_for(source, train.images.shape[1])
+    watch = CpuWatch()
     results = run_protocol(train, test, recipe, variant, PROFILES[profile], out, device=target, seed=seed,
                            num_tasks=tasks, progress=not quiet)
     (out / "accuracy.png").write_bytes(accuracy_plot(results))
@@ -71,13 +74,13 @@ def protocol(source, test_data, data_dir, variant, profile, tasks, out, seed, de
                                                        "classifier + DGM replay, after the last task"))
     table = markdown_table(results)
     click.echo(table)
-    click.echo(f"\nGAN {results['seconds']['gan']:.0f} s, classifiers {results['seconds']['classifiers']:.0f} s; "
-               f"plots and results.json in {out}")
+    busy = watch.others_share()
+    timing = (f"GAN {results['seconds']['gan']:.0f} s, classifiers {results['seconds']['classifiers']:.0f} s; "
+              + (f"other processes took {busy:.0%} of the CPU meanwhile" if busy is not None else "CPU use of others unknown"))
+    click.echo(f"\n{timing}; plots and results.json in {out}")
     if record:
-        command = "genmem " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         size = results["growth"][-1]["parameters"]["total"]
-        body = "\n\n".join([provenance([machine(target)], command), table, growth_table(results),
-                            f"Final generator: {size:,} parameters; time: GAN {results['seconds']['gan']:.0f} s, "
-                            f"classifiers {results['seconds']['classifiers']:.0f} s. Plots: `{out}/accuracy.png`, "
+        body = "\n\n".join([where, table, growth_table(results),
+                            f"Final generator: {size:,} parameters. Time: {timing}. Plots: `{out}/accuracy.png`, "
                             f"`{out}/growth.png`, `{out}/confusion.png`."])
         record_section(record, f"Paper protocol: {recipe} {variant.upper()}, {profile} profile", body)
