@@ -12,23 +12,18 @@ the rest of the server's answer, the transfer of the body, and decoding.
 from __future__ import annotations
 
 import contextlib
-import socket
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import torch
 
 from genmem.client import ReplayClient, decode_samples
-from genmem.errors import GenmemError
 from genmem.memory import Memory
 from genmem.replay import balanced_counts
+from genmem.subprocess_server import serving
 
 TARGETS = ("in process on an H100: at least 1,000,000 MNIST-size images/s",
            "over HTTP: at least 100,000 images/s in large requests",
@@ -76,44 +71,13 @@ def elapsed(call: Callable[[], object]) -> dict[str, float]:
     return {"total": time.perf_counter() - start}
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @contextlib.contextmanager
 def served(memory: Path, setting: Setting, max_samples: int) -> Iterator[str]:
-    """`genmem serve` in a subprocess on a free loopback port, stopped on exit; yields its URL once ready."""
-    port = free_port()
-    command = [sys.executable, "-m", "genmem.cli.main", "serve", str(memory),
-               "--port", str(port), "--device", str(setting.device), "--precision", setting.precision,
-               "--max-samples", str(max_samples), "--watch-interval", "0"]
-    url = f"http://127.0.0.1:{port}"
-    with tempfile.TemporaryFile() as log:
-        server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
-        try:
-            deadline = time.monotonic() + SERVER_START_SECONDS
-            while not _ready(url):
-                if server.poll() is not None or time.monotonic() > deadline:
-                    log.seek(0)
-                    raise GenmemError(f"the benchmark's server did not start: {log.read().decode()[-2000:]}")
-                time.sleep(0.2)
-            yield url
-        finally:
-            server.terminate()
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
-
-
-def _ready(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200
-    except httpx.TransportError:
-        return False
+    """The real `genmem serve` for this setting; yields its URL once ready."""
+    with serving(memory, ["--device", str(setting.device), "--precision", setting.precision,
+                          "--max-samples", str(max_samples), "--watch-interval", "0"],
+                 SERVER_START_SECONDS) as url:
+        yield url
 
 
 def http_parts(client: ReplayClient, counts: dict[int, int]) -> dict[str, float]:
