@@ -35,13 +35,16 @@ def test_bench_protocol_command_writes_table_plots_and_json(tmp_path):
     out = tmp_path / "run"
     result = CliRunner().invoke(main, ["bench", "protocol", "--data", f"npz:{tmp_path / 'train.npz'}",
                                        "--test-data", f"npz:{tmp_path / 'test.npz'}", "--profile", "smoke",
-                                       "--out", str(out), "--device", "cpu", "--quiet"])
+                                       "--images-per-class", "5", "--gan-epochs", "2", "--out", str(out),
+                                       "--device", "cpu", "--quiet", "--record", str(tmp_path / "B.md")])
     assert result.exit_code == 0, result.output
     assert "| dgm-replay |" in result.output and "A2" in result.output
     for png in ("accuracy.png", "growth.png", "confusion.png"):
         with Image.open(out / png) as image:
             assert image.size[0] > 200
-    assert "accuracy" in json.loads((out / "results.json").read_text())
+    results = json.loads((out / "results.json").read_text())
+    assert results["gan_config"]["epochs"] == 2 and results["profile"]["images_per_class"] == 5
+    assert "smoke, custom budget profile" in (tmp_path / "B.md").read_text(), "a changed budget is named as such"
     again = CliRunner().invoke(main, ["bench", "protocol", "--data", f"npz:{tmp_path / 'train.npz'}",
                                       "--test-data", f"npz:{tmp_path / 'test.npz'}", "--profile", "smoke",
                                       "--out", str(out), "--quiet"])

@@ -53,6 +53,17 @@ class Profile:
     classifier_epochs: float
     about: str
 
+    def with_budget(self, images_per_class: int | None = None, gan_epochs: int | None = None) -> Profile:
+        """This profile with fewer or more real images per class or GAN epochs; the name says it was changed."""
+        if images_per_class is None and gan_epochs is None:
+            return self
+        changed = replace(self, images_per_class=images_per_class or self.images_per_class,
+                          gan_epochs=gan_epochs or self.gan_epochs)
+        images = changed.images_per_class or "all"
+        epochs = changed.gan_epochs or "the paper's"
+        return replace(changed, name=f"{self.name}, custom budget",
+                       about=f"{self.name} with {images} images per class, {epochs} GAN epochs per task")
+
 
 PROFILES = {
     "quick": Profile("quick", 1000, 40, 8, 2.0, "2 CPU cores: 1000 images per class, 40 GAN epochs per task"),
