@@ -29,12 +29,12 @@ from genmem.replay import ReplayStream
 from genmem.subprocess_server import serving
 
 
-def small_cnn(num_classes: int, channels: int) -> nn.Module:
+def small_cnn(num_classes: int, channels: int, image_size: int) -> nn.Module:
     """Any classifier will do; this one is small enough for a CPU."""
     return nn.Sequential(
         nn.Conv2d(channels, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
         nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(64 * 8 * 8, 128), nn.ReLU(), nn.Linear(128, num_classes))
+        nn.Flatten(), nn.Linear(64 * (image_size // 4) ** 2, 128), nn.ReLU(), nn.Linear(128, num_classes))
 
 
 def as_input(images: torch.Tensor) -> torch.Tensor:
@@ -64,8 +64,8 @@ def learn_tasks(memory: Memory, source: str, args: argparse.Namespace) -> None:
     fit = lambda images: fit_images(images, spec["channels"], spec["image_size"], args.data)  # noqa: E731
     num_classes = max(train.class_names) + 1
     torch.manual_seed(0)
-    with_replay = small_cnn(num_classes, spec["channels"])
-    without = small_cnn(num_classes, spec["channels"])
+    with_replay = small_cnn(num_classes, spec["channels"], spec["image_size"])
+    without = small_cnn(num_classes, spec["channels"], spec["image_size"])
     without.load_state_dict(with_replay.state_dict())  # the same start, so only replay differs
     optimisers = [torch.optim.Adam(m.parameters(), 1e-3) for m in (with_replay, without)]
 
