@@ -7,7 +7,7 @@ import io
 import torch
 from PIL import Image, ImageDraw
 
-CAPTION_WIDTH = 96
+CAPTION_CHARS = 14
 PAD = 2
 
 
@@ -16,16 +16,19 @@ def grid_png(rows: list[tuple[str, torch.Tensor]], scale: int = 2) -> bytes:
     columns = max(images.shape[0] for _, images in rows)
     _, channels, height, width = rows[0][1].shape
     cell_h, cell_w = height * scale + PAD, width * scale + PAD
-    canvas = Image.new("RGB", (CAPTION_WIDTH + columns * cell_w + PAD, len(rows) * cell_h + PAD), "white")
+    captions = [caption[:CAPTION_CHARS] for caption, _ in rows]
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    caption_width = 8 + int(max(measure.textlength(caption) for caption in captions))  # as wide as the longest
+    canvas = Image.new("RGB", (caption_width + columns * cell_w + PAD, len(rows) * cell_h + PAD), "white")
     draw = ImageDraw.Draw(canvas)
-    for r, (caption, images) in enumerate(rows):
+    for r, (caption, (_, images)) in enumerate(zip(captions, rows, strict=True)):
         top = PAD + r * cell_h
-        draw.text((4, top + cell_h // 2 - 6), caption[:14], fill="black")
+        draw.text((4, top + cell_h // 2 - 6), caption, fill="black")
         for c, image in enumerate(images):
             pixels = image.cpu().permute(1, 2, 0).numpy()
             tile = Image.fromarray(pixels[:, :, 0] if channels == 1 else pixels)
             tile = tile.convert("RGB").resize((width * scale, height * scale), Image.NEAREST)
-            canvas.paste(tile, (CAPTION_WIDTH + PAD + c * cell_w, top))
+            canvas.paste(tile, (caption_width + PAD + c * cell_w, top))
     buffer = io.BytesIO()
     canvas.save(buffer, format="PNG")
     return buffer.getvalue()
