@@ -4,7 +4,8 @@ The whole training step is `learn_task`'s inner loop: a critic step, then a
 generator step whose gradients are reshaped by the plasticity rules (embedding
 compensation, no update to reserved weights). The critic's class head is the
 paper's task solver: it learns every class seen so far, from the task's real
-images and from images that the memory generates for earlier classes. The
+images and from images that the memory generates for earlier classes. After the
+GAN, the solver trains on classification alone for a few steps. The
 task ends by binarising its masks and re-estimating the BatchNorm statistics
 (the generator's under the binary masks, the solver's on what it learned
 from), so that eval mode reproduces what training produced.
@@ -39,6 +40,8 @@ class TrainingConfig:
     critic_width: int = 32
     class_loss_weight: float = 1.0  # AC-GAN loss on generated images, when the class head has several classes
     solver_replay: int | None = None  # generated images per earlier class in each solver step; None: batch_size
+    solver_steps: int = 300  # classification-only steps for the solver after the GAN (0: the paper's solver)
+    solver_lr: float = 1e-3
     recalibration_batches: int = 16
     seed: int = 0
 
@@ -111,6 +114,27 @@ def recalibrate_norms(generator: Generator, task: int, rng: torch.Generator, bat
     for norm in branch.norms:
         norm.momentum = 0.1
     branch.eval()
+
+
+def train_solver(solver: Discriminator, images: torch.Tensor, targets: torch.Tensor, config: TrainingConfig,
+                 rng: torch.Generator) -> None:
+    """Train the solver on classification alone, after the GAN.
+
+    While the GAN trains, the critic's features serve the Wasserstein estimate
+    and the class head lags on the newest class; a short classification-only
+    phase on the same images (the task's real ones, earlier classes'
+    generated ones) fixes that (BENCHMARKS.md).
+    """
+    solver.requires_grad_(True)
+    solver.train()
+    optimiser = torch.optim.Adam(solver.parameters(), lr=config.solver_lr, betas=config.betas)
+    for _ in range(config.solver_steps):
+        pick = torch.randint(len(images), (2 * config.batch_size,), generator=rng, device=images.device)
+        _, logits = solver(images[pick])
+        loss = balanced_cross_entropy(logits, targets[pick])
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
 
 
 @torch.no_grad()
@@ -230,8 +254,13 @@ def learn_task(generator: Generator, images: torch.Tensor, class_index: torch.Te
     branch.set_masks([plasticity.binarise(e) for e in embeddings])
     recalibrate_norms(generator, task, rng, config.recalibration_batches, config.batch_size)
     generator.eval()
+    solver_images = data if replay is None else torch.cat([data, replay.flatten(0, 1)])
+    if classify and config.solver_steps > 0:
+        solver_targets = labels + earlier if replay is None else torch.cat(
+            [labels + earlier, torch.arange(earlier, device=device).repeat_interleave(replay.shape[1])])
+        train_solver(critic, solver_images, solver_targets, config, rng)
     critic.requires_grad_(False)
-    recalibrate_solver(critic, data if replay is None else torch.cat([data, replay.flatten(0, 1)]), config.batch_size)
+    recalibrate_solver(critic, solver_images, config.batch_size)
     return TaskReport(task=task, widths=branch.widths, capacity=task_capacity(generator, task),
                       iterations=config.epochs * batches_per_epoch, seconds=time.perf_counter() - started,
                       final_losses=losses, solver=critic)

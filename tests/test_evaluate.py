@@ -87,3 +87,14 @@ def test_evaluate_command_reports_a_t_forgetting_and_plots(memory, tmp_path):
     assert (tmp_path / "plots" / "confusion-solver.png").stat().st_size > 1000
     missing = CliRunner().invoke(main, ["evaluate", str(tmp_path / "none"), "--data", "builtin"])
     assert missing.exit_code != 0 and "is not a genmem memory" in missing.output
+
+
+def test_the_solver_phase_after_the_gan_trains_the_class_head(tmp_path):
+    test = tiny_set(per_class=10)
+    averages = {}
+    for steps in (0, 80):  # a GAN learning rate so small that only the solver phase can teach the head
+        memory = Memory(tmp_path / f"steps{steps}")
+        memory.learn_task(tiny_set(), ["0", "1", "2", "3"], config=tiny_config(epochs=1, lr=1e-9, solver_steps=steps),
+                          image_size=16, base_width=2, progress=False)
+        averages[steps] = solver_score(memory, test).average
+    assert averages[0] < 60 and averages[80] >= 95, averages
