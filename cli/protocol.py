@@ -21,7 +21,7 @@ from genmem.errors import DataError
 @click.option("--variant", type=click.Choice(["dgmw", "dgma"]), default="dgmw", show_default=True)
 @click.option("--profile", type=click.Choice(["quick", "paper", "smoke"]), default="quick", show_default=True,
               help="quick: for 2 CPU cores, 1000 images per class and 40 GAN epochs per task (MNIST on 2 cores: "
-                   "DGMw 15 minutes, DGMa 31); "
+                   "DGMw 16 minutes, DGMa 33); "
                    "paper: the paper's budgets on all data, for a GPU; smoke: seconds, checks the pipeline only.")
 @click.option("--images-per-class", type=click.IntRange(1), help="Override the profile's real training images per "
                                                                      "class (to fit a budget, e.g. CIFAR-10 on a CPU).")
