@@ -21,7 +21,7 @@ def tiny_spec(variant: str) -> GeneratorSpec:
 
 
 def tiny_config(variant: str = "dgmw", **overrides) -> TrainingConfig:
-    settings = dict(epochs=2, batch_size=12, critic_width=4, recalibration_batches=2, lr=2e-3,
+    settings = dict(epochs=2, batch_size=12, critic_width=4, recalibration_batches=2, solver_steps=20, lr=2e-3,
                     sparsity_weight=0.08 if variant == "dgmw" else 0.01, s_max=1e4 if variant == "dgmw" else 1e5)
     settings.update(overrides)
     return TrainingConfig(**settings)

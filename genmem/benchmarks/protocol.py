@@ -52,6 +52,7 @@ class Profile:
     solver_replay: int | None  # generated images per earlier class in each solver step; None: the batch size
     classifier_epochs: float
     about: str
+    solver_steps: int | None = None  # None: TrainingConfig's default
 
     def with_budget(self, images_per_class: int | None = None, gan_epochs: int | None = None) -> Profile:
         """This profile with fewer or more real images per class or GAN epochs; the name says it was changed."""
@@ -68,7 +69,8 @@ class Profile:
 PROFILES = {
     "quick": Profile("quick", 1000, 40, 8, 2.0, "2 CPU cores: 1000 images per class, 40 GAN epochs per task"),
     "paper": Profile("paper", None, None, None, 5.0, "the paper's budgets on all the data, for a GPU"),
-    "smoke": Profile("smoke", 24, 1, 2, 0.5, "seconds on tiny data: checks the pipeline, not the accuracy"),
+    "smoke": Profile("smoke", 24, 1, 2, 0.5, "seconds on tiny data: checks the pipeline, not the accuracy",
+                     solver_steps=20),
 }
 
 
@@ -101,7 +103,8 @@ def run_protocol(train: ImageSet, test: ImageSet, recipe: str, variant: str, pro
     data = ImageSet(fit_images(data.images, channels, IMAGE_SIZE, data.source), data.labels, data.class_names,
                     data.source)
     memory = Memory(out_dir / "memory")
-    gan = paper_config(recipe, variant, epochs=profile.gan_epochs, solver_replay=profile.solver_replay)
+    gan = paper_config(recipe, variant, epochs=profile.gan_epochs, solver_replay=profile.solver_replay,
+                       solver_steps=profile.solver_steps)
     cls_config = ClassifierConfig(epochs=profile.classifier_epochs)
     finetuned = None
     history: dict[str, list[dict[int, float]]] = {m: [] for m in METHODS}
