@@ -14,6 +14,7 @@ from genmem.cli.evaluate import evaluate
 from genmem.cli.render import render_summary
 from genmem.cli.serve import serve
 
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="genmem")
 def main():

@@ -81,8 +81,8 @@ def protocol(source, test_data, data_dir, variant, profile, images_per_class, ga
     table = markdown_table(results)
     click.echo(table)
     busy = watch.others_share()
-    timing = (f"GAN {results['seconds']['gan']:.0f} s, classifiers {results['seconds']['classifiers']:.0f} s; "
-              + (f"other processes took {busy:.0%} of the CPU meanwhile" if busy is not None else "CPU use of others unknown"))
+    others = "CPU use of others unknown" if busy is None else f"other processes took {busy:.0%} of the CPU meanwhile"
+    timing = f"GAN {results['seconds']['gan']:.0f} s, classifiers {results['seconds']['classifiers']:.0f} s; {others}"
     click.echo(f"\n{timing}; plots and results.json in {out}")
     if record:
         size = results["growth"][-1]["parameters"]["total"]

@@ -45,6 +45,18 @@ def shuffled_batches(images: torch.Tensor, targets: torch.Tensor, batch_size: in
             yield images[pick], targets[pick]
 
 
+def output_targets(labels: torch.Tensor, outputs: dict[int, int]) -> torch.Tensor:
+    """Class labels mapped to a classifier's outputs ({label: output})."""
+    return torch.tensor([outputs[int(label)] for label in labels])
+
+
+def relabelled(batches: Iterable[tuple[torch.Tensor, torch.Tensor]], outputs: dict[int, int]
+               ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Batches whose class labels are mapped to a classifier's outputs."""
+    for images, labels in batches:
+        yield images, output_targets(labels, outputs)
+
+
 def mixed_batches(*streams: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """One batch from every stream, concatenated (e.g. real images of new classes with replay of old ones)."""
     for parts in zip(*streams):

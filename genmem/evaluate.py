@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from genmem.artifact import decode_solver
-from genmem.classifier import ClassifierConfig, predict, train_classifier
+from genmem.classifier import ClassifierConfig, predict, relabelled, train_classifier
 from genmem.data import ImageSet, fit_images
 from genmem.errors import DataError, GenmemError
 from genmem.memory import Memory
@@ -86,9 +86,9 @@ def images_of_classes(memory_classes: Sequence[int], names: dict[int, str], test
 
 
 def evaluate_model(logits_of, outputs: Sequence[int], images: torch.Tensor, labels: torch.Tensor,
-          device: str | torch.device = "cpu") -> Score:
-    """Evaluate a model whose output i is class outputs[i] on labelled test images."""
-    predicted = torch.tensor(outputs)[predict(logits_of, images, device)]
+                   device: str | torch.device = "cpu", allowed: torch.Tensor | None = None) -> Score:
+    """Evaluate a model whose output i is class outputs[i] on labelled test images (`allowed`: see `predict`)."""
+    predicted = torch.tensor(outputs)[predict(logits_of, images, device, allowed=allowed)]
     classes = sorted(set(labels.tolist()))
     return Score(per_class_accuracy(predicted, labels, classes), confusion_matrix(predicted, labels, classes))
 
@@ -120,8 +120,7 @@ def replay_classifier_score(memory: Memory, test: ImageSet, version: str | None 
     outputs = {label: i for i, label in enumerate(labels)}
     steps = math.ceil(config.epochs * images_per_class * len(labels) / config.batch_size)
     stream = ReplayStream(sampler, batch_size=config.batch_size, seed=config.seed)
-    batches = ((images, torch.tensor([outputs[int(l)] for l in lab])) for images, lab in stream)
-    model = train_classifier(batches, steps, len(labels), *sampler.image_shape[:2], config, device,
+    model = train_classifier(relabelled(stream, outputs), steps, len(labels), *sampler.image_shape[:2], config, device,
                              progress=progress, desc="replay classifier")
     names = {c.label: c.name for c in sampler.classes}
     images, true = images_of_classes(labels, names, test, sampler.image_shape[0], sampler.image_shape[1])

@@ -191,6 +191,7 @@ def learn_task(generator: Generator, images: torch.Tensor, class_index: torch.Te
     data = to_unit_range(images).to(device)
     labels = class_index.to(device)
     replay = to_unit_range(past.images).to(device) if past is not None and earlier > 0 else None
+    replay_classes = torch.arange(earlier, device=device)  # the solver's outputs for the earlier classes
     per_class = config.solver_replay or config.batch_size
     n = len(data)
     batches_per_epoch = -(-n // config.batch_size)
@@ -220,9 +221,9 @@ def learn_task(generator: Generator, images: torch.Tensor, class_index: torch.Te
                 logits, targets = logits_real, cls + earlier
                 if replay is not None:
                     pick = torch.randint(replay.shape[1], (earlier, per_class), generator=rng, device=device)
-                    _, logits_replay = critic(replay[torch.arange(earlier, device=device)[:, None], pick].flatten(0, 1))
+                    _, logits_replay = critic(replay[replay_classes[:, None], pick].flatten(0, 1))
                     logits = torch.cat([logits, logits_replay])
-                    targets = torch.cat([targets, torch.arange(earlier, device=device).repeat_interleave(per_class)])
+                    targets = torch.cat([targets, replay_classes.repeat_interleave(per_class)])
                 loss_d = loss_d + balanced_cross_entropy(logits, targets)
             opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
@@ -257,7 +258,7 @@ def learn_task(generator: Generator, images: torch.Tensor, class_index: torch.Te
     solver_images = data if replay is None else torch.cat([data, replay.flatten(0, 1)])
     if classify and config.solver_steps > 0:
         solver_targets = labels + earlier if replay is None else torch.cat(
-            [labels + earlier, torch.arange(earlier, device=device).repeat_interleave(replay.shape[1])])
+            [labels + earlier, replay_classes.repeat_interleave(replay.shape[1])])
         train_solver(critic, solver_images, solver_targets, config, rng)
     critic.requires_grad_(False)
     recalibrate_solver(critic, solver_images, config.batch_size)

@@ -98,7 +98,8 @@ class MemoryStore:
         if version.isdigit():
             version = f"v{int(version):04d}"
         if version not in versions:
-            raise MemoryNotFound(f"memory {self.path} has no version {version!r}; it has {', '.join(versions) or 'none'}")
+            raise MemoryNotFound(f"memory {self.path} has no version {version!r}; "
+                                 f"it has {', '.join(versions) or 'none'}")
         return version
 
     def read(self, version: str | None = None) -> tuple[dict, dict[str, bytes]]:

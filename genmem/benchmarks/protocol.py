@@ -18,17 +18,18 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
 
-from genmem.classifier import ClassifierConfig, mixed_batches, shuffled_batches, train_classifier
+from genmem.classifier import (ClassifierConfig, mixed_batches, output_targets, relabelled, shuffled_batches,
+                               train_classifier)
 from genmem.data import ImageSet, fit_images
 from genmem.encoding import encode_samples
 from genmem.errors import GenmemError
-from genmem.evaluate import Score, evaluate_model, forgetting, images_of_classes, solver_score
+from genmem.evaluate import (Score, average_accuracy, evaluate_model, forgetting, images_of_classes,
+                             solver_score)
 from genmem.memory import Memory
 from genmem.presets import base_width_for, paper_config
 from genmem.replay import ReplayStream
@@ -84,11 +85,6 @@ def per_class_subset(data: ImageSet, count: int | None) -> ImageSet:
     return ImageSet(data.images[keep], data.labels[keep], data.class_names, data.source)
 
 
-def _relabel(stream, outputs: dict[int, int]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    for images, labels in stream:
-        yield images, torch.tensor([outputs[int(label)] for label in labels])
-
-
 def run_protocol(train: ImageSet, test: ImageSet, recipe: str, variant: str, profile: Profile, out_dir: Path, *,
                  device: str | torch.device = "cpu", seed: int = 0, num_tasks: int | None = None,
                  progress: bool = True) -> dict:
@@ -115,8 +111,8 @@ def run_protocol(train: ImageSet, test: ImageSet, recipe: str, variant: str, pro
         outputs = {c: i for i, c in enumerate(seen)}
         started = time.perf_counter()
         version = memory.learn_task(data, [label], variant=variant, config=replace(gan, seed=seed + task),
-                                    device=device,
-                                    image_size=IMAGE_SIZE, base_width=base_width_for(recipe), progress=progress)
+                                    device=device, image_size=IMAGE_SIZE, base_width=base_width_for(recipe),
+                                    progress=progress)
         timings["gan"] += time.perf_counter() - started
         started = time.perf_counter()
         names = {c: data.class_names[c] for c in seen}
@@ -135,14 +131,14 @@ def run_protocol(train: ImageSet, test: ImageSet, recipe: str, variant: str, pro
         batches = real
         if task > 0:
             replay = ReplayStream(sampler, classes=seen[:-1], batch_size=per_step - real_share, seed=config.seed)
-            batches = mixed_batches(real, _relabel(replay, outputs))
+            batches = mixed_batches(real, relabelled(replay, outputs))
         model = train_classifier(batches, steps, len(seen), channels, IMAGE_SIZE, config, device,
                                  progress=progress, desc="dgm-replay classifier")
         scores["dgm-replay"] = evaluate_model(model, seen, test_images, test_labels, device)
 
         seen_mask = torch.isin(data.labels, torch.tensor(seen))
-        joint = shuffled_batches(data.images[seen_mask], torch.tensor([outputs[int(l)] for l in data.labels[seen_mask]]),
-                                 per_step, config.seed)
+        joint = shuffled_batches(data.images[seen_mask], output_targets(data.labels[seen_mask], outputs), per_step,
+                                 config.seed)
         model = train_classifier(joint, steps, len(seen), channels, IMAGE_SIZE, config, device,
                                  progress=progress, desc="joint classifier")
         scores["joint"] = evaluate_model(model, seen, test_images, test_labels, device)
@@ -152,8 +148,7 @@ def run_protocol(train: ImageSet, test: ImageSet, recipe: str, variant: str, pro
                                      channels, IMAGE_SIZE, config, device, model=finetuned, progress=progress,
                                      desc="finetune classifier")
         allowed = torch.arange(len(classes)) <= task  # single head over the classes seen so far
-        scores["finetune"] = evaluate_model(lambda x: finetuned(x).masked_fill(~allowed.to(x.device), float("-inf")),
-                                            classes, test_images, test_labels, device)
+        scores["finetune"] = evaluate_model(finetuned, classes, test_images, test_labels, device, allowed)
         timings["classifiers"] += time.perf_counter() - started
 
         for method, result in scores.items():
@@ -170,7 +165,7 @@ def run_protocol(train: ImageSet, test: ImageSet, recipe: str, variant: str, pro
         "recipe": recipe, "variant": variant, "profile": asdict(profile), "seed": seed,
         "classes": [{"label": c, "name": data.class_names[c]} for c in classes],
         "gan_config": gan.to_dict() | {"seed": seed}, "classifier_config": cls_config.to_dict() | {"seed": seed},
-        "accuracy": {m: [sum(step.values()) / len(step) for step in history[m]] for m in METHODS},
+        "accuracy": {m: [average_accuracy(step) for step in history[m]] for m in METHODS},
         "per_class": {m: [{str(k): v for k, v in step.items()} for step in history[m]] for m in METHODS},
         "forgetting": {m: {str(k): v for k, v in forgetting(history[m]).items()} if len(history[m]) > 1 else {}
                        for m in METHODS},
