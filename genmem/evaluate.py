@@ -1,7 +1,7 @@
 """Accuracy on real test images: per class, A_t, forgetting, confusion; for stored solvers and replay classifiers.
 
 A_t is the unweighted mean over the classes seen after t tasks of each class's
-accuracy on its real test images (DESIGN.md section 1). Nothing here uses
+accuracy on its real test images (docs/ALGORITHM.md §1). Nothing here uses
 real images of old classes for training or model selection: solvers are
 evaluated as stored, and a replay classifier learns from the memory alone.
 """

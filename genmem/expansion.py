@@ -1,4 +1,4 @@
-"""Dynamic expansion (DESIGN.md section 4): after each task, grow just enough to keep the free capacity constant.
+"""Dynamic expansion (docs/ALGORITHM.md §9): after each task, grow just enough to keep the free capacity constant.
 
 Capacity is counted in weights for DGMw and in units (output channels) for
 DGMa. A task reserves some entries anew, reuses some that earlier tasks

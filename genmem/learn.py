@@ -1,4 +1,4 @@
-"""Learning one task: WGAN-GP training of the masked generator on the task's images (DESIGN.md section 5).
+"""Learning one task: WGAN-GP training of the masked generator on the task's images (docs/ALGORITHM.md §10).
 
 The whole training step is `learn_task`'s inner loop: a critic step, then a
 generator step whose gradients are reshaped by the plasticity rules (embedding

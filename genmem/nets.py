@@ -1,4 +1,4 @@
-"""The masked, growing conditional generator and the critic (DESIGN.md section 2).
+"""The masked, growing conditional generator and the critic (docs/ALGORITHM.md §2).
 
 The generator is a DCGAN-style stack of transposed convolutions. The weights
 of the masked layers are shared by all tasks; each task reads them through its

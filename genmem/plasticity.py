@@ -1,4 +1,4 @@
-"""Task masks and the rules that train them (DESIGN.md section 3).
+"""Task masks and the rules that train them (docs/ALGORITHM.md §3 to §8).
 
 While a task is learned, every masked layer carries a real-valued embedding e
 and uses the soft mask sigmoid(s * e). The scale s is annealed from almost 0

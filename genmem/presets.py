@@ -1,4 +1,4 @@
-"""The paper's hyperparameters per data family and variant (DESIGN.md sections 2, 3 and 5).
+"""The paper's hyperparameters per data family and variant (docs/ALGORITHM.md §2, §4, §8 and §10).
 
 Epoch counts are the paper's GPU budgets; pass fewer epochs for CPU runs.
 Custom data (folder:, npz:) takes the MNIST recipe for grey images and the

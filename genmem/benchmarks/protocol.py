@@ -1,4 +1,4 @@
-"""The paper's class-incremental protocol (DESIGN.md section 1), with its bounds, in one run.
+"""The paper's class-incremental protocol (docs/ALGORITHM.md §1), with its bounds, in one run.
 
 One task per class, classes in label order, 32x32 images in [-1, 1]. After
 every task four classifiers are tested on the real test images of the classes
