@@ -88,17 +88,19 @@ def learn_task(memory, source, classes, data_dir, download, variant, epochs, bat
     wanted = split_classes(classes)
     if not wanted:
         raise click.BadParameter("name at least one class", param_hint="--classes")
-    data = load_source(source, data_dir, train=True, download=download)
     mem = Memory(memory)
-    if mem.versions():
-        variant_now = mem.manifest()["generator"]["variant"]
-    else:
-        variant_now = variant or "dgmw"
-    recipe = recipe_for(source, data.images.shape[1])
-    config = paper_config(recipe, variant_now, epochs=epochs, batch_size=batch_size, lr=lr,
-                          sparsity_weight=sparsity, critic_width=critic_width, seed=seed)
-    version = mem.learn_task(data, wanted, variant=variant, config=config, device=target, image_size=image_size,
-                             base_width=base_width or base_width_for(recipe), progress=not quiet)
+    with mem.store.writer() as writer:  # before the data loads, so that a second writer fails at once
+        data = load_source(source, data_dir, train=True, download=download)
+        if mem.versions():
+            variant_now = mem.manifest()["generator"]["variant"]
+        else:
+            variant_now = variant or "dgmw"
+        recipe = recipe_for(source, data.images.shape[1])
+        config = paper_config(recipe, variant_now, epochs=epochs, batch_size=batch_size, lr=lr,
+                              sparsity_weight=sparsity, critic_width=critic_width, seed=seed)
+        version = mem.learn_task(data, wanted, variant=variant, config=config, device=target,
+                                 image_size=image_size, base_width=base_width or base_width_for(recipe),
+                                 progress=not quiet, writer=writer)
     task = mem.manifest(version)["tasks"][-1]
     new = sum(layer["new"] for layer in task["capacity"])
     reused = sum(layer["reused"] for layer in task["capacity"])

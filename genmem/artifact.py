@@ -18,6 +18,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from genmem.errors import CorruptMemory, UnknownClass
+from genmem.names import label_number, shown
 from genmem.nets import Discriminator, Generator, GeneratorSpec, TaskLayers, mask_shapes
 
 FORMAT = "genmem.memory"
@@ -129,17 +130,16 @@ class ClassTable:
         return self.find(key) is not None
 
     def find(self, key: int | str) -> ClassInfo | None:
-        if isinstance(key, int):
-            return self._by_label.get(key)
-        text = str(key).strip()
-        if text in self._by_name:
-            return self._by_name[text]
-        return self._by_label.get(int(text)) if text.lstrip("-").isdigit() else None
+        """The class a key names: its name first, else its label (an int, or ASCII digits only; see names.py)."""
+        if not isinstance(key, int) and str(key).strip() in self._by_name:
+            return self._by_name[str(key).strip()]
+        label = label_number(key)
+        return self._by_label.get(label) if label is not None else None
 
     def resolve(self, key: int | str) -> ClassInfo:
         found = self.find(key)
         if found is None:
-            raise UnknownClass(f"this memory has no class {key!r}; it holds {self.describe()}")
+            raise UnknownClass(f"this memory has no class {shown(key)}; it holds {self.describe()}")
         return found
 
     def describe(self) -> str:

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from genmem.errors import DataError
+from genmem.names import label_number, shown
 
 SOURCES = ("builtin", "mnist", "fashion-mnist", "svhn", "cifar10", "folder:PATH", "npz:PATH")
 DIGITS = {label: str(label) for label in range(10)}
@@ -63,12 +64,12 @@ class ImageSet:
             text = str(key).strip()
             if text in by_name:
                 labels.append(by_name[text])
-            elif text.lstrip("-").isdigit() and int(text) in self.class_names:
-                labels.append(int(text))
+            elif label_number(text) in self.class_names:
+                labels.append(label_number(text))
             else:
                 known = ", ".join(f"{label} ({name})" if name != str(label) else name
                                   for label, name in sorted(self.class_names.items()))
-                raise DataError(f"{self.source} has no class {text!r}; its classes are: {known}")
+                raise DataError(f"{self.source} has no class {shown(text)}; its classes are: {known}")
         if len(set(labels)) != len(labels):
             raise DataError(f"a class is named twice in {keys}")
         return labels

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import asdict
 from datetime import datetime, timezone
@@ -24,7 +25,7 @@ from genmem.learn import PastReplay, TaskReport, TrainingConfig, learn_task
 from genmem.nets import Generator, GeneratorSpec
 from genmem.presets import paper_config
 from genmem.sampler import Sampler
-from genmem.store import MemoryStore
+from genmem.store import MemoryStore, VersionWriter
 
 try:
     GENMEM_VERSION = package_version("genmem")
@@ -65,20 +66,23 @@ class Memory:
 
     def learn_task(self, data: ImageSet, classes: list[str | int], *, variant: str | None = None,
                    config: TrainingConfig | None = None, device: str | torch.device = "cpu",
-                   image_size: int = 32, base_width: int | None = None, progress: bool = True) -> str:
+                   image_size: int = 32, base_width: int | None = None, progress: bool = True,
+                   writer: VersionWriter | None = None) -> str:
         """Learn `classes` of `data` as the next task and write it as a new version; returns its name.
 
         The first task creates the memory with `variant` (default dgmw), the
         data's channel count, `image_size` and `base_width`; later tasks must
         fit it. `config` defaults to the paper's recipe (MNIST's for grey
         images, SVHN's for colour). Fails before training if a class is
-        already in the memory or the images do not fit.
+        already in the memory or the images do not fit. `writer`: the
+        memory's lock if the caller already holds it (`store.writer()`, taken
+        before loading the data so that a second writer fails at once).
         """
-        labels = data.resolve(classes)
-        if not labels:
-            raise DataError("name at least one class to learn")
-        task_data = data.select(labels)
-        with self.store.writer() as writer:
+        with contextlib.nullcontext(writer) if writer is not None else self.store.writer() as writer:
+            labels = data.resolve(classes)
+            if not labels:
+                raise DataError("name at least one class to learn")
+            task_data = data.select(labels)
             parent = self.store.latest()
             if parent is None:
                 spec = GeneratorSpec.for_images(variant or "dgmw", task_data.images.shape[1], image_size, base_width)

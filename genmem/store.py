@@ -13,6 +13,13 @@ every `vNNNN` directory is complete, and the latest version is simply the
 highest-numbered one: a crash or kill at any moment leaves the previous
 versions untouched and loadable. The store deals in bytes; it knows nothing of
 generators.
+
+Nothing inside a memory may be a symbolic link: the lock is opened without
+following one (a link there would let the writer truncate any file the user
+can write), and a versions folder, version folder or file that is a link is
+refused as damaged rather than read from wherever it points. A version folder
+must also bear the name its manifest records, so a copy of v0003 placed as
+v0005 is damaged too, not a second v0003.
 """
 
 from __future__ import annotations
@@ -24,14 +31,16 @@ import json
 import os
 import re
 import shutil
+import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from genmem.errors import CorruptMemory, MemoryBusy, MemoryNotFound
+from genmem.names import shown, version_name
 
 MANIFEST = "manifest.json"
-VERSION_NAME = re.compile(r"^v(\d{4,})$")
+VERSION_NAME = re.compile(r"v[0-9]{4,9}", re.ASCII)
 INCOMPLETE_PREFIX = ".incomplete-"
 
 
@@ -56,6 +65,27 @@ def _write_synced(path: Path, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
+def _read_regular_file(path: Path, version: str) -> bytes:
+    """The bytes of a plain file, never through a link, a pipe or a device (which could block or lie)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise CorruptMemory(f"{path} is missing; version {version} is damaged") from None
+    except OSError as exc:
+        raise CorruptMemory(f"{path} cannot be opened ({exc.strerror}; a symbolic link?); "
+                            f"version {version} is damaged") from None
+    with os.fdopen(fd, "rb") as file:
+        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+            raise CorruptMemory(f"{path} is not a plain file; version {version} is damaged")
+        return file.read()
+
+
+def _refuse_link(path: Path, what: str) -> None:
+    if path.is_symlink():
+        raise CorruptMemory(f"{path} is a symbolic link; genmem does not follow links inside a memory ({what} "
+                            f"must be a real one, not a pointer elsewhere): replace it or start a new memory")
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -75,10 +105,12 @@ class MemoryStore:
         return self.versions_dir.is_dir()
 
     def versions(self) -> list[str]:
-        """Names of the finished versions, oldest first."""
+        """Names of the finished versions, oldest first (a version folder that is a link is listed, and damaged)."""
         if not self.exists():
             return []
-        names = [p.name for p in self.versions_dir.iterdir() if VERSION_NAME.match(p.name) and p.is_dir()]
+        _refuse_link(self.versions_dir, "the versions folder")
+        names = [p.name for p in self.versions_dir.iterdir()
+                 if VERSION_NAME.fullmatch(p.name) and (p.is_dir() or p.is_symlink())]
         return sorted(names, key=lambda name: int(name[1:]))
 
     def latest(self) -> str | None:
@@ -86,7 +118,7 @@ class MemoryStore:
         return versions[-1] if versions else None
 
     def resolve(self, version: str | None) -> str:
-        """A version name, 'latest' or None (the latest), checked to exist."""
+        """A version name ('v0003', 'v3' or '3'), 'latest' or None (the latest), checked to exist."""
         if not self.exists():
             hint = "it does not exist" if not self.path.exists() else "it has no versions/ folder"
             raise MemoryNotFound(f"{self.path} is not a genmem memory ({hint}); create one with `genmem learn-task`")
@@ -95,12 +127,11 @@ class MemoryStore:
             if not versions:
                 raise MemoryNotFound(f"memory {self.path} has no finished version yet; learn a task first")
             return versions[-1]
-        if version.isdigit():
-            version = f"v{int(version):04d}"
-        if version not in versions:
-            raise MemoryNotFound(f"memory {self.path} has no version {version!r}; "
+        name = version_name(version)
+        if name not in versions:
+            raise MemoryNotFound(f"memory {self.path} has no version {shown(name or version)}; "
                                  f"it has {', '.join(versions) or 'none'}")
-        return version
+        return name
 
     def read(self, version: str | None = None) -> tuple[dict, dict[str, bytes]]:
         """The verified manifest and the bytes of every file it lists.
@@ -114,9 +145,10 @@ class MemoryStore:
         files = {}
         for file, expected in manifest["files"].items():
             path = folder / file
-            if not path.is_file():
-                raise CorruptMemory(f"{path} is missing; version {name} of this memory is damaged")
-            data = path.read_bytes()
+            if Path(file).name != file or file == MANIFEST:
+                raise CorruptMemory(f"{folder / MANIFEST} lists the file {shown(file)}, which is not a file of its "
+                                    f"own folder; version {name} is damaged")
+            data = _read_regular_file(path, name)
             if len(data) != expected["bytes"]:
                 raise CorruptMemory(f"{path} is {len(data)} bytes but the manifest records {expected['bytes']} "
                                     f"(truncated or damaged); version {name} cannot be loaded")
@@ -130,11 +162,11 @@ class MemoryStore:
         return self._read_manifest(self.versions_dir / self.resolve(version))
 
     def _read_manifest(self, folder: Path) -> dict:
+        """The verified manifest of a version folder, which must be a real folder bearing the manifest's name."""
+        _refuse_link(folder, "a version folder")
         path = folder / MANIFEST
         try:
-            manifest = json.loads(path.read_bytes())
-        except FileNotFoundError:
-            raise CorruptMemory(f"{path} is missing; version {folder.name} is damaged") from None
+            manifest = json.loads(_read_regular_file(path, folder.name))
         except (ValueError, UnicodeDecodeError) as exc:
             raise CorruptMemory(f"{path} is not valid JSON ({exc}); version {folder.name} is damaged") from None
         if not isinstance(manifest, dict) or "manifest_sha256" not in manifest or "files" not in manifest:
@@ -142,6 +174,11 @@ class MemoryStore:
         body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
         if sha256(_canonical(body)) != manifest["manifest_sha256"]:
             raise CorruptMemory(f"{path} fails its checksum (damaged); version {folder.name} cannot be loaded")
+        if manifest.get("version") != folder.name:
+            raise CorruptMemory(f"{path} describes version {shown(manifest.get('version'))} but lies in folder "
+                                f"{folder.name} (copied or renamed); version {folder.name} is damaged")
+        if not isinstance(manifest["files"], dict):
+            raise CorruptMemory(f"{path} is not a genmem manifest")
         return manifest
 
     @contextlib.contextmanager
@@ -150,9 +187,9 @@ class MemoryStore:
         if self.path.is_file() or (self.path.exists() and not self.exists() and any(self.path.iterdir())):
             raise MemoryNotFound(f"{self.path} exists and is not a genmem memory; choose a new or empty path")
         created = not self.path.exists()
+        _refuse_link(self.versions_dir, "the versions folder")
         self.versions_dir.mkdir(parents=True, exist_ok=True)
-        lock_path = self.path / ".lock"
-        with open(lock_path, "a+") as lock:
+        with self._open_lock() as lock:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -173,6 +210,20 @@ class MemoryStore:
             finally:
                 lock.truncate(0)
                 fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _open_lock(self):
+        """The lock file, opened for writing without following a link (a link would aim the writer elsewhere)."""
+        path = self.path / ".lock"
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        except OSError:
+            _refuse_link(path, "the lock")
+            raise
+        lock = os.fdopen(fd, "r+")
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            lock.close()
+            raise CorruptMemory(f"{path} is not a plain file; remove it (genmem recreates it)")
+        return lock
 
     def _remove_incomplete(self) -> None:
         """Leftovers of writers that crashed; safe to delete because we hold the lock."""

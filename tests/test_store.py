@@ -1,6 +1,7 @@
 """The artifact: exact round trips, checksums that name the damaged file, atomic versions, one writer at a time."""
 
 import json
+import shutil
 import os
 import subprocess
 import sys
@@ -162,3 +163,77 @@ def test_unknown_versions_are_named(tmp_path):
     with pytest.raises(MemoryNotFound, match="no version 'v0007'; it has v0001"):
         memory.load("v0007")
     assert memory.load("1")[1]["version"] == "v0001"
+
+
+@pytest.mark.parametrize("name", ["²", "①", "v²", "٣", "v٠٠٠١", "9" * 5000, "v0001\n", "../v0001", "v0001/..",
+                                  "\x00", "-1", " 1", "v00001a", ""])
+def test_version_names_that_are_not_ascii_numbers_are_unknown_versions(two_versions, name):
+    with pytest.raises(MemoryNotFound, match="has no version .*; it has v0001, v0002") as caught:
+        Memory(two_versions).manifest(name)
+    assert "\n" not in str(caught.value) and len(str(caught.value)) < 300 + len(str(two_versions))
+
+
+def test_version_names_are_read_in_every_ascii_spelling(two_versions):
+    memory = Memory(two_versions)
+    assert {memory.manifest(name)["version"] for name in ("v0001", "v1", "1", "0001")} == {"v0001"}
+
+
+def test_a_lock_that_is_a_link_is_refused_and_its_target_left_alone(tmp_path):
+    memory = make_memory(tmp_path / "m")
+    victim = tmp_path / "precious.txt"
+    victim.write_text("keep me")
+    (tmp_path / "m" / ".lock").unlink()
+    (tmp_path / "m" / ".lock").symlink_to(victim)
+    with pytest.raises(CorruptMemory, match=r"\.lock is a symbolic link"):
+        memory.learn_task(tiny_set(), ["1"], config=tiny_config(), progress=False)
+    assert victim.read_text() == "keep me" and memory.versions() == ["v0001"]
+
+
+def test_links_inside_a_memory_are_refused_not_followed(tmp_path):
+    make_memory(tmp_path / "m")
+    elsewhere = shutil.copytree(tmp_path / "m" / "versions" / "v0001", tmp_path / "elsewhere")
+    (tmp_path / "m" / "versions" / "v0002").symlink_to(elsewhere, target_is_directory=True)
+    memory = Memory(tmp_path / "m")
+    assert memory.versions() == ["v0001", "v0002"], "listed, so that no writer reuses its name"
+    with pytest.raises(CorruptMemory, match="v0002 is a symbolic link"):
+        memory.load("v0002")
+    (tmp_path / "m" / "versions" / "v0002").unlink()
+    weights = tmp_path / "m" / "versions" / "v0001" / WEIGHTS_FILE
+    weights.rename(tmp_path / "weights")
+    weights.symlink_to(tmp_path / "weights")
+    with pytest.raises(CorruptMemory, match="generator.safetensors cannot be opened"):
+        memory.load("v0001")
+
+    make_memory(tmp_path / "real")
+    (tmp_path / "linked").mkdir()
+    (tmp_path / "linked" / "versions").symlink_to(tmp_path / "real" / "versions", target_is_directory=True)
+    with pytest.raises(CorruptMemory, match="versions is a symbolic link"):
+        Memory(tmp_path / "linked").load()
+    with pytest.raises(CorruptMemory, match="versions is a symbolic link"):
+        Memory(tmp_path / "linked").learn_task(tiny_set(), ["1"], config=tiny_config(), progress=False)
+    assert Memory(tmp_path / "real").versions() == ["v0001"]
+
+
+def test_a_version_folder_not_named_as_its_manifest_is_damaged(two_versions, tmp_path):
+    memory = Memory(shutil.copytree(two_versions, tmp_path / "m"))
+    shutil.copytree(tmp_path / "m" / "versions" / "v0002", tmp_path / "m" / "versions" / "v0005")
+    with pytest.raises(CorruptMemory, match="describes version 'v0002' but lies in folder v0005"):
+        memory.load("v0005")
+    assert memory.load("v0002")[1]["version"] == "v0002"
+
+
+def test_the_command_takes_the_lock_before_it_loads_any_data(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    import genmem.data
+    from genmem.cli.main import main
+
+    memory = make_memory(tmp_path / "m")
+
+    def load_source(*args, **kwargs):
+        raise AssertionError("the data was loaded although another writer holds the memory")
+
+    monkeypatch.setattr(genmem.data, "load_source", load_source)
+    with memory.store.writer():
+        result = CliRunner().invoke(main, ["learn-task", str(tmp_path / "m"), "--data", "builtin", "--classes", "1"])
+    assert result.exit_code == 1 and "is being written by pid" in result.output, result.output
