@@ -8,7 +8,8 @@ from pathlib import Path
 
 import click
 
-from genmem.cli.common import DEVICE_HELP, friendly_errors
+from genmem.benchmarks.methods import DEFAULT_METHODS, METHODS
+from genmem.cli.common import DEVICE_HELP, friendly_errors, split_classes
 from genmem.errors import DataError
 
 
@@ -19,6 +20,9 @@ from genmem.errors import DataError
                                                      "folder: and npz: sources, which have none).")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), help="Folder of the data sets.")
 @click.option("--variant", type=click.Choice(["dgmw", "dgma"]), default="dgmw", show_default=True)
+@click.option("--methods", default=",".join(DEFAULT_METHODS), show_default=True, metavar="LIST",
+              help=f"Comma-separated, from {', '.join(METHODS)}. dgr and mergan train their own generator "
+                   "with DGM's GAN budget; each takes about twice DGM's GAN time.")
 @click.option("--profile", type=click.Choice(["quick", "paper", "smoke"]), default="quick", show_default=True,
               help="quick: for 2 CPU cores, 1000 images per class and 40 GAN epochs per task (MNIST on 2 cores: "
                    "DGMw 16 minutes, DGMa 33); "
@@ -27,40 +31,69 @@ from genmem.errors import DataError
                                                                      "class (to fit a budget, e.g. CIFAR-10 on a CPU).")
 @click.option("--gan-epochs", type=click.IntRange(1), help="Override the profile's GAN epochs per task.")
 @click.option("--tasks", type=click.IntRange(1), help="Stop after this many tasks (default: one per class, 10).")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="New folder for the run: memory/, samples/, results.json, accuracy.png, growth.png, "
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="New folder for the run: memory/, samples/, state/, results.json, accuracy.png, growth.png, "
                    "confusion.png.")
+@click.option("--resume", type=click.Path(file_okay=False, path_type=Path), metavar="OUT",
+              help="Continue the run in OUT from its last finished task, with the options it was started with "
+                   "(only --data-dir, --device, --record and --quiet may be given).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
 @click.option("--record", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the table as a section of this file (BENCHMARKS.md), with device, command, date "
                    "and commit.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.pass_context
 @friendly_errors
-def protocol(source, test_data, data_dir, variant, profile, images_per_class, gan_epochs, tasks, out, seed, device,
-             record, quiet):
-    """Run the paper's protocol: one class per task, A_t after every task, against joint training and fine-tuning.
+def protocol(ctx, source, test_data, data_dir, variant, methods, profile, images_per_class, gan_epochs, tasks, out,
+             resume, seed, device, record, quiet):
+    """Run the paper's protocol: one class per task, A_t after every task, against baselines and bounds.
 
-    After every task four classifiers are tested on the real test images of
-    the classes seen so far: the DGM solver stored with the version, a fresh
-    classifier trained on the task's real images plus DGM replay of earlier
-    classes, joint training on every real image seen (upper bound) and
-    sequential fine-tuning without replay (lower bound). No real image of an
-    earlier class is used by the DGM methods, for training or for model
-    selection: every figure is the final model's.
+    After every task each method's classifier is tested on the real test
+    images of the classes seen so far: the DGM solver stored with the
+    version (dgm-solver), a fresh classifier trained on the task's real
+    images plus replay of earlier classes from DGM (dgm-replay), from deep
+    generative replay (dgr) or from MeRGAN's replay alignment (mergan), joint
+    training on every real image seen (upper bound) and sequential
+    fine-tuning without replay (lower bound). No real image of an earlier
+    class is used by the continual methods, for training or for model
+    selection: every figure is the final model's. The paper's figures are
+    printed beside them only for the data sets it measured (MNIST, SVHN,
+    CIFAR-10).
+
+    Results and state are written after every task: a killed or pre-empted
+    run continues with --resume OUT and ends with the results.json an
+    uninterrupted run writes (bar the seconds spent).
 
     \b
-    Example:
+    Examples:
       genmem bench protocol --data mnist --data-dir ~/data --profile quick --out runs/mnist-dgmw-quick \\
           --record BENCHMARKS.md
+      genmem bench protocol --data mnist --methods dgm-solver,dgm-replay,dgr,mergan,joint,finetune \\
+          --out runs/mnist-baselines
+      genmem bench protocol --resume runs/mnist-baselines
     """
-    from genmem.benchmarks.protocol import PROFILES, growth_table, markdown_table, run_protocol
-    from genmem.benchmarks.record import CpuWatch, machine, provenance, record_section
+    from genmem.benchmarks.protocol import PROFILES, Profile, describe_data, run_protocol, saved_run
+    from genmem.benchmarks.record import CpuWatch, machine, provenance
     from genmem.data import load_source
     from genmem.device import resolve_device
-    from genmem.plots import accuracy_plot, confusion_plot, growth_plot
     from genmem.presets import recipe_for
 
+    if (out is None) == (resume is None):
+        raise click.UsageError("give --out NEW_FOLDER for a new run, or --resume OUT to continue one")
+    if resume is not None:
+        fixed = [name for name in ("source", "test_data", "variant", "methods", "profile", "images_per_class",
+                                   "gan_epochs", "tasks", "seed")
+                 if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
+        if fixed:
+            raise click.UsageError(f"--resume continues a run with the options it was started with; drop "
+                                   f"{', '.join('--' + name.replace('_', '-') for name in fixed)}")
+        saved = saved_run(resume)
+        source, test_data = saved["data"]["source"], saved["data"]["test_source"]
+        variant, seed, methods = saved["variant"], saved["seed"], ",".join(saved["methods"])
+        budget, tasks, out = Profile(**saved["profile"]), len(saved["classes"]), resume
+    else:
+        budget = PROFILES[profile].with_budget(images_per_class, gan_epochs)
     target = resolve_device(device)
     command = "genmem " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     where = provenance([machine(target)], command)  # now: the code that runs, not the tree at the end
@@ -70,23 +103,39 @@ def protocol(source, test_data, data_dir, variant, profile, images_per_class, ga
     test = load_source(test_data or source, data_dir, train=test_data is not None)
     recipe = recipe_for(source, train.images.shape[1])
     watch = CpuWatch()
-    budget = PROFILES[profile].with_budget(images_per_class, gan_epochs)
-    results = run_protocol(train, test, recipe, variant, budget, out, device=target, seed=seed,
-                           num_tasks=tasks, progress=not quiet)
+    results = run_protocol(train, test, recipe, variant, budget, out, device=target, seed=seed, num_tasks=tasks,
+                           progress=not quiet, methods=split_classes(methods), data=describe_data(source, test_data),
+                           resume=resume is not None)
+    report(results, out, budget.name, where, watch.others_share(), record)
+
+
+def report(results: dict, out: Path, profile_name: str, where: str, busy: float | None, record: Path | None) -> None:
+    """Plots into out, the table to the terminal, and with `record` a section of that file."""
+    from genmem.benchmarks.protocol import growth_table, markdown_table, run_title
+    from genmem.benchmarks.record import record_section
+    from genmem.plots import accuracy_plot, confusion_plot, growth_plot
+
     (out / "accuracy.png").write_bytes(accuracy_plot(results))
-    (out / "growth.png").write_bytes(growth_plot(results))
     names = [c["name"] for c in results["classes"]]
-    (out / "confusion.png").write_bytes(confusion_plot(results["confusion"]["dgm-replay"], names,
-                                                       "classifier + DGM replay, after the last task"))
+    shown = "dgm-replay" if "dgm-replay" in results["confusion"] else next(iter(results["confusion"]))
+    (out / "confusion.png").write_bytes(confusion_plot(results["confusion"][shown], names,
+                                                       f"{shown}, after the last task"))
+    plots = [f"`{out}/accuracy.png`", f"`{out}/confusion.png`"]
+    if "growth" in results:
+        (out / "growth.png").write_bytes(growth_plot(results))
+        plots.insert(1, f"`{out}/growth.png`")
     table = markdown_table(results)
     click.echo(table)
-    busy = watch.others_share()
     others = "CPU use of others unknown" if busy is None else f"other processes took {busy:.0%} of the CPU meanwhile"
-    timing = f"GAN {results['seconds']['gan']:.0f} s, classifiers {results['seconds']['classifiers']:.0f} s; {others}"
+    timing = ", ".join(f"{'DGM GAN' if k == 'gan' else k} {v:.0f} s" for k, v in results["seconds"].items())
+    timing = f"{timing}; {others}"
     click.echo(f"\n{timing}; plots and results.json in {out}")
     if record:
-        size = results["growth"][-1]["parameters"]["total"]
-        body = "\n\n".join([where, table, growth_table(results),
-                            f"Final generator: {size:,} parameters. Time: {timing}. Plots: `{out}/accuracy.png`, "
-                            f"`{out}/growth.png`, `{out}/confusion.png`."])
-        record_section(record, f"Paper protocol: {recipe} {variant.upper()}, {budget.name} profile", body)
+        parts = [where, table]
+        if "growth" in results:
+            size = results["growth"][-1]["parameters"]["total"]
+            parts += [growth_table(results), f"Final DGM generator: {size:,} parameters."]
+        if "baselines" in results:
+            parts.append(f"DGR and MeRGAN generator: {results['baselines']['parameters']:,} parameters, fixed.")
+        parts.append(f"Time: {timing}. Plots: {', '.join(plots)}.")
+        record_section(record, f"{run_title(results)}, {profile_name} profile", "\n\n".join(parts))

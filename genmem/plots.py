@@ -1,4 +1,7 @@
-"""PNG charts of a protocol run (results.json from genmem.benchmarks.protocol): accuracy, growth, confusion."""
+"""PNG charts of a protocol run (results.json from genmem.benchmarks.protocol): accuracy, growth, confusion.
+
+Charts are titled by the data set the run used, not by the recipe it borrowed.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +12,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 
+from genmem.benchmarks.protocol import run_title  # noqa: E402
+
 FIXED_REPLAY_GAN = 500_000  # parameters of MeRGAN's fixed-size 32x32 generator, the paper's comparison
 LABELS = {"dgm-solver": "DGM solver (AC-GAN head)", "dgm-replay": "classifier + DGM replay",
+          "dgr": "classifier + DGR replay", "mergan": "classifier + MeRGAN replay",
           "joint": "joint training (upper bound)", "finetune": "fine-tuning, no replay (lower bound)"}
 
 
@@ -32,7 +38,7 @@ def accuracy_plot(results: dict) -> bytes:
     axes.set_ylim(0, 101)
     axes.grid(alpha=0.3)
     axes.legend(loc="lower left", fontsize=8)
-    axes.set_title(f"{results['recipe']} {results['variant'].upper()}, profile {results['profile']['name']}")
+    axes.set_title(f"{run_title(results, display=True)}, profile {results['profile']['name']}", fontsize=10)
     return _png(figure)
 
 

@@ -6,7 +6,8 @@ import numpy as np
 from click.testing import CliRunner
 from PIL import Image
 
-from genmem.benchmarks.protocol import METHODS, PROFILES, run_protocol
+from genmem.benchmarks.protocol import (DEFAULT_METHODS, PROFILES, describe_data, markdown_table, run_protocol,
+                                       run_title)
 from genmem.cli.main import main
 
 from tiny import tiny_set
@@ -15,10 +16,10 @@ from tiny import tiny_set
 def test_run_produces_every_method_after_every_task(tmp_path):
     results = run_protocol(tiny_set(labels=(0, 1, 2)), tiny_set(labels=(0, 1, 2), per_class=8), "mnist", "dgmw",
                            PROFILES["smoke"], tmp_path / "run", progress=False)
-    assert set(results["accuracy"]) == set(METHODS)
+    assert list(results["accuracy"]) == list(DEFAULT_METHODS)
     assert all(len(curve) == 3 for curve in results["accuracy"].values())
     assert all(curve[0] == 100.0 for curve in results["accuracy"].values()), "one class cannot be confused"
-    for method in METHODS:
+    for method in DEFAULT_METHODS:
         for step, per_class in enumerate(results["per_class"][method]):
             assert sorted(map(int, per_class)) == list(range(step + 1))
             assert results["accuracy"][method][step] == sum(per_class.values()) / len(per_class)
@@ -39,6 +40,7 @@ def test_bench_protocol_command_writes_table_plots_and_json(tmp_path):
                                        "--device", "cpu", "--quiet", "--record", str(tmp_path / "B.md")])
     assert result.exit_code == 0, result.output
     assert "| dgm-replay |" in result.output and "A2" in result.output
+    assert "paper" not in result.output, "the paper did not measure this data set"
     for png in ("accuracy.png", "growth.png", "confusion.png"):
         with Image.open(out / png) as image:
             assert image.size[0] > 200
@@ -49,3 +51,32 @@ def test_bench_protocol_command_writes_table_plots_and_json(tmp_path):
                                       "--test-data", f"npz:{tmp_path / 'test.npz'}", "--profile", "smoke",
                                       "--out", str(out), "--quiet"])
     assert again.exit_code != 0 and "already holds a protocol run" in again.output
+
+    finished = CliRunner().invoke(main, ["bench", "protocol", "--resume", str(out), "--quiet"])
+    assert finished.exit_code == 0, finished.output
+    assert "| dgm-replay |" in finished.output and json.loads((out / "results.json").read_text()) == results
+    for wrong in (["--resume", str(out), "--variant", "dgma"], ["--resume", str(tmp_path)], []):
+        refused = CliRunner().invoke(main, ["bench", "protocol", *wrong])
+        assert refused.exit_code != 0 and "Traceback" not in refused.output
+        assert any(hint in refused.output for hint in ("drop --variant", "no protocol run to resume", "--out"))
+
+
+def results_on(source: str, variant: str = "dgmw", methods=("dgm-replay", "dgr", "joint")) -> dict:
+    """A hand-made results.json after five tasks."""
+    return {"recipe": "mnist", "variant": variant, "methods": list(methods), "data": describe_data(source),
+            "accuracy": {m: [100.0, 99.0, 98.0, 97.0, 96.0] for m in methods}}
+
+
+def test_paper_figures_and_titles_follow_the_data_set_not_the_recipe():
+    mnist = markdown_table(results_on("mnist"))
+    assert "| paper A5 | paper A10 |" in mnist
+    assert "| dgm-replay | 96.00 | 98.75 | 96.46 |" in mnist and "| dgr | 96.00 | 90.39 | 85.40 |" in mnist
+    assert "| dgm-replay | 96.00 | 99.17 | 97.92 |" in markdown_table(results_on("mnist", "dgma"))
+    assert "| dgr | 96.00 | – | – |" in markdown_table(results_on("cifar10")), "the paper has no DGR on CIFAR-10"
+    for source, name in (("fashion-mnist", "Fashion-MNIST"), ("npz:/d/letters.npz", "letters.npz"),
+                         ("folder:/d/flowers", "flowers"), ("builtin", "builtin MNIST sample")):
+        results = results_on(source)
+        assert "paper" not in markdown_table(results), source
+        assert run_title(results, display=True) == f"{name}: DGMW vs DGR"
+    assert run_title(results_on("mnist")) == "Paper protocol: mnist DGMW vs DGR"
+    assert run_title(results_on("npz:/d/letters.npz", methods=("joint",))) == "Paper protocol: letters.npz bounds"

@@ -1,28 +1,41 @@
 """The paper's class-incremental protocol (docs/ALGORITHM.md §1), with its bounds, in one run.
 
 One task per class, classes in label order, 32x32 images in [-1, 1]. After
-every task four classifiers are tested on the real test images of the classes
-seen so far, and A_t is the unweighted mean of their per-class accuracies:
+every task each chosen method's classifier is tested on the real test images
+of the classes seen so far, and A_t is the unweighted mean of its per-class
+accuracies:
 
     dgm-solver  the critic's class head as the paper trains it, stored with the version
-    dgm-replay  a fresh classifier on the task's real images plus replay of every earlier class
+    dgm-replay  a fresh classifier on the task's real images plus DGM replay of every earlier class
+    dgr         the same classifier with replay from deep generative replay (genmem.benchmarks.baselines)
+    mergan      the same with replay from MeRGAN's replay alignment
     joint       the same classifier on real images of every class seen (upper bound; not continual)
     finetune    one classifier trained on each task's real images in turn, no replay (lower bound)
 
-No real image of an earlier class is used by the first two, for training or
-for model selection: every figure is the final model's.
+No real image of an earlier class is used by the continual methods, for
+training or for model selection: every figure is the final model's.
+
+A run writes results.json and its state (the memory's versions, the
+baselines' generators and the fine-tuned classifier, as safetensors) after
+every task, so a killed run continues from its last finished task
+(`resume=True`) and ends with the results an uninterrupted run would have.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
 
+from genmem.benchmarks.baselines import BASE_WIDTH, BASELINES, BaselineReplay, PlainGenerator, learn_baseline_task
+from genmem.benchmarks.methods import DEFAULT_METHODS, DGM_METHODS, METHODS
 from genmem.classifier import (ClassifierConfig, mixed_batches, output_targets, relabelled, shuffled_batches,
                                train_classifier)
 from genmem.data import ImageSet, fit_images
@@ -31,16 +44,23 @@ from genmem.errors import GenmemError
 from genmem.evaluate import (Score, average_accuracy, evaluate_model, forgetting, images_of_classes,
                              solver_score)
 from genmem.memory import Memory
+from genmem.nets import Classifier
 from genmem.presets import base_width_for, paper_config
 from genmem.replay import ReplayStream
 
-METHODS = ("dgm-solver", "dgm-replay", "joint", "finetune")
 IMAGE_SIZE = 32
-# The paper's Table 1 (A5, A10, %); the authors selected models on real old-class validation images.
-PAPER = {("mnist", "dgmw"): (98.75, 96.46), ("mnist", "dgma"): (99.17, 97.92),
-         ("svhn", "dgmw"): (83.93, 74.38), ("svhn", "dgma"): (81.07, 66.89),
-         ("cifar10", "dgmw"): (64.94, 51.70), ("cifar10", "dgma"): (62.50, 50.80)}
-PAPER_JOINT = {"mnist": (97.66, 98.10), "svhn": (85.30, 84.82), "cifar10": (82.20, 64.20)}
+RESULTS_FILE = "results.json"
+RUN_TIME_FIELDS = ("seconds",)  # facts of the machine and the session, not of the run's outcome
+# The paper's Table 1 (A5, A10, %) per data set it measured; the authors selected models on real old-class
+# validation images. DGM's rows are per variant; DGR and MeRGAN are the paper's citations of them.
+PAPER = {"mnist": {"dgmw": (98.75, 96.46), "dgma": (99.17, 97.92), "dgr": (90.39, 85.40), "mergan": (98.19, 97.00),
+                   "joint": (97.66, 98.10)},
+         "svhn": {"dgmw": (83.93, 74.38), "dgma": (81.07, 66.89), "dgr": (61.29, 47.28), "mergan": (80.90, 66.78),
+                  "joint": (85.30, 84.82)},
+         "cifar10": {"dgmw": (64.94, 51.70), "dgma": (62.50, 50.80), "joint": (82.20, 64.20)}}
+BASELINE_NAMES = {"dgr": "DGR", "mergan": "MeRGAN"}
+DATA_NAMES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "svhn": "SVHN", "cifar10": "CIFAR-10",
+              "builtin": "builtin MNIST sample"}
 
 
 @dataclass(frozen=True)
@@ -85,35 +105,96 @@ def per_class_subset(data: ImageSet, count: int | None) -> ImageSet:
     return ImageSet(data.images[keep], data.labels[keep], data.class_names, data.source)
 
 
+def describe_data(source: str, test_source: str | None = None) -> dict:
+    """The data set a run used, as results.json records it: its source specs, display name, and the paper's key.
+
+    `paper` is the data set's key in PAPER when the paper measured that data
+    set (MNIST, SVHN, CIFAR-10), else None: figures are compared only there.
+    """
+    kind, _, path = source.partition(":")
+    name = DATA_NAMES.get(kind) or (Path(path).name if path else source)
+    return {"source": source, "test_source": test_source, "name": name, "paper": kind if kind in PAPER else None}
+
+
+def chosen_methods(methods) -> tuple[str, ...]:
+    """The methods named, validated, in the order of tables and plots."""
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown or not methods:
+        raise GenmemError(f"unknown method {', '.join(unknown) or '(none given)'}: choose from {', '.join(METHODS)}")
+    return tuple(m for m in METHODS if m in methods)
+
+
+def saved_run(out_dir: Path) -> dict:
+    """The results.json of a run folder, to continue it; a folder without one is a one-line error."""
+    path = Path(out_dir) / RESULTS_FILE
+    if not path.is_file():
+        raise GenmemError(f"{out_dir} holds no protocol run to resume (no {RESULTS_FILE}); start one with --out")
+    return json.loads(path.read_text())
+
+
 def run_protocol(train: ImageSet, test: ImageSet, recipe: str, variant: str, profile: Profile, out_dir: Path, *,
                  device: str | torch.device = "cpu", seed: int = 0, num_tasks: int | None = None,
-                 progress: bool = True) -> dict:
-    """Learn one class per task into a new memory under out_dir, test every method after every task."""
+                 progress: bool = True, methods=DEFAULT_METHODS, data: dict | None = None,
+                 resume: bool = False) -> dict:
+    """Learn one class per task, test every chosen method after every task; write results after each.
+
+    A new run needs a new out_dir. resume=True continues the run in out_dir,
+    which must have been started with the same arguments, from its last
+    finished task. data: `describe_data` of the sources (default: the
+    training set's source name, compared with nothing).
+    """
     out_dir = Path(out_dir)
-    if (out_dir / "memory").exists():
-        raise GenmemError(f"{out_dir} already holds a protocol run; choose a new --out folder")
-    (out_dir / "samples").mkdir(parents=True, exist_ok=True)
+    methods = chosen_methods(methods)
     classes = sorted(train.class_names)[:num_tasks]
+    data_info = data or describe_data(train.source)
+    saved = _check_resume(out_dir, recipe, variant, profile, seed, methods, train, classes) if resume else None
+    if not resume and ((out_dir / "memory").exists() or (out_dir / RESULTS_FILE).exists()):
+        raise GenmemError(f"{out_dir} already holds a protocol run; choose a new --out folder, or continue it "
+                          f"with --resume {out_dir}")
+    (out_dir / "samples").mkdir(parents=True, exist_ok=True)
     data = per_class_subset(train.select(classes), profile.images_per_class)
     channels = data.images.shape[1]
     data = ImageSet(fit_images(data.images, channels, IMAGE_SIZE, data.source), data.labels, data.class_names,
                     data.source)
-    memory = Memory(out_dir / "memory")
+    gan_data = per_class_subset(data, profile.images_per_class)  # what the baselines' GANs see, as DGM's does
+    dgm = any(m in DGM_METHODS for m in methods)
+    baselines = [m for m in methods if m in BASELINES]
+    memory = Memory(out_dir / "memory") if dgm else None
     gan = paper_config(recipe, variant, epochs=profile.gan_epochs, solver_replay=profile.solver_replay,
                        solver_steps=profile.solver_steps)
     cls_config = ClassifierConfig(epochs=profile.classifier_epochs)
-    finetuned = None
-    history: dict[str, list[dict[int, float]]] = {m: [] for m in METHODS}
-    finals: dict[str, Score] = {}
-    timings: dict[str, float] = {"gan": 0.0, "classifiers": 0.0}
-    for task, label in enumerate(classes):
+    if saved is not None and len(saved["per_class"][methods[0]]) == len(classes):
+        return saved  # finished already
+    history: dict[str, list[dict[int, float]]] = {m: [] for m in methods}
+    confusions: dict[str, list[list[int]]] = {}
+    timings: dict[str, float] = {"gan": 0.0, "classifiers": 0.0} | {f"{m} gan": 0.0 for m in baselines}
+    if saved is not None:
+        history = {m: [{int(k): v for k, v in step.items()} for step in saved["per_class"][m]] for m in methods}
+        confusions, timings = saved["confusion"], saved["seconds"]
+    done = len(history[methods[0]])
+    generators = {m: PlainGenerator(channels, IMAGE_SIZE, len(classes), rng=torch.Generator().manual_seed(seed))
+                  for m in baselines}
+    finetuned = Classifier(channels, IMAGE_SIZE, len(classes), cls_config.width) if done else None
+    for name, model in [*generators.items(), ("finetune", finetuned)]:
+        if done and name in methods:
+            _load_state(model, _state_dir(out_dir, done - 1) / f"{name}.safetensors")
+    version = None
+    for task in range(done, len(classes)):
+        label = classes[task]
         seen = classes[: task + 1]
         outputs = {c: i for i, c in enumerate(seen)}
-        started = time.perf_counter()
-        version = memory.learn_task(data, [label], variant=variant, config=replace(gan, seed=seed + task),
-                                    device=device, image_size=IMAGE_SIZE, base_width=base_width_for(recipe),
-                                    progress=progress)
-        timings["gan"] += time.perf_counter() - started
+        if dgm:
+            started = time.perf_counter()
+            learned = memory.versions()
+            version = learned[task] if len(learned) > task else memory.learn_task(  # kept from a killed run
+                data, [label], variant=variant, config=replace(gan, seed=seed + task), device=device,
+                image_size=IMAGE_SIZE, base_width=base_width_for(recipe), progress=progress)
+            timings["gan"] += time.perf_counter() - started
+        for name in baselines:
+            started = time.perf_counter()
+            learn_baseline_task(generators[name], gan_data.images[gan_data.labels == label], task,
+                                replace(gan, seed=seed + task), BASELINES[name], device, progress, desc=name)
+            timings[f"{name} gan"] += time.perf_counter() - started
         started = time.perf_counter()
         names = {c: data.class_names[c] for c in seen}
         test_images, test_labels = images_of_classes(seen, names, test, channels, IMAGE_SIZE)
@@ -121,78 +202,168 @@ def run_protocol(train: ImageSet, test: ImageSet, recipe: str, variant: str, pro
         config = replace(cls_config, seed=seed + task)
         per_step = config.batch_size
         steps = math.ceil(config.epochs * int(mine.sum()) * len(seen) / per_step)
-        sampler = memory.sampler(version, device)
+        replay_sources = {m: BaselineReplay(generators[m], classes, data.class_names, f"{m} task {task}")
+                          for m in baselines}
+        if dgm:
+            replay_sources["dgm-replay"] = memory.sampler(version, device)
 
-        scores = {"dgm-solver": solver_score(memory, test, version, device)}
+        scores = {}
+        if "dgm-solver" in methods:
+            scores["dgm-solver"] = solver_score(memory, test, version, device)
+        for method in methods:
+            if method in replay_sources:
+                model = replay_classifier(replay_sources[method], data.images[mine], seen, steps, config, device,
+                                          progress, desc=f"{method} classifier")
+                scores[method] = evaluate_model(model, seen, test_images, test_labels, device)
 
-        real_share = max(1, round(per_step / len(seen)))
-        real = shuffled_batches(data.images[mine], torch.full((int(mine.sum()),), outputs[label]), real_share,
-                                config.seed)
-        batches = real
-        if task > 0:
-            replay = ReplayStream(sampler, classes=seen[:-1], batch_size=per_step - real_share, seed=config.seed)
-            batches = mixed_batches(real, relabelled(replay, outputs))
-        model = train_classifier(batches, steps, len(seen), channels, IMAGE_SIZE, config, device,
-                                 progress=progress, desc="dgm-replay classifier")
-        scores["dgm-replay"] = evaluate_model(model, seen, test_images, test_labels, device)
+        if "joint" in methods:
+            seen_mask = torch.isin(data.labels, torch.tensor(seen))
+            joint = shuffled_batches(data.images[seen_mask], output_targets(data.labels[seen_mask], outputs),
+                                     per_step, config.seed)
+            model = train_classifier(joint, steps, len(seen), channels, IMAGE_SIZE, config, device,
+                                     progress=progress, desc="joint classifier")
+            scores["joint"] = evaluate_model(model, seen, test_images, test_labels, device)
 
-        seen_mask = torch.isin(data.labels, torch.tensor(seen))
-        joint = shuffled_batches(data.images[seen_mask], output_targets(data.labels[seen_mask], outputs), per_step,
-                                 config.seed)
-        model = train_classifier(joint, steps, len(seen), channels, IMAGE_SIZE, config, device,
-                                 progress=progress, desc="joint classifier")
-        scores["joint"] = evaluate_model(model, seen, test_images, test_labels, device)
-
-        own = shuffled_batches(data.images[mine], torch.full((int(mine.sum()),), task), per_step, config.seed)
-        finetuned = train_classifier(own, math.ceil(config.epochs * int(mine.sum()) / per_step), len(classes),
-                                     channels, IMAGE_SIZE, config, device, model=finetuned, progress=progress,
-                                     desc="finetune classifier")
-        allowed = torch.arange(len(classes)) <= task  # single head over the classes seen so far
-        scores["finetune"] = evaluate_model(finetuned, classes, test_images, test_labels, device, allowed)
+        if "finetune" in methods:
+            own = shuffled_batches(data.images[mine], torch.full((int(mine.sum()),), task), per_step, config.seed)
+            finetuned = train_classifier(own, math.ceil(config.epochs * int(mine.sum()) / per_step), len(classes),
+                                         channels, IMAGE_SIZE, config, device, model=finetuned, progress=progress,
+                                         desc="finetune classifier")
+            allowed = torch.arange(len(classes)) <= task  # single head over the classes seen so far
+            scores["finetune"] = evaluate_model(finetuned, classes, test_images, test_labels, device, allowed)
         timings["classifiers"] += time.perf_counter() - started
 
         for method, result in scores.items():
             history[method].append(result.per_class)
-            finals[method] = result
-        images, labels = sampler.sample({c: 8 for c in seen}, seed=0)
-        (out_dir / "samples" / f"task{task:02d}.png").write_bytes(encode_samples(images, labels, "png", names))
+            confusions[method] = result.confusion
+        for method, source in replay_sources.items():
+            images, labels = source.sample({c: 8 for c in seen}, seed=0)
+            prefix = "" if method == "dgm-replay" else f"{method}-"
+            (out_dir / "samples" / f"{prefix}task{task:02d}.png").write_bytes(
+                encode_samples(images, labels, "png", names))
+        state = _state_dir(out_dir, task)
+        state.mkdir(parents=True, exist_ok=True)
+        for name, model in [*generators.items(), ("finetune", finetuned)]:
+            if model is not None:
+                _save_state(model, state / f"{name}.safetensors")
+        results = {
+            "recipe": recipe, "variant": variant, "profile": asdict(profile), "seed": seed, "methods": list(methods),
+            "data": data_info, "classes": [{"label": c, "name": data.class_names[c]} for c in classes],
+            "gan_config": gan.to_dict() | {"seed": seed}, "classifier_config": cls_config.to_dict() | {"seed": seed},
+            "accuracy": {m: [average_accuracy(step) for step in history[m]] for m in methods},
+            "per_class": {m: [{str(k): v for k, v in step.items()} for step in history[m]] for m in methods},
+            "forgetting": {m: {str(k): v for k, v in forgetting(history[m]).items()} if len(history[m]) > 1 else {}
+                           for m in methods},
+            "confusion": confusions,
+            "seconds": {k: round(v, 1) for k, v in timings.items()},
+        }
+        if dgm:
+            manifest = memory.manifest(version)
+            results["growth"] = [{k: t[k] for k in ("task", "widths", "capacity", "parameters")}
+                                 for t in manifest["tasks"]]
+            results["storage_bytes"] = {name: entry["bytes"] for name, entry in manifest["files"].items()
+                                        if name.endswith(".safetensors")}  # the card's size varies with timings
+        if baselines:
+            size = sum(p.numel() for p in next(iter(generators.values())).parameters())
+            results["baselines"] = {"base_width": BASE_WIDTH, "parameters": size,
+                                    "alignment_weight": {m: BASELINES[m] for m in baselines}}
+        _write_json(out_dir / RESULTS_FILE, results)
         if progress:
             print(f"task {task} (class {data.class_names[label]}): "
-                  + ", ".join(f"{m} A={scores[m].average:.2f}" for m in METHODS), flush=True)
-
-    manifest = memory.manifest()
-    results = {
-        "recipe": recipe, "variant": variant, "profile": asdict(profile), "seed": seed,
-        "classes": [{"label": c, "name": data.class_names[c]} for c in classes],
-        "gan_config": gan.to_dict() | {"seed": seed}, "classifier_config": cls_config.to_dict() | {"seed": seed},
-        "accuracy": {m: [average_accuracy(step) for step in history[m]] for m in METHODS},
-        "per_class": {m: [{str(k): v for k, v in step.items()} for step in history[m]] for m in METHODS},
-        "forgetting": {m: {str(k): v for k, v in forgetting(history[m]).items()} if len(history[m]) > 1 else {}
-                       for m in METHODS},
-        "confusion": {m: finals[m].confusion for m in METHODS},
-        "growth": [{k: t[k] for k in ("task", "widths", "capacity", "parameters")} for t in manifest["tasks"]],
-        "storage_bytes": {name: entry["bytes"] for name, entry in manifest["files"].items()},
-        "seconds": {k: round(v, 1) for k, v in timings.items()},
-    }
-    (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+                  + ", ".join(f"{m} A={scores[m].average:.2f}" for m in methods), flush=True)
     return results
 
 
+def replay_classifier(source, real_images: torch.Tensor, seen: list[int], steps: int, config: ClassifierConfig,
+                      device: str | torch.device, progress: bool, desc: str) -> Classifier:
+    """A fresh classifier on the newest class's real images plus `source`'s replay of every earlier class.
+
+    Each batch holds about a len(seen)-th of real images, the rest replay
+    spread evenly over the earlier classes; outputs are the classes of `seen`
+    in order.
+    """
+    per_step = config.batch_size
+    real_share = max(1, round(per_step / len(seen)))
+    batches = shuffled_batches(real_images, torch.full((len(real_images),), len(seen) - 1), real_share, config.seed)
+    if len(seen) > 1:
+        replay = ReplayStream(source, classes=seen[:-1], batch_size=per_step - real_share, seed=config.seed)
+        batches = mixed_batches(batches, relabelled(replay, {c: i for i, c in enumerate(seen)}))
+    return train_classifier(batches, steps, len(seen), real_images.shape[1], IMAGE_SIZE, config, device,
+                            progress=progress, desc=desc)
+
+
+def _check_resume(out_dir: Path, recipe: str, variant: str, profile: Profile, seed: int, methods: tuple[str, ...],
+                  train: ImageSet, classes: list[int]) -> dict:
+    """The saved results of the run to continue, after checking that it was started with these arguments."""
+    saved = saved_run(out_dir)
+    now = {"recipe": recipe, "variant": variant, "profile": asdict(profile), "seed": seed, "methods": list(methods),
+           "classes": [{"label": c, "name": train.class_names[c]} for c in classes]}
+    differs = [key for key, value in now.items() if saved.get(key) != value]
+    if differs:
+        raise GenmemError(f"{out_dir} was started with other {', '.join(differs)}; resume it with the arguments "
+                          f"it was started with")
+    return saved
+
+
+def _state_dir(out_dir: Path, task: int) -> Path:
+    return out_dir / "state" / f"task{task:02d}"
+
+
+def _save_state(model: nn.Module, path: Path) -> None:
+    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(path))
+
+
+def _load_state(model: nn.Module, path: Path) -> None:
+    if not path.is_file():
+        raise GenmemError(f"{path} is missing: the run's state after its last finished task is incomplete")
+    model.load_state_dict(load_file(str(path)), strict=True)
+
+
+def _write_json(path: Path, content: dict) -> None:
+    """Write whole or not at all: a run killed while writing keeps the previous results."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(content, indent=2) + "\n")
+    os.replace(partial, path)
+
+
+def run_title(results: dict, display: bool = False) -> str:
+    """What a run compared, on which data: 'Paper protocol: mnist DGMW vs DGR, MeRGAN' for a record's section
+    (the source's name, so that a rerun replaces its section); display=True: 'MNIST: DGMW vs DGR, MeRGAN'."""
+    data = results.get("data") or describe_data(results["recipe"])
+    kind = data["source"].partition(":")[0]
+    subject = data["name"] if display or kind in ("folder", "npz") else kind
+    methods = results.get("methods") or list(results["accuracy"])  # runs from before baselines have no list
+    compared = [results["variant"].upper()] if any(m in DGM_METHODS for m in methods) else []
+    baselines = [BASELINE_NAMES[m] for m in methods if m in BASELINES]
+    what = " vs ".join(filter(None, [" ".join(compared), ", ".join(baselines)])) or "bounds"
+    return f"{subject}: {what}" if display else f"Paper protocol: {subject} {what}"
+
+
+def paper_figures(results: dict) -> dict[str, tuple[float, float]]:
+    """The paper's A5/A10 per method of a run, only where the paper measured the run's data set."""
+    paper = PAPER.get(results.get("data", {}).get("paper"), {})
+    rows = {"dgm-solver": results["variant"], "dgm-replay": results["variant"], "dgr": "dgr", "mergan": "mergan",
+            "joint": "joint"}
+    return {method: paper[key] for method, key in rows.items() if key in paper}
+
+
 def markdown_table(results: dict) -> str:
-    """A_t after 5 and 10 tasks (or whatever the run reached) per method, beside the paper's Table 1."""
-    steps = len(results["accuracy"]["joint"])
+    """A_t after 5 and 10 tasks (or whatever the run reached) per method, beside the paper's Table 1 where it
+    measured the data set."""
+    curves = results["accuracy"]
+    steps = len(next(iter(curves.values())))
     points = [t for t in (5, 10) if t <= steps] or [steps]
     if steps not in points:
         points.append(steps)
-    paper_dgm = PAPER.get((results["recipe"], results["variant"]))
-    paper = {"dgm-solver": paper_dgm, "dgm-replay": paper_dgm, "joint": PAPER_JOINT.get(results["recipe"])}
-    head = "| method | " + " | ".join(f"A{t}" for t in points) + " | paper A5 | paper A10 |"
-    lines = [head, "|" + "---|" * (len(points) + 3)]
-    for method in METHODS:
-        curve = results["accuracy"][method]
-        ref = paper.get(method)
-        lines.append(f"| {method} | " + " | ".join(f"{curve[t - 1]:.2f}" for t in points) + " | "
-                     + (f"{ref[0]:.2f} | {ref[1]:.2f} |" if ref else "– | – |"))
+    paper = paper_figures(results)
+    head = "| method | " + " | ".join(f"A{t}" for t in points) + " |" + (" paper A5 | paper A10 |" if paper else "")
+    lines = [head, "|" + "---|" * (len(points) + 1 + 2 * bool(paper))]
+    for method, curve in curves.items():
+        row = f"| {method} | " + " | ".join(f"{curve[t - 1]:.2f}" for t in points) + " |"
+        if paper:
+            ref = paper.get(method)
+            row += f" {ref[0]:.2f} | {ref[1]:.2f} |" if ref else " – | – |"
+        lines.append(row)
     return "\n".join(lines)
 
 

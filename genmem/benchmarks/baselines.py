@@ -1,0 +1,208 @@
+"""The paper's replay baselines, DGR and MeRGAN, trained with DGM's GAN step and budget for the protocol.
+
+Both keep one plain conditional generator for every class, with no masks and
+no growth, and relearn it on every task:
+
+    dgr     deep generative replay (Shin et al. 2017): before the task, the
+            generator draws as many images of every earlier class as the task
+            has real ones; it then trains on the task's real images plus that
+            replay, as if both were real. What it forgets or distorts of an old
+            class is what it replays of it next time: the semantic drift the
+            DGM paper measures.
+    mergan  MeRGAN's replay alignment (Wu et al. 2018) on top of DGR: an L2 loss
+            between the new generator's images and the frozen previous
+            generator's for the same noise and earlier classes. (Wu et al.'s
+            alignment variant trains the GAN on the current task alone; keeping
+            DGR's replay makes the two baselines differ by the alignment only.)
+
+Same architecture as DGM: genmem.nets's transposed-convolution layers, the
+class written as a one-hot over the first noise dimensions, and the same
+critic. The widths are fixed at base width 24 (96/48/24 channels at 32 px,
+0.29 M parameters): the size DGMw reaches after ten MNIST tasks (0.30 M,
+BENCHMARKS.md) in DCGAN's halving shape, at least DGM's initial widths for
+every recipe, and under MeRGAN's 0.5 M. DGMw's initial widths (0.06 M) would
+have to hold ten classes in a fifth of what DGM ends with; its final widths
+are only known after the run.
+
+Same GAN step as DGM (genmem.learn): WGAN-GP critic with the AC-GAN class
+head over every class seen, the class loss on generated images, a fresh
+critic and fresh Adam states every task, the recipe's learning rate, betas,
+penalty weight and epochs. Same budget: the same batches of the task's real
+images for the same epochs; each step adds as many replayed images of the
+earlier classes (so a step costs about twice DGM's, the price of rehearsal).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from genmem.artifact import ClassInfo, ClassTable
+from genmem.learn import TrainingConfig, balanced_cross_entropy, gradient_penalty, to_unit_range
+from genmem.nets import KERNEL, Discriminator, SharedDeconv, condition, dcgan_init_, default_widths
+from genmem.sampler import class_seed, to_uint8
+
+BASE_WIDTH = 24
+NOISE_DIM = 128
+# MeRGAN's MNIST factor, 1e-3 on half the summed squared error of a 64-image batch, as a weight per image.
+ALIGNMENT_WEIGHT = 1e-3 * 64 / 2
+BASELINES = {"dgr": 0.0, "mergan": ALIGNMENT_WEIGHT}  # genmem.benchmarks.methods's names: alignment weight
+
+
+class PlainGenerator(nn.Module):
+    """A conditional DCGAN generator for a fixed set of classes: DGM's layers without masks, growth or tasks."""
+
+    def __init__(self, channels: int, image_size: int, num_classes: int, base_width: int = BASE_WIDTH,
+                 noise_dim: int = NOISE_DIM, rng: torch.Generator | None = None):
+        super().__init__()
+        self.num_classes, self.noise_dim = num_classes, noise_dim
+        widths = default_widths("dgmw", image_size, base_width)
+        inputs = (noise_dim,) + widths[:-1]
+        self.layers = nn.ModuleList(SharedDeconv(i, o, first=index == 0)
+                                    for index, (i, o) in enumerate(zip(inputs, widths)))
+        self.norms = nn.ModuleList(nn.BatchNorm2d(w) for w in widths)
+        self.out = nn.ConvTranspose2d(widths[-1], channels, KERNEL, 2, 1)
+        dcgan_init_(self, rng if rng is not None else torch.Generator().manual_seed(0))
+
+    def forward(self, noise: torch.Tensor, class_index: torch.Tensor) -> torch.Tensor:
+        x = condition(noise, class_index, self.num_classes)[:, :, None, None]
+        for layer, norm in zip(self.layers, self.norms, strict=True):
+            x = F.relu(norm(layer(x, layer.weight.shape[1])))
+        return torch.tanh(self.out(x))
+
+
+@torch.no_grad()
+def generate(generator: PlainGenerator, class_index: int, count: int, seed: int, batch_size: int = 512
+             ) -> torch.Tensor:
+    """uint8 images of one class, from a noise stream seeded by (seed, class) alone, in eval mode."""
+    device = generator.out.weight.device
+    rng = torch.Generator(device).manual_seed(class_seed(seed, class_index))
+    generator.eval()
+    parts = []
+    for start in range(0, count, batch_size):
+        n = min(batch_size, count - start)
+        noise = torch.randn(n, generator.noise_dim, generator=rng, device=device)
+        parts.append(to_uint8(generator(noise, torch.full((n,), class_index, device=device))).cpu())
+    return torch.cat(parts) if parts else torch.empty(0, dtype=torch.uint8)
+
+
+class BaselineReplay:
+    """A baseline generator as a replay source (`genmem.replay.ReplaySource`), so a `ReplayStream` draws from it.
+
+    classes: the data set's labels in the generator's condition order, and their names.
+    """
+
+    def __init__(self, generator: PlainGenerator, labels: Sequence[int], names: Mapping[int, str], version: str):
+        self.generator, self.version = generator, version
+        self.index = {label: i for i, label in enumerate(labels)}
+        self.classes = ClassTable([ClassInfo(label, names[label], i, 0) for i, label in enumerate(labels)])
+
+    def sample(self, counts: Mapping[int | str, int], seed: int = 0, as_uint8: bool = True
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        images, labels = [], []
+        for key, count in counts.items():
+            label = self.classes.resolve(key).label
+            images.append(generate(self.generator, self.index[label], count, seed))
+            labels.append(torch.full((count,), label))
+        batch = torch.cat(images)
+        return (batch if as_uint8 else to_unit_range(batch)), torch.cat(labels)
+
+
+def alignment_loss(images: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Mean over images of the summed squared difference from the previous generator's images (MeRGAN)."""
+    return (images - reference).pow(2).flatten(1).sum(1).mean()
+
+
+def _frozen_copy(generator: PlainGenerator) -> PlainGenerator:
+    """The previous generator, fixed: in training mode like the one that learns (so that both use batch
+    statistics and start out equal), with its running statistics frozen (momentum 0) and no gradients."""
+    previous = copy.deepcopy(generator).requires_grad_(False).train()
+    for norm in previous.norms:
+        norm.momentum = 0.0
+    return previous
+
+
+@torch.enable_grad()
+def learn_baseline_task(generator: PlainGenerator, images: torch.Tensor, task: int, config: TrainingConfig,
+                        alignment_weight: float = 0.0, device: str | torch.device = "cpu", progress: bool = True,
+                        desc: str = "baseline") -> dict:
+    """Train `generator` (in place) on class `task` (uint8 images [N, C, H, W]) and replay of classes 0..task-1.
+
+    Class i is the generator's condition i and the critic's class output i.
+    Returns the final losses, iterations and seconds.
+    """
+    started = time.perf_counter()
+    device = torch.device(device)
+    generator.to(device)
+    rng = torch.Generator(device).manual_seed(config.seed)
+    data = to_unit_range(images).to(device)
+    n = len(data)
+    previous = _frozen_copy(generator) if task > 0 and alignment_weight > 0 else None
+    replay = (torch.stack([to_unit_range(generate(generator, c, n, config.seed)) for c in range(task)]).to(device)
+              if task > 0 else None)  # [task, n, C, H, W], drawn before training
+    critic = Discriminator(data.shape[1], data.shape[2], task + 1, config.critic_width).to(device)
+    dcgan_init_(critic, rng)
+    opt_g = torch.optim.Adam(generator.parameters(), lr=config.lr, betas=config.betas)
+    opt_d = torch.optim.Adam(critic.parameters(), lr=config.lr, betas=config.betas)
+    batches_per_epoch = -(-n // config.batch_size)
+    bar = tqdm(total=config.epochs * batches_per_epoch, desc=f"{desc} task {task}", unit="it", disable=not progress,
+               dynamic_ncols=True, leave=True)
+    generator.train()
+    losses: dict[str, float] = {}
+    for _ in range(config.epochs):
+        order = torch.randperm(n, generator=rng, device=device)
+        for offset in range(0, n, config.batch_size):
+            real = data[order[offset: offset + config.batch_size]]
+            cls = torch.full((len(real),), task, device=device)
+            if replay is not None:
+                old = torch.randint(task, (len(real),), generator=rng, device=device)
+                pick = torch.randint(n, (len(real),), generator=rng, device=device)
+                real, cls = torch.cat([real, replay[old, pick]]), torch.cat([cls, old])
+
+            # Critic: real (and replayed) against generated, gradient norm near 1, classes of the real batch.
+            critic.requires_grad_(True)
+            noise = torch.randn(len(real), generator.noise_dim, generator=rng, device=device)
+            with torch.no_grad():
+                fake = generator(noise, cls)
+            score_real, logits_real = critic(real)
+            score_fake, _ = critic(fake)
+            wasserstein = score_real.mean() - score_fake.mean()
+            loss_d = -wasserstein + config.gp_weight * gradient_penalty(critic, real, fake, rng)
+            if task > 0:
+                loss_d = loss_d + balanced_cross_entropy(logits_real, cls)
+            opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            opt_d.step()
+
+            # Generator: fool the critic, produce the asked class, and (MeRGAN) stay where the old one was.
+            critic.requires_grad_(False)
+            noise = torch.randn(len(real), generator.noise_dim, generator=rng, device=device)
+            fake = generator(noise, cls)
+            score_fake, logits_fake = critic(fake)
+            loss_g = -score_fake.mean()
+            if task > 0:
+                loss_g = loss_g + config.class_loss_weight * F.cross_entropy(logits_fake, cls)
+            aligned = torch.zeros((), device=device)
+            if previous is not None:
+                old_rows = cls < task
+                with torch.no_grad():
+                    reference = previous(noise, cls)
+                aligned = alignment_loss(fake[old_rows], reference[old_rows])
+                loss_g = loss_g + alignment_weight * aligned
+            opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()
+            opt_g.step()
+            bar.update(1)
+        losses = {"critic": loss_d.item(), "generator": loss_g.item(), "wasserstein": wasserstein.item(),
+                  "alignment": aligned.item()}
+        bar.set_postfix(D=f"{losses['critic']:.3f}", G=f"{losses['generator']:.3f}")
+    bar.close()
+    generator.eval()
+    return {"final_losses": losses, "iterations": config.epochs * batches_per_epoch,
+            "seconds": time.perf_counter() - started}

@@ -1,0 +1,89 @@
+"""The paper's baselines on tiny data: DGR trains on replay of old classes, MeRGAN's alignment pulls back."""
+
+import copy
+
+import torch
+
+from genmem.benchmarks import baselines
+from genmem.benchmarks.baselines import (BaselineReplay, PlainGenerator, _frozen_copy, alignment_loss, generate,
+                                         learn_baseline_task)
+from genmem.learn import to_unit_range
+from genmem.replay import ReplayStream
+
+from tiny import TINY_SIZE, tiny_config, tiny_set
+
+SEED = 3
+
+
+def tiny_generator(classes: int = 3) -> PlainGenerator:
+    return PlainGenerator(1, TINY_SIZE, classes, base_width=4, noise_dim=16, rng=torch.Generator().manual_seed(0))
+
+
+def class_images(label: int) -> torch.Tensor:
+    data = tiny_set(labels=(label,))
+    return data.images
+
+
+def test_dgr_trains_the_new_generator_on_its_own_replay_of_old_classes(monkeypatch):
+    generator = tiny_generator()
+    learn_baseline_task(generator, class_images(0), 0, tiny_config(seed=SEED), progress=False)
+    before = copy.deepcopy(generator)
+    replay = to_unit_range(generate(before, 0, len(class_images(1)), SEED)).flatten(1)
+    batches = []
+    real_penalty = baselines.gradient_penalty
+    monkeypatch.setattr(baselines, "gradient_penalty",
+                        lambda critic, real, fake, rng: batches.append(real.detach()) or real_penalty(critic, real,
+                                                                                                      fake, rng))
+    learn_baseline_task(generator, class_images(1), 1, tiny_config(seed=SEED), progress=False)
+    assert batches, "the critic was trained"
+    for real in batches:
+        new, old = real.flatten(1).chunk(2)
+        # the second half of every "real" batch is the previous generator's replay of class 0
+        assert torch.cdist(old, replay).min(1).values.max() == 0
+        assert torch.cdist(new, replay).min(1).values.min() > 0
+    assert not all(torch.equal(a, b) for a, b in zip(before.parameters(), generator.parameters()))
+
+
+def test_mergan_alignment_is_zero_at_the_start_and_pulls_towards_the_old_generator():
+    generator = tiny_generator()
+    learn_baseline_task(generator, class_images(0), 0, tiny_config(seed=SEED), progress=False)
+    previous = _frozen_copy(generator)
+    stats = [norm.running_mean.clone() for norm in previous.norms]
+    generator.train()
+    noise = torch.randn(12, 16, generator=torch.Generator().manual_seed(1))
+    old = torch.zeros(12, dtype=torch.long)
+    assert alignment_loss(generator(noise, old), previous(noise, old)).item() == 0.0
+
+    with torch.no_grad():
+        for p in generator.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    loss = alignment_loss(generator(noise, old), previous(noise, old))
+    assert loss.item() > 0
+    loss.backward()
+    towards_old = sum(float((-p.grad * (q - p)).sum().detach()) for p, q in
+                      zip(generator.parameters(), previous.parameters()) if p.grad is not None)
+    assert towards_old > 0, "a gradient step moves the new generator towards the old one"
+    assert all(torch.equal(a, norm.running_mean) for a, norm in zip(stats, previous.norms)), "old one stays fixed"
+
+
+def test_alignment_keeps_old_classes_closer_to_what_they_were():
+    start = tiny_generator()
+    learn_baseline_task(start, class_images(0), 0, tiny_config(seed=SEED), progress=False)
+    drift = {}
+    for weight in (0.0, 1.0):
+        generator = copy.deepcopy(start)
+        learn_baseline_task(generator, class_images(1), 1, tiny_config(seed=SEED, epochs=4), alignment_weight=weight,
+                            progress=False)
+        drift[weight] = float((generate(generator, 0, 32, 0).float() - generate(start, 0, 32, 0).float()).abs().mean())
+    assert drift[1.0] < drift[0.0]
+
+
+def test_a_baseline_generator_serves_reproducible_class_balanced_replay_streams():
+    source = BaselineReplay(tiny_generator(), [5, 7, 9], {5: "five", 7: "seven", 9: "nine"}, "test")
+    first = list(ReplayStream(source, classes=[5, 7], batch_size=6, batches=2, seed=4))
+    again = list(ReplayStream(source, classes=["five", "seven"], batch_size=6, batches=2, seed=4))
+    for (images, labels), (same, same_labels) in zip(first, again):
+        assert images.dtype == torch.uint8 and images.shape == (6, 1, TINY_SIZE, TINY_SIZE)
+        assert sorted(labels.tolist()) == [5, 5, 5, 7, 7, 7]
+        assert torch.equal(images, same) and torch.equal(labels, same_labels)
+    assert not torch.equal(first[0][0], first[1][0])

@@ -1,0 +1,62 @@
+"""A protocol run killed after a task and resumed ends with the results.json of an uninterrupted run."""
+
+import json
+
+import pytest
+
+from genmem.benchmarks import protocol
+from genmem.benchmarks.protocol import METHODS, PROFILES, RUN_TIME_FIELDS, run_protocol
+from genmem.errors import GenmemError
+from genmem.memory import Memory
+
+from tiny import tiny_set
+
+LABELS = (0, 1)
+
+
+class Killed(Exception):
+    """Stands for the process being killed."""
+
+
+def run(out, **kwargs):
+    return run_protocol(tiny_set(labels=LABELS), tiny_set(labels=LABELS, per_class=8), "mnist", "dgmw",
+                        PROFILES["smoke"], out, progress=False, methods=METHODS, seed=5, **kwargs)
+
+
+def outcome(out) -> dict:
+    results = json.loads((out / "results.json").read_text())
+    return {k: v for k, v in results.items() if k not in RUN_TIME_FIELDS}
+
+
+def test_a_run_killed_in_its_second_task_resumes_to_the_results_of_an_uninterrupted_run(tmp_path, monkeypatch):
+    run(tmp_path / "whole")
+
+    real_classifier = protocol.replay_classifier
+
+    def dies_in_the_second_task(source, real_images, seen, *args, **kwargs):
+        if len(seen) == 2:  # after task 1's generators were learned, before its results
+            raise Killed
+        return real_classifier(source, real_images, seen, *args, **kwargs)
+
+    monkeypatch.setattr(protocol, "replay_classifier", dies_in_the_second_task)
+    with pytest.raises(Killed):
+        run(tmp_path / "killed")
+    written = json.loads((tmp_path / "killed" / "results.json").read_text())
+    assert all(len(curve) == 1 for curve in written["accuracy"].values()), "results are written after every task"
+    assert len(Memory(tmp_path / "killed" / "memory").versions()) == 2
+
+    monkeypatch.setattr(protocol, "replay_classifier", real_classifier)
+    with pytest.raises(GenmemError, match="already holds a protocol run"):
+        run(tmp_path / "killed")
+    run(tmp_path / "killed", resume=True)
+    assert outcome(tmp_path / "killed") == outcome(tmp_path / "whole")
+    assert len(Memory(tmp_path / "killed" / "memory").versions()) == 2, "the killed run's version is kept"
+    assert run(tmp_path / "killed", resume=True)["accuracy"] == outcome(tmp_path / "whole")["accuracy"]
+
+
+def test_resume_refuses_a_folder_without_a_run_or_a_run_started_otherwise(tmp_path):
+    with pytest.raises(GenmemError, match="no protocol run to resume"):
+        run(tmp_path / "nothing", resume=True)
+    run(tmp_path / "short", num_tasks=1)
+    with pytest.raises(GenmemError, match="started with other classes"):
+        run(tmp_path / "short", resume=True)
