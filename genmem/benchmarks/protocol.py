@@ -41,8 +41,7 @@ from genmem.classifier import (ClassifierConfig, mixed_batches, output_targets, 
 from genmem.data import ImageSet, fit_images
 from genmem.encoding import encode_samples
 from genmem.errors import GenmemError
-from genmem.evaluate import (Score, average_accuracy, evaluate_model, forgetting, images_of_classes,
-                             solver_score)
+from genmem.evaluate import average_accuracy, evaluate_model, forgetting, images_of_classes, solver_score
 from genmem.memory import Memory
 from genmem.nets import Classifier
 from genmem.presets import base_width_for, paper_config
