@@ -5,8 +5,28 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from genmem.cli.common import DEVICE_HELP, friendly_errors
+from genmem.service import DEFAULT_BUDGET_MIB, DEFAULT_MAX_SAMPLES
+
+
+def read_token(path: Path) -> str:
+    """The token on the first line of a file: a file only its owner can read keeps it from other local users."""
+    lines = path.read_text().strip().splitlines()
+    if not lines or not lines[0].strip():
+        raise click.BadParameter(f"{path} holds no token", param_hint="--token-file")
+    return lines[0].strip()
+
+
+def token_from(token: str | None, token_file: Path | None) -> str | None:
+    """The token to require, from --token-file, GENMEM_TOKEN or --token (which gets a warning)."""
+    if token_file is not None:
+        return read_token(token_file)
+    if token and click.get_current_context().get_parameter_source("token") == ParameterSource.COMMANDLINE:
+        click.echo("warning: a --token on the command line is visible to every user of this machine (ps); "
+                   "use GENMEM_TOKEN or --token-file", err=True)
+    return token
 
 
 @click.command()
@@ -19,14 +39,21 @@ from genmem.cli.common import DEVICE_HELP, friendly_errors
               help="Arithmetic of the generator: auto (float16 on CUDA, float32 on the CPU), float32, float16 or "
                    "bfloat16.")
 @click.option("--token", envvar="GENMEM_TOKEN", show_envvar=True,
-              help="Require 'Authorization: Bearer TOKEN' on every route but health and /metrics.")
-@click.option("--max-samples", type=click.IntRange(1), default=262144, show_default=True,
+              help="Require 'Authorization: Bearer TOKEN' on every route but health and /metrics (the API docs "
+                   "/docs, /redoc and /openapi.json included; without a token they are open). On the command "
+                   "line a token is visible to every local user (ps): prefer GENMEM_TOKEN or --token-file.")
+@click.option("--token-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Read the token from the first line of this file instead.")
+@click.option("--max-samples", type=click.IntRange(1), default=DEFAULT_MAX_SAMPLES, show_default=True,
               help="Most images one request may ask for; larger requests get 413.")
+@click.option("--max-in-flight", "budget_mib", type=click.FloatRange(1), default=DEFAULT_BUDGET_MIB,
+              show_default=True, help="MiB of images being generated or sent at once; requests beyond it wait, "
+                                      "then get 503 with Retry-After (clients retry).")
 @click.option("--watch-interval", type=click.FloatRange(0), default=2.0, show_default=True,
               help="Seconds between checks for a new version (0: only POST /genmem/reload picks one up).")
 @click.option("--name", help="Model name in /v2/models/NAME (default: the memory folder's name without .mem).")
 @friendly_errors
-def serve(memory, host, port, device, precision, token, max_samples, watch_interval, name):
+def serve(memory, host, port, device, precision, token, token_file, max_samples, budget_mib, watch_interval, name):
     """Serve replay from MEMORY over HTTP until interrupted (Ctrl-C).
 
     The latest version is loaded at start; a version that a running
@@ -52,8 +79,9 @@ def serve(memory, host, port, device, precision, token, max_samples, watch_inter
 
     from genmem.server.app import create_app
 
+    token = token_from(token, token_file)
     app = create_app(memory, token=token, device=device, precision=precision, max_samples=max_samples,
-                     watch_interval=watch_interval, name=name)
-    click.echo(f"serving {memory} ({app.state.service.version or 'no version yet'}) on http://{host}:{port}; "
-               f"API docs at http://{host}:{port}/docs")
+                     watch_interval=watch_interval, name=name, budget_mib=budget_mib)
+    click.echo(f"serving {memory} ({app.state.service.describe()}) on http://{host}:{port}; "
+               f"API docs at http://{host}:{port}/docs{' (with the token)' if token else ''}")
     uvicorn.run(app, host=host, port=port)

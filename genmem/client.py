@@ -8,10 +8,17 @@ the server serves then), so a training run keeps drawing from the same
 version while the server picks up newer ones. Images travel as safetensors
 bytes over one persistent connection; the server's errors arrive as the same
 GenmemError subclasses, with the same messages, as a local memory raises.
+
+Every request the client makes is idempotent (the same sample request gives
+the same images), so one that fails on the way, with a dropped connection or
+a 503 with Retry-After from a busy server, is sent again after a growing,
+jittered pause, up to `retries` times.
 """
 
 from __future__ import annotations
 
+import random
+import time
 from collections.abc import Mapping
 
 import httpx
@@ -45,8 +52,10 @@ def server_error(response: httpx.Response) -> GenmemError:
 class ReplayClient:
     """The `ReplaySource` of a genmem server: `.classes`, `.version`, `.image_shape` and `.sample()`."""
 
-    def __init__(self, url: str, token: str | None = None, version: str | None = None, timeout: float = 120.0):
+    def __init__(self, url: str, token: str | None = None, version: str | None = None, timeout: float = 120.0,
+                 retries: int = 5, backoff: float = 0.1):
         self.url = url.rstrip("/")
+        self.retries, self.backoff = retries, backoff
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
         try:
@@ -60,14 +69,29 @@ class ReplayClient:
         self.image_shape = (generator["channels"], generator["image_size"], generator["image_size"])
 
     def _call(self, method: str, path: str, **kwargs) -> httpx.Response:
-        try:
-            response = self.http.request(method, path, **kwargs)
-        except httpx.TransportError as exc:
-            raise ServiceUnavailable(f"cannot reach the genmem server at {self.url} ({exc}); start it with "
-                                     f"`genmem serve MEMORY` or check the URL") from None
-        if response.is_error:
-            raise server_error(response)
-        return response
+        attempt = 0
+        while True:
+            pause = self.backoff * 2 ** attempt * (0.5 + random.random())
+            attempt += 1
+            try:
+                response = self.http.request(method, path, **kwargs)
+            except (httpx.ReadTimeout, httpx.WriteTimeout) as exc:  # the server may still be busy with it: no pile-on
+                raise ServiceUnavailable(f"the genmem server at {self.url} did not answer in time ({exc}); ask for "
+                                         f"fewer images per request or raise the client's timeout") from None
+            except httpx.TransportError as exc:
+                if attempt > self.retries:
+                    raise ServiceUnavailable(f"cannot reach the genmem server at {self.url} ({exc}); start it "
+                                             f"with `genmem serve MEMORY` or check the URL") from None
+                time.sleep(pause)
+                continue
+            retry_after = response.headers.get("Retry-After", "")
+            if response.status_code == 503 and retry_after.isascii() and retry_after.isdigit() \
+                    and attempt <= self.retries:
+                time.sleep(max(pause, min(float(retry_after), 30.0)))
+                continue
+            if response.is_error:
+                raise server_error(response)
+            return response
 
     def sample_request(self, counts: Mapping[int | str, int], seed: int = 0, as_uint8: bool = True) -> dict:
         """The JSON body of a sample request. Classes travel by name, which the server resolves exactly."""

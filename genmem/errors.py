@@ -43,3 +43,9 @@ class NotAuthorized(GenmemError):
 
 class ServiceUnavailable(GenmemError):
     """The replay service cannot answer: it has no version loaded yet, or it cannot be reached."""
+
+
+class ServerBusy(ServiceUnavailable):
+    """The replay service has as much work in flight as it allows; the request may be sent again shortly."""
+
+    retry_after = 1  # seconds, sent as the Retry-After header

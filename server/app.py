@@ -5,27 +5,38 @@ orchestrators probe genmem like any model server; sampling has a route of
 its own that answers with binary tensors (safetensors, npy, npz or PNG),
 never JSON lists of numbers. Every route parses, calls the service and
 serialises; everything it does is callable in process from genmem.service.
+
+With a token, everything but health and /metrics needs it, the API
+description (/openapi.json, /docs, /redoc) included. No reply names a path on
+the server's disk: the memory is called by its model name.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from genmem import errors
+from genmem.names import shown
 from genmem.server.metrics import MetricsMiddleware, ServiceMetrics
 from genmem.server.schemas import ModelMetadata, ReloadReply, SampleRequest, TensorMetadata
-from genmem.service import ReplayService
+from genmem.service import DEFAULT_BUDGET_MIB, DEFAULT_MAX_SAMPLES, EncodedSamples, ReplayService
 from genmem.summary import summarise
+
+SEND_CHUNK = 1 << 20  # bytes per write of a streamed reply
+log = logging.getLogger("genmem.server")
 
 STATUS = {errors.NotAuthorized: 401, errors.UnknownClass: 404, errors.MemoryNotFound: 404,
           errors.TooManySamples: 413, errors.InvalidRequest: 422, errors.CorruptMemory: 500,
@@ -58,10 +69,11 @@ def readable(exc: RequestValidationError) -> str:
     return f"malformed request ({'; '.join(problems)}); see /docs for the form of each route"
 
 
-def model_metadata(name: str, versions: list[str], manifest: dict) -> ModelMetadata:
+def model_metadata(name: str, versions: list[str], manifest: dict, service: ReplayService) -> ModelMetadata:
     g = manifest["generator"]
     return ModelMetadata(
-        name=name, versions=versions, platform="genmem",
+        name=name, versions=versions, platform="genmem", served=service.version,
+        damaged={version: damage.reason for version, damage in service.damaged.items()},
         inputs=[TensorMetadata(name="counts", datatype="INT64", shape=[len(manifest["classes"])]),
                 TensorMetadata(name="seed", datatype="INT64", shape=[1])],
         outputs=[TensorMetadata(name="images", datatype="UINT8", shape=[-1, g["channels"], g["image_size"],
@@ -86,6 +98,45 @@ def bearer_check(token: str | None):
     return check
 
 
+def streamed(reply: EncodedSamples) -> Iterator[memoryview]:
+    """The reply's parts in slices of SEND_CHUNK bytes; its claim on the work budget ends when it has been sent."""
+    try:
+        for part in reply.parts:
+            view = memoryview(part)
+            for start in range(0, view.nbytes, SEND_CHUNK):
+                yield view[start: start + SEND_CHUNK]
+    finally:
+        if reply.claim is not None:
+            reply.claim.release()
+
+
+class LastResort:
+    """ASGI middleware: an unexpected exception becomes a one-line 500 and a logged traceback, and the connection
+    stays usable (Starlette would re-raise it to the server, which then drops the connection)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def note_start(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, note_start)
+        except Exception:
+            log.exception("unexpected error answering %s %s", scope["method"], scope["path"])
+            if started:
+                raise
+            await JSONResponse({"detail": "the server failed unexpectedly; its log has the details",
+                                "kind": "GenmemError"}, 500)(scope, receive, send)
+
+
 async def watch(service: ReplayService, interval: float) -> None:
     """Pick up new versions without a restart; loading runs in a worker thread so requests keep flowing."""
     while True:
@@ -94,17 +145,21 @@ async def watch(service: ReplayService, interval: float) -> None:
 
 
 def create_app(memory_path: str | os.PathLike, *, token: str | None = None, device: str = "cpu",
-               precision: str = "auto", max_samples: int = 262144, watch_interval: float = 2.0,
-               name: str | None = None) -> FastAPI:
-    """A FastAPI app serving replay from the memory at `memory_path`; its latest version is loaded now.
+               precision: str = "auto", max_samples: int = DEFAULT_MAX_SAMPLES, watch_interval: float = 2.0,
+               name: str | None = None, budget_mib: float = DEFAULT_BUDGET_MIB, wait_seconds: float = 30.0,
+               max_running: int = 2) -> FastAPI:
+    """A FastAPI app serving replay from the memory at `memory_path`; its newest intact version is loaded now.
 
-    token: when set, every route but health and /metrics needs `Authorization: Bearer <token>`.
+    token: when set, every route but health and /metrics needs `Authorization: Bearer <token>`, the API
+    description and its /docs and /redoc pages included.
     watch_interval: seconds between checks for a new version (0: only POST /genmem/reload picks one up).
     name: the model name in /v2/models/{name} (default: the memory folder's name without its suffix).
+    budget_mib, wait_seconds, max_running: the bounds on work in flight (genmem.admission).
     """
-    service = ReplayService(memory_path, device, precision, max_samples)
-    metrics = ServiceMetrics()
     model_name = name or Path(memory_path).stem
+    service = ReplayService(memory_path, device, precision, max_samples, name=model_name, budget_mib=budget_mib,
+                            wait_seconds=wait_seconds, max_running=max_running)
+    metrics = ServiceMetrics()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -115,18 +170,23 @@ def create_app(memory_path: str | os.PathLike, *, token: str | None = None, devi
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
 
-    app = FastAPI(title="genmem replay", lifespan=lifespan, description=(
-        f"Replay of the classes of the generative memory `{memory_path}` for any classifier. Draw images with "
+    hidden = {"openapi_url": None, "docs_url": None, "redoc_url": None} if token is not None else {}
+    app = FastAPI(title="genmem replay", lifespan=lifespan, **hidden, description=(
+        f"Replay of the classes of the generative memory `{model_name}` for any classifier. Draw images with "
         f"`POST /genmem/sample`; see what the memory holds with `GET /genmem/info`. The Python client "
         f"`genmem.client.ReplayClient(url)` and `genmem.replay.ReplayStream(url)` use this API."))
     app.state.service = service
+    app.add_middleware(LastResort)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
 
     @app.exception_handler(errors.GenmemError)
     async def genmem_error(request: Request, exc: errors.GenmemError) -> JSONResponse:
         metrics.errors.labels(type(exc).__name__).inc()
-        headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, errors.NotAuthorized) else None
-        return JSONResponse({"detail": str(exc), "kind": type(exc).__name__}, status_for(exc), headers)
+        headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, errors.NotAuthorized) else {}
+        if isinstance(exc, errors.ServerBusy):
+            headers["Retry-After"] = str(exc.retry_after)
+        return JSONResponse({"detail": service.public(str(exc)), "kind": type(exc).__name__}, status_for(exc),
+                            headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -153,7 +213,7 @@ def create_app(memory_path: str | os.PathLike, *, token: str | None = None, devi
 
     def check_name(name: str) -> None:
         if name != model_name:
-            raise errors.MemoryNotFound(f"this server has no model {name!r}; it serves {model_name!r}")
+            raise errors.MemoryNotFound(f"this server has no model {shown(name)}; it serves {model_name!r}")
 
     guarded = APIRouter(dependencies=[Depends(bearer_check(token))], responses={401: ERROR_REPLY})
 
@@ -162,21 +222,25 @@ def create_app(memory_path: str | os.PathLike, *, token: str | None = None, devi
                  responses={404: ERROR_REPLY})
     def model(name: str) -> ModelMetadata:
         check_name(name)
-        return model_metadata(model_name, service.memory.versions(), service.memory.manifest(service.version))
+        served = service.sampler().version
+        return model_metadata(model_name, service.available(), service.memory.manifest(served), service)
 
     @guarded.get("/v2/models/{name}/versions/{version}", tags=["model"], summary="Metadata of one version",
                  description="Like the model's metadata, for one version (e.g. v0002).", responses={404: ERROR_REPLY})
     def model_version(name: str, version: str) -> ModelMetadata:
         check_name(name)
         manifest = service.memory.manifest(version)
-        return model_metadata(model_name, [manifest["version"]], manifest)
+        return model_metadata(model_name, [manifest["version"]], manifest, service)
 
     @guarded.get("/genmem/info", tags=["replay"], summary="What the memory holds",
                  description="Versions, classes (label, name, task), generator, growth and capacity per task, "
                              "storage: the summary `genmem info --json` prints, of the version served or "
                              "`?version=`.", responses={404: ERROR_REPLY, 503: ERROR_REPLY})
     def info(version: str | None = None) -> dict:
-        return summarise(service.memory, version or service.sampler().version)
+        summary = summarise(service.memory, version or service.sampler().version)
+        damaged = {name: damage.reason for name, damage in service.damaged.items()}
+        return {**summary, "memory": model_name, "versions": service.available(), "served": service.version,
+                "damaged": damaged}
 
     @guarded.post("/genmem/sample", tags=["replay"], summary="Draw images of chosen classes",
                   response_class=Response, responses={
@@ -192,9 +256,11 @@ def create_app(memory_path: str | os.PathLike, *, token: str | None = None, devi
                               "-d '{\"counts\": {\"0\": 8}, \"format\": \"png\"}' -o samples.png`")
     def sample(request: SampleRequest) -> Response:
         reply = service.sample(request.counts, request.classes, request.total, request.seed, request.version,
-                               request.format, request.dtype)
+                               request.format, request.dtype, keep_claim=True)
         metrics.samples.inc(reply.count)
-        return Response(reply.body, media_type=reply.media_type, headers=reply.headers)
+        size = sum(memoryview(part).nbytes for part in reply.parts)
+        return StreamingResponse(streamed(reply), media_type=reply.media_type,
+                                 headers={**reply.headers, "Content-Length": str(size)})
 
     @guarded.post("/genmem/reload", tags=["replay"], summary="Serve the newest version now",
                   description="Looks for a new version at once instead of waiting for the watcher, and returns the "
@@ -202,6 +268,19 @@ def create_app(memory_path: str | os.PathLike, *, token: str | None = None, devi
                               "stays served.")
     def reload() -> ReloadReply:
         return ReloadReply(version=service.refresh(), error=service.last_error)
+
+    if token is not None:
+        @guarded.get("/openapi.json", include_in_schema=False)
+        def openapi() -> JSONResponse:
+            return JSONResponse(app.openapi())
+
+        @guarded.get("/docs", include_in_schema=False)
+        def docs() -> HTMLResponse:
+            return get_swagger_ui_html(openapi_url="/openapi.json", title=app.title)
+
+        @guarded.get("/redoc", include_in_schema=False)
+        def redoc() -> HTMLResponse:
+            return get_redoc_html(openapi_url="/openapi.json", title=app.title)
 
     app.include_router(guarded)
     return app

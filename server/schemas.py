@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt
 
 from genmem.encoding import FORMATS
-from genmem.service import DTYPES
+from genmem.service import DTYPES, SEED_RANGE
 
 
 class SampleRequest(BaseModel):
@@ -27,8 +27,9 @@ class SampleRequest(BaseModel):
     total: NonNegativeInt | None = Field(
         None, description="Images in all, spread evenly over `classes` (earlier classes take the remainder).",
         examples=[4096])
-    seed: int = Field(0, description="Same seed, same images: a class's images depend only on the seed and the "
-                                     "class, not on what else the request asks for.")
+    seed: int = Field(0, ge=SEED_RANGE[0], le=SEED_RANGE[1],
+                      description="Same seed, same images: a class's images depend only on the seed and the "
+                                  "class, not on what else the request asks for.")
     version: str | None = Field(None, description="Memory version to draw from (e.g. v0002); default the latest "
                                                   "served.", examples=["v0002"])
     format: Literal[tuple(FORMATS)] = Field(
@@ -47,10 +48,13 @@ class ModelMetadata(BaseModel):
     """Open Inference Protocol model metadata."""
 
     name: str
-    versions: list[str]
+    versions: list[str] = Field(description="Versions that can be served (damaged ones are left out).")
     platform: str
     inputs: list[TensorMetadata]
     outputs: list[TensorMetadata]
+    served: str | None = Field(None, description="The version served by default (genmem's addition).")
+    damaged: dict[str, str] = Field({}, description="Versions on disk that cannot be served, and why (genmem's "
+                                                    "addition).")
 
 
 class ReloadReply(BaseModel):

@@ -214,7 +214,7 @@ def test_a_damaged_new_version_does_not_take_the_server_down(memory_copy):
         reload = client.post("/genmem/reload").json()
         assert reload["version"] == "v0002"
         assert reload["error"].startswith("version v0003 could not be loaded")
-        assert "fails its sha256" in reload["error"]
+        assert "version v0003 is damaged" in reload["error"]
         time.sleep(0.2)  # the watcher runs meanwhile, and keeps serving the old version too
         assert client.get("/v2/health/ready").status_code == 200
         reply = sample(client, total=3)
@@ -264,7 +264,7 @@ def test_the_client_and_a_stream_over_http_equal_the_local_memory(two_versions):
         with pytest.raises(MemoryNotFound, match="no version 'v0009'; it has v0001, v0002"):
             ReplayClient(url, token=TOKEN, version="v0009")
     with pytest.raises(ServiceUnavailable, match=f"cannot reach the genmem server at {url}"):
-        ReplayClient(url, token=TOKEN, timeout=5)
+        ReplayClient(url, token=TOKEN, timeout=5, retries=1)
 
 
 def test_serve_refuses_a_missing_memory_and_a_bad_setting_in_one_line(two_versions, tmp_path):

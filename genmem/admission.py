@@ -1,0 +1,73 @@
+"""How much sampling work the replay service takes on at once, so that a burst of large requests cannot exhaust it.
+
+Each sample request claims the bytes of the images it will send before it is
+generated, and keeps the claim until its answer has left the server. While
+the claims already granted and the new one exceed the budget, the request
+waits, up to `wait_seconds`; then it is refused with ServerBusy (HTTP 503 and
+Retry-After), which clients retry. A single request larger than the budget is
+refused outright (it could never run); at most `max_running` requests generate
+at once, whatever their size, since generation itself needs working memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+
+from genmem.errors import ServerBusy, TooManySamples
+
+
+class Claim:
+    """Bytes granted to one request; `release()` (idempotent) hands them back."""
+
+    def __init__(self, admission: "Admission", nbytes: int):
+        self.admission, self.nbytes, self.released = admission, nbytes, False
+
+    def release(self) -> None:
+        with self.admission.changed:
+            if not self.released:
+                self.released = True
+                self.admission.in_flight -= self.nbytes
+                self.admission.changed.notify_all()
+
+
+class Admission:
+    """A budget of bytes in flight, shared by every request of one service."""
+
+    def __init__(self, budget_bytes: int, wait_seconds: float = 30.0, max_running: int = 4):
+        self.budget_bytes = budget_bytes
+        self.wait_seconds = wait_seconds
+        self.in_flight = 0
+        self.changed = threading.Condition()
+        self.running = threading.BoundedSemaphore(max_running)
+
+    @contextlib.contextmanager
+    def generating(self) -> Iterator[None]:
+        """One of the `max_running` places to generate in, waited for like bytes."""
+        if not self.running.acquire(timeout=self.wait_seconds):
+            raise ServerBusy(f"the server is busy (every place to generate images is taken); send the request again "
+                             f"in {ServerBusy.retry_after} s")
+        try:
+            yield
+        finally:
+            self.running.release()
+
+    def claim(self, nbytes: int) -> Claim:
+        """Wait for room for `nbytes`; ServerBusy if none frees up in time, TooManySamples if it never could."""
+        if nbytes > self.budget_bytes:
+            raise TooManySamples(f"the request would send {nbytes / 2**20:,.1f} MiB of images but this server holds "
+                                 f"at most {self.budget_bytes / 2**20:,.1f} MiB in flight: ask for fewer images per "
+                                 f"request (or uint8 rather than float32)")
+        deadline = time.monotonic() + self.wait_seconds
+        with self.changed:
+            while self.in_flight + nbytes > self.budget_bytes:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise ServerBusy(f"the server is busy ({self.in_flight / 2**20:,.1f} MiB of images in flight, "
+                                     f"at most {self.budget_bytes / 2**20:,.1f} MiB); send the request again in "
+                                     f"{ServerBusy.retry_after} s")
+                self.changed.wait(left)
+            self.in_flight += nbytes
+        return Claim(self, nbytes)
