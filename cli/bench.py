@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from genmem.cli.bench_avalanche import avalanche
 from genmem.cli.common import friendly_errors
 from genmem.cli.protocol import protocol
 
@@ -72,3 +73,4 @@ def sampling(memory, devices, sizes, seconds, record):
 
 
 bench.add_command(protocol)
+bench.add_command(avalanche)

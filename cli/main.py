@@ -130,9 +130,12 @@ def info(memory, version, as_json):
 
 @main.command()
 @click.argument("memory", type=click.Path(path_type=Path))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="File to write: .png (a grid, one row per class), .safetensors or .npz (images and labels), "
                    ".npy (images only).")
+@click.option("--image-folder", type=click.Path(file_okay=False, path_type=Path),
+              help="Instead of -o: a new folder with one sub-folder of PNGs per class, named by zero-padded label "
+                   "(and name), which torchvision's ImageFolder reads as is; its class i is the i-th smallest label.")
 @click.option("--classes", metavar="A,B,...", help="Classes to draw, by label or name (default: all).")
 @click.option("--count", type=click.IntRange(1), default=8, show_default=True, help="Images per class.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same images.")
@@ -140,23 +143,32 @@ def info(memory, version, as_json):
 @click.option("--float", "as_float", is_flag=True, help="Floats in [-1, 1] instead of uint8 pixels (not for .png).")
 @click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
 @friendly_errors
-def sample(memory, output, classes, count, seed, version, as_float, device):
+def sample(memory, output, image_folder, classes, count, seed, version, as_float, device):
     """Draw COUNT images of each class from MEMORY and write them to a file.
 
     \b
     Examples:
       genmem sample digits.mem -o grid.png
       genmem sample digits.mem --classes 3,5 --count 1000 --seed 7 -o replay.safetensors
+      genmem sample digits.mem --count 500 --image-folder replay/     # ImageFolder("replay/")
     """
     from genmem.device import resolve_device
     from genmem.encoding import encode_samples, format_for_path
+    from genmem.image_folder import write_image_folder
     from genmem.memory import Memory
 
-    fmt = format_for_path(output)
+    if (output is None) == (image_folder is None):
+        raise click.UsageError("give either -o FILE or --image-folder DIR")
+    fmt = format_for_path(output) if output is not None else None
     sampler = Memory(memory).sampler(version, resolve_device(device))
     wanted = split_classes(classes) or [c.label for c in sampler.classes]
     images, labels = sampler.sample({key: count for key in wanted}, seed=seed, as_uint8=not as_float)
     names = {c.label: c.name for c in sampler.classes}
+    if image_folder is not None:
+        folders = write_image_folder(image_folder, images, labels, names)
+        click.echo(f"wrote {len(images)} images from {sampler.version} to {image_folder}/, one folder per class: "
+                   f"{', '.join(folder.name for folder in folders.values())}")
+        return
     meta = {"memory": str(memory), "version": sampler.version, "seed": str(seed)}
     output.write_bytes(encode_samples(images, labels, fmt, names, meta))
     click.echo(f"wrote {len(images)} images of {len(wanted)} classes from {sampler.version} to {output}")

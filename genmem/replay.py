@@ -80,6 +80,10 @@ class ReplayStream(IterableDataset):
         self.batch_size, self.batches, self.seed, self.as_uint8 = batch_size, batches, seed, as_uint8
         self._replay: ReplaySource | None = None
 
+    def __getstate__(self) -> dict:
+        """Copies (DataLoader workers under spawn) open their own source: a sampler or HTTP client stays here."""
+        return {**self.__dict__, "_replay": None}
+
     @property
     def replay(self) -> ReplaySource:
         """The source, opened on first use (in each DataLoader worker separately)."""

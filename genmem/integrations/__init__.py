@@ -1,0 +1,1 @@
+"""genmem inside other frameworks' training loops (each integration needs its own optional extra)."""
