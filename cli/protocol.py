@@ -21,8 +21,8 @@ from genmem.errors import DataError
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), help="Folder of the data sets.")
 @click.option("--variant", type=click.Choice(["dgmw", "dgma"]), default="dgmw", show_default=True)
 @click.option("--methods", default=",".join(DEFAULT_METHODS), show_default=True, metavar="LIST",
-              help=f"Comma-separated, from {', '.join(METHODS)}. dgr and mergan train their own generator "
-                   "with DGM's GAN budget; each takes about twice DGM's GAN time.")
+              help=f"Comma-separated, from {', '.join(METHODS)}. dgr, mergan and ewc (EWC-M) train their "
+                   "own generator with DGM's GAN budget; dgr and mergan take about twice DGM's GAN time each.")
 @click.option("--profile", type=click.Choice(["quick", "paper", "smoke"]), default="quick", show_default=True,
               help="quick: for 2 CPU cores, 1000 images per class and 40 GAN epochs per task (MNIST on 2 cores: "
                    "DGMw 16 minutes, DGMa 33); "
@@ -53,7 +53,8 @@ def protocol(ctx, source, test_data, data_dir, variant, methods, profile, images
     images of the classes seen so far: the DGM solver stored with the
     version (dgm-solver), a fresh classifier trained on the task's real
     images plus replay of earlier classes from DGM (dgm-replay), from deep
-    generative replay (dgr) or from MeRGAN's replay alignment (mergan), joint
+    generative replay (dgr), MeRGAN's replay alignment (mergan) or EWC on the
+    generator (ewc), joint
     training on every real image seen (upper bound) and sequential
     fine-tuning without replay (lower bound). No real image of an earlier
     class is used by the continual methods, for training or for model
@@ -136,6 +137,6 @@ def report(results: dict, out: Path, profile_name: str, where: str, busy: float 
             size = results["growth"][-1]["parameters"]["total"]
             parts += [growth_table(results), f"Final DGM generator: {size:,} parameters."]
         if "baselines" in results:
-            parts.append(f"DGR and MeRGAN generator: {results['baselines']['parameters']:,} parameters, fixed.")
+            parts.append(f"Baselines' generator: {results['baselines']['parameters']:,} parameters, fixed.")
         parts.append(f"Time: {timing}. Plots: {', '.join(plots)}.")
         record_section(record, f"{run_title(results)}, {profile_name} profile", "\n\n".join(parts))

@@ -17,6 +17,7 @@ from genmem.benchmarks.protocol import run_title  # noqa: E402
 FIXED_REPLAY_GAN = 500_000  # parameters of MeRGAN's fixed-size 32x32 generator, the paper's comparison
 LABELS = {"dgm-solver": "DGM solver (AC-GAN head)", "dgm-replay": "classifier + DGM replay",
           "dgr": "classifier + DGR replay", "mergan": "classifier + MeRGAN replay",
+          "ewc": "classifier + EWC-M replay",
           "joint": "joint training (upper bound)", "finetune": "fine-tuning, no replay (lower bound)"}
 
 
@@ -37,7 +38,7 @@ def accuracy_plot(results: dict) -> bytes:
     axes.set_ylabel("A_t: mean per-class test accuracy (%)")
     axes.set_ylim(0, 101)
     axes.grid(alpha=0.3)
-    axes.legend(loc="lower left", fontsize=8)
+    axes.legend(loc="best", fontsize=8)
     axes.set_title(f"{run_title(results, display=True)}, profile {results['profile']['name']}", fontsize=10)
     return _png(figure)
 

@@ -72,8 +72,8 @@ def test_alignment_keeps_old_classes_closer_to_what_they_were():
     drift = {}
     for weight in (0.0, 1.0):
         generator = copy.deepcopy(start)
-        learn_baseline_task(generator, class_images(1), 1, tiny_config(seed=SEED, epochs=4), alignment_weight=weight,
-                            progress=False)
+        learn_baseline_task(generator, class_images(1), 1, tiny_config(seed=SEED, epochs=4),
+                            baselines.Baseline(alignment_weight=weight), progress=False)
         drift[weight] = float((generate(generator, 0, 32, 0).float() - generate(start, 0, 32, 0).float()).abs().mean())
     assert drift[1.0] < drift[0.0]
 
@@ -87,3 +87,28 @@ def test_a_baseline_generator_serves_reproducible_class_balanced_replay_streams(
         assert sorted(labels.tolist()) == [5, 5, 5, 7, 7, 7]
         assert torch.equal(images, same) and torch.equal(labels, same_labels)
     assert not torch.equal(first[0][0], first[1][0])
+
+
+def test_ewc_trains_without_replay_and_holds_the_weights_old_tasks_need(monkeypatch):
+    start = tiny_generator()
+    ewc = baselines.Baseline(replay=False, ewc_weight=1e6)
+    fisher = learn_baseline_task(start, class_images(0), 0, tiny_config(seed=SEED), ewc, progress=False)["fisher"]
+    assert set(fisher) == {name for name, _ in start.named_parameters()}
+    assert all(f.min() >= 0 for f in fisher.values()) and sum(float(f.sum()) for f in fisher.values()) > 0
+    anchor = {name: p.detach().clone() for name, p in start.named_parameters()}
+    assert float(baselines.ewc_penalty(start, fisher, anchor).detach()) == 0.0
+
+    rows = []
+    real_penalty = baselines.gradient_penalty
+    monkeypatch.setattr(baselines, "gradient_penalty",
+                        lambda critic, real, fake, rng: rows.append(len(real)) or real_penalty(critic, real, fake, rng))
+    moved, summed = {}, None
+    for weight in (0.0, 1e6):
+        generator = copy.deepcopy(start)
+        report = learn_baseline_task(generator, class_images(1), 1, tiny_config(seed=SEED),
+                                     baselines.Baseline(replay=False, ewc_weight=weight), fisher, progress=False)
+        moved[weight] = float(baselines.ewc_penalty(generator, fisher, anchor).detach())
+        summed = report["fisher"]
+    assert max(rows) <= tiny_config().batch_size, "no replay joins the task's real images"
+    assert moved[1e6] < moved[0.0]
+    assert all(torch.all(summed[name] >= fisher[name]) for name in fisher), "Fisher information adds up over tasks"

@@ -50,6 +50,10 @@ def test_a_run_killed_in_its_second_task_resumes_to_the_results_of_an_uninterrup
         run(tmp_path / "killed")
     run(tmp_path / "killed", resume=True)
     assert outcome(tmp_path / "killed") == outcome(tmp_path / "whole")
+    for whole in [*(tmp_path / "whole" / "state").rglob("*.safetensors"),
+                  *(tmp_path / "whole" / "memory" / "versions").rglob("*.safetensors")]:
+        resumed = tmp_path / "killed" / whole.relative_to(tmp_path / "whole")
+        assert resumed.read_bytes() == whole.read_bytes(), f"{resumed.name} is what an uninterrupted run holds"
     assert len(Memory(tmp_path / "killed" / "memory").versions()) == 2, "the killed run's version is kept"
     assert run(tmp_path / "killed", resume=True)["accuracy"] == outcome(tmp_path / "whole")["accuracy"]
 

@@ -1,7 +1,7 @@
-"""The paper's replay baselines, DGR and MeRGAN, trained with DGM's GAN step and budget for the protocol.
+"""The paper's baselines, DGR, MeRGAN and EWC-M, trained with DGM's GAN step and budget for the protocol.
 
-Both keep one plain conditional generator for every class, with no masks and
-no growth, and relearn it on every task:
+Each keeps one plain conditional generator for every class, with no masks
+and no growth, and relearns it on every task:
 
     dgr     deep generative replay (Shin et al. 2017): before the task, the
             generator draws as many images of every earlier class as the task
@@ -14,6 +14,13 @@ no growth, and relearn it on every task:
             generator's for the same noise and earlier classes. (Wu et al.'s
             alignment variant trains the GAN on the current task alone; keeping
             DGR's replay makes the two baselines differ by the alignment only.)
+    ewc     EWC on the generator (the DGM paper's EWC-M; Seff et al. 2017): no
+            replay in the GAN; a quadratic penalty holds every weight near its
+            value after the last task, in proportion to its diagonal Fisher
+            information summed over the tasks so far. The Fisher is the mean
+            squared gradient of the generator's loss for the task's class under
+            the task's final critic, over small batches. Its weight (1e3) is
+            not tuned.
 
 Same architecture as DGM: genmem.nets's transposed-convolution layers, the
 class written as a one-hot over the first noise dimensions, and the same
@@ -28,14 +35,16 @@ Same GAN step as DGM (genmem.learn): WGAN-GP critic with the AC-GAN class
 head over every class seen, the class loss on generated images, a fresh
 critic and fresh Adam states every task, the recipe's learning rate, betas,
 penalty weight and epochs. Same budget: the same batches of the task's real
-images for the same epochs; each step adds as many replayed images of the
-earlier classes (so a step costs about twice DGM's, the price of rehearsal).
+images for the same epochs; with replay, each step adds as many replayed
+images of the earlier classes (so a step costs about twice DGM's, the price
+of rehearsal).
 """
 
 from __future__ import annotations
 
 import copy
 import time
+from dataclasses import dataclass
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -52,7 +61,21 @@ BASE_WIDTH = 24
 NOISE_DIM = 128
 # MeRGAN's MNIST factor, 1e-3 on half the summed squared error of a 64-image batch, as a weight per image.
 ALIGNMENT_WEIGHT = 1e-3 * 64 / 2
-BASELINES = {"dgr": 0.0, "mergan": ALIGNMENT_WEIGHT}  # genmem.benchmarks.methods's names: alignment weight
+EWC_WEIGHT = 1e3
+FISHER_BATCHES = 16
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """How a baseline keeps its old classes."""
+
+    replay: bool = True  # the GAN trains on replay of old classes beside the task's real images
+    alignment_weight: float = 0.0  # MeRGAN's replay alignment to the previous generator
+    ewc_weight: float = 0.0  # EWC's penalty on moving weights that earlier tasks needed
+
+
+BASELINES = {"dgr": Baseline(), "mergan": Baseline(alignment_weight=ALIGNMENT_WEIGHT),
+             "ewc": Baseline(replay=False, ewc_weight=EWC_WEIGHT)}  # by genmem.benchmarks.methods's names
 
 
 class PlainGenerator(nn.Module):
@@ -130,12 +153,14 @@ def _frozen_copy(generator: PlainGenerator) -> PlainGenerator:
 
 @torch.enable_grad()
 def learn_baseline_task(generator: PlainGenerator, images: torch.Tensor, task: int, config: TrainingConfig,
-                        alignment_weight: float = 0.0, device: str | torch.device = "cpu", progress: bool = True,
-                        desc: str = "baseline") -> dict:
-    """Train `generator` (in place) on class `task` (uint8 images [N, C, H, W]) and replay of classes 0..task-1.
+                        baseline: Baseline = Baseline(), fisher: dict[str, torch.Tensor] | None = None,
+                        device: str | torch.device = "cpu", progress: bool = True, desc: str = "baseline") -> dict:
+    """Train `generator` (in place) on class `task` (uint8 images [N, C, H, W]) and what keeps classes 0..task-1.
 
     Class i is the generator's condition i and the critic's class output i.
-    Returns the final losses, iterations and seconds.
+    fisher: EWC's Fisher information summed over the earlier tasks (None
+    before the first). Returns the final losses, iterations and seconds, and
+    for EWC the Fisher information summed over the tasks including this one.
     """
     started = time.perf_counter()
     device = torch.device(device)
@@ -143,9 +168,11 @@ def learn_baseline_task(generator: PlainGenerator, images: torch.Tensor, task: i
     rng = torch.Generator(device).manual_seed(config.seed)
     data = to_unit_range(images).to(device)
     n = len(data)
-    previous = _frozen_copy(generator) if task > 0 and alignment_weight > 0 else None
+    previous = _frozen_copy(generator) if task > 0 and baseline.alignment_weight > 0 else None
     replay = (torch.stack([to_unit_range(generate(generator, c, n, config.seed)) for c in range(task)]).to(device)
-              if task > 0 else None)  # [task, n, C, H, W], drawn before training
+              if task > 0 and baseline.replay else None)  # [task, n, C, H, W], drawn before training
+    anchor = {name: p.detach().clone() for name, p in generator.named_parameters()}
+    consolidate = fisher is not None and baseline.ewc_weight > 0
     critic = Discriminator(data.shape[1], data.shape[2], task + 1, config.critic_width).to(device)
     dcgan_init_(critic, rng)
     opt_g = torch.optim.Adam(generator.parameters(), lr=config.lr, betas=config.betas)
@@ -194,7 +221,9 @@ def learn_baseline_task(generator: PlainGenerator, images: torch.Tensor, task: i
                 with torch.no_grad():
                     reference = previous(noise, cls)
                 aligned = alignment_loss(fake[old_rows], reference[old_rows])
-                loss_g = loss_g + alignment_weight * aligned
+                loss_g = loss_g + baseline.alignment_weight * aligned
+            if consolidate:
+                loss_g = loss_g + baseline.ewc_weight / 2 * ewc_penalty(generator, fisher, anchor)
             opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
             opt_g.step()
@@ -204,5 +233,32 @@ def learn_baseline_task(generator: PlainGenerator, images: torch.Tensor, task: i
         bar.set_postfix(D=f"{losses['critic']:.3f}", G=f"{losses['generator']:.3f}")
     bar.close()
     generator.eval()
+    if baseline.ewc_weight > 0:
+        mine = generator_fisher(generator, critic, task, torch.Generator(device).manual_seed(config.seed))
+        fisher = mine if fisher is None else {name: fisher[name] + mine[name] for name in mine}
     return {"final_losses": losses, "iterations": config.epochs * batches_per_epoch,
-            "seconds": time.perf_counter() - started}
+            "seconds": time.perf_counter() - started, "fisher": fisher if baseline.ewc_weight > 0 else None}
+
+
+def ewc_penalty(generator: PlainGenerator, fisher: dict[str, torch.Tensor], anchor: dict[str, torch.Tensor]
+                ) -> torch.Tensor:
+    """EWC: the Fisher-weighted squared distance of every weight from its value after the earlier tasks."""
+    return sum((fisher[name] * (p - anchor[name]).pow(2)).sum() for name, p in generator.named_parameters())
+
+
+def generator_fisher(generator: PlainGenerator, critic: Discriminator, task: int, rng: torch.Generator,
+                     batches: int = FISHER_BATCHES, batch_size: int = 16) -> dict[str, torch.Tensor]:
+    """Diagonal Fisher information of the generator for class `task`: its loss's mean squared gradient over
+    small batches, under the task's final critic, with the generator as it samples (eval mode)."""
+    device = generator.out.weight.device
+    generator.eval()
+    params = dict(generator.named_parameters())
+    fisher = {name: torch.zeros_like(p) for name, p in params.items()}
+    cls = torch.full((batch_size,), task, device=device)
+    for _ in range(batches):
+        noise = torch.randn(batch_size, generator.noise_dim, generator=rng, device=device)
+        score, logits = critic(generator(noise, cls))
+        loss = -score.mean() + (F.cross_entropy(logits, cls) if task > 0 else 0.0)
+        for name, grad in zip(params, torch.autograd.grad(loss, list(params.values()))):
+            fisher[name] += grad.pow(2) / batches
+    return fisher

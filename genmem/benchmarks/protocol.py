@@ -57,7 +57,7 @@ PAPER = {"mnist": {"dgmw": (98.75, 96.46), "dgma": (99.17, 97.92), "dgr": (90.39
          "svhn": {"dgmw": (83.93, 74.38), "dgma": (81.07, 66.89), "dgr": (61.29, 47.28), "mergan": (80.90, 66.78),
                   "joint": (85.30, 84.82)},
          "cifar10": {"dgmw": (64.94, 51.70), "dgma": (62.50, 50.80), "joint": (82.20, 64.20)}}
-BASELINE_NAMES = {"dgr": "DGR", "mergan": "MeRGAN"}
+BASELINE_NAMES = {"dgr": "DGR", "mergan": "MeRGAN", "ewc": "EWC-M"}
 DATA_NAMES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "svhn": "SVHN", "cifar10": "CIFAR-10",
               "builtin": "builtin MNIST sample"}
 
@@ -174,9 +174,12 @@ def run_protocol(train: ImageSet, test: ImageSet, recipe: str, variant: str, pro
     generators = {m: PlainGenerator(channels, IMAGE_SIZE, len(classes), rng=torch.Generator().manual_seed(seed))
                   for m in baselines}
     finetuned = Classifier(channels, IMAGE_SIZE, len(classes), cls_config.width) if done else None
+    fishers = {m: None for m in baselines}  # EWC's Fisher information, summed over the tasks learned
     for name, model in [*generators.items(), ("finetune", finetuned)]:
         if done and name in methods:
             _load_state(model, _state_dir(out_dir, done - 1) / f"{name}.safetensors")
+        if done and name in BASELINES and BASELINES[name].ewc_weight:
+            fishers[name] = load_file(str(_state_dir(out_dir, done - 1) / f"{name}-fisher.safetensors"))
     version = None
     for task in range(done, len(classes)):
         label = classes[task]
@@ -191,8 +194,9 @@ def run_protocol(train: ImageSet, test: ImageSet, recipe: str, variant: str, pro
             timings["gan"] += time.perf_counter() - started
         for name in baselines:
             started = time.perf_counter()
-            learn_baseline_task(generators[name], gan_data.images[gan_data.labels == label], task,
-                                replace(gan, seed=seed + task), BASELINES[name], device, progress, desc=name)
+            fishers[name] = learn_baseline_task(generators[name], gan_data.images[gan_data.labels == label], task,
+                                                replace(gan, seed=seed + task), BASELINES[name], fishers[name],
+                                                device, progress, desc=name)["fisher"]
             timings[f"{name} gan"] += time.perf_counter() - started
         started = time.perf_counter()
         names = {c: data.class_names[c] for c in seen}
@@ -245,6 +249,9 @@ def run_protocol(train: ImageSet, test: ImageSet, recipe: str, variant: str, pro
         for name, model in [*generators.items(), ("finetune", finetuned)]:
             if model is not None:
                 _save_state(model, state / f"{name}.safetensors")
+        for name, fisher in fishers.items():
+            if fisher is not None:
+                save_file(fisher, str(state / f"{name}-fisher.safetensors"))
         results = {
             "recipe": recipe, "variant": variant, "profile": asdict(profile), "seed": seed, "methods": list(methods),
             "data": data_info, "classes": [{"label": c, "name": data.class_names[c]} for c in classes],
@@ -265,7 +272,7 @@ def run_protocol(train: ImageSet, test: ImageSet, recipe: str, variant: str, pro
         if baselines:
             size = sum(p.numel() for p in next(iter(generators.values())).parameters())
             results["baselines"] = {"base_width": BASE_WIDTH, "parameters": size,
-                                    "alignment_weight": {m: BASELINES[m] for m in baselines}}
+                                    "settings": {m: asdict(BASELINES[m]) for m in baselines}}
         _write_json(out_dir / RESULTS_FILE, results)
         if progress:
             print(f"task {task} (class {data.class_names[label]}): "
