@@ -55,10 +55,13 @@ def test_bench_protocol_command_writes_table_plots_and_json(tmp_path):
     finished = CliRunner().invoke(main, ["bench", "protocol", "--resume", str(out), "--quiet"])
     assert finished.exit_code == 0, finished.output
     assert "| dgm-replay |" in finished.output and json.loads((out / "results.json").read_text()) == results
-    for wrong in (["--resume", str(out), "--variant", "dgma"], ["--resume", str(tmp_path)], []):
+    for wrong, hint in ((["--resume", str(out), "--variant", "dgma"], "drop --variant"),
+                        (["--resume", str(tmp_path)], "no protocol run to resume"),
+                        ([], "give --out NEW_FOLDER for a new run, or --resume OUT"),
+                        (["--data", f"npz:{tmp_path / 'train.npz'}", "--test-data", f"npz:{tmp_path / 'test.npz'}",
+                          "--methods", "dgm-replay,ewk", "--out", str(tmp_path / "typo")], "unknown method ewk")):
         refused = CliRunner().invoke(main, ["bench", "protocol", *wrong])
-        assert refused.exit_code != 0 and "Traceback" not in refused.output
-        assert any(hint in refused.output for hint in ("drop --variant", "no protocol run to resume", "--out"))
+        assert refused.exit_code != 0 and "Traceback" not in refused.output and hint in refused.output, wrong
 
 
 def results_on(source: str, variant: str = "dgmw", methods=("dgm-replay", "dgr", "joint")) -> dict:

@@ -9,6 +9,7 @@ accuracies:
     dgm-replay  a fresh classifier on the task's real images plus DGM replay of every earlier class
     dgr         the same classifier with replay from deep generative replay (genmem.benchmarks.baselines)
     mergan      the same with replay from MeRGAN's replay alignment
+    ewc         the same with replay from a generator kept by EWC (the paper's EWC-M)
     joint       the same classifier on real images of every class seen (upper bound; not continual)
     finetune    one classifier trained on each task's real images in turn, no replay (lower bound)
 
