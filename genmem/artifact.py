@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from safetensors.torch import load as load_safetensors
-from safetensors.torch import save as save_safetensors
 
+from genmem.canonical import save as save_safetensors
 from genmem.errors import CorruptMemory, UnknownClass
 from genmem.names import label_number, shown
 from genmem.nets import Discriminator, Generator, GeneratorSpec, TaskLayers, mask_shapes
