@@ -22,7 +22,7 @@ from genmem.errors import DataError
 @click.option("--variant", type=click.Choice(["dgmw", "dgma"]), default="dgmw", show_default=True)
 @click.option("--methods", default=",".join(DEFAULT_METHODS), show_default=True, metavar="LIST",
               help=f"Comma-separated, from {', '.join(METHODS)}. dgr, mergan and ewc (EWC-M) train their "
-                   "own generator with DGM's GAN budget; dgr and mergan take about twice DGM's GAN time each.")
+                   "own generator with DGM's GAN budget; a dgr or mergan step holds twice DGM's batch.")
 @click.option("--profile", type=click.Choice(["quick", "paper", "smoke"]), default="quick", show_default=True,
               help="quick: for 2 CPU cores, 1000 images per class and 40 GAN epochs per task (MNIST on 2 cores: "
                    "DGMw 16 minutes, DGMa 33); "

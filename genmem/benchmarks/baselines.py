@@ -36,8 +36,8 @@ head over every class seen, the class loss on generated images, a fresh
 critic and fresh Adam states every task, the recipe's learning rate, betas,
 penalty weight and epochs. Same budget: the same batches of the task's real
 images for the same epochs; with replay, each step adds as many replayed
-images of the earlier classes (so a step costs about twice DGM's, the price
-of rehearsal).
+images of the earlier classes (so a step holds twice DGM's batch, the
+price of rehearsal).
 """
 
 from __future__ import annotations
