@@ -13,7 +13,6 @@ import pytest
 import torch
 from safetensors.torch import load as load_safetensors
 from torch.optim.optimizer import register_optimizer_step_pre_hook
-from torch.utils._pytree import tree_flatten
 
 import genmem.benchmarks.protocol as protocol
 import genmem.memory
@@ -205,12 +204,11 @@ class GuardedImages(torch.Tensor):
             with torch._C.DisableTorchFunctionSubclass():
                 return func(*args, **kwargs)
         rows = None
-        for value in tree_flatten((args, kwargs))[0]:
-            if isinstance(value, GuardedImages):
-                indexed = func is torch.Tensor.__getitem__ and value is args[0]
-                read = value.rows_read(args[1] if indexed else None)
-                if indexed:
-                    rows = read
+        for value in guarded_in([*args, *kwargs.values()]):
+            indexed = func is torch.Tensor.__getitem__ and value is args[0]
+            read = value.rows_read(args[1] if indexed else None)
+            if indexed:
+                rows = read
         with torch._C.DisableTorchFunctionSubclass():
             result = func(*args, **kwargs)
         if rows is not None and rows.dim() == 1 and result.dim() >= 1 and len(result) == len(rows):
@@ -225,6 +223,15 @@ class GuardedImages(torch.Tensor):
         if touched:
             raise EarlierClassRead(f"real images of earlier classes {sorted(touched)} were read")
         return read
+
+
+def guarded_in(values):
+    """The GuardedImages among an operation's arguments, also inside lists (torch.cat([...]))."""
+    for value in values:
+        if isinstance(value, (list, tuple)):
+            yield from guarded_in(value)
+        elif isinstance(value, GuardedImages):
+            yield value
 
 
 def test_learning_tasks_never_reads_a_real_image_of_an_earlier_class(tmp_path):
