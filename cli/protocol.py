@@ -37,6 +37,9 @@ from genmem.errors import DataError
 @click.option("--resume", type=click.Path(file_okay=False, path_type=Path), metavar="OUT",
               help="Continue the run in OUT from its last finished task, with the options it was started with "
                    "(only --data-dir, --device, --record and --quiet may be given).")
+@click.option("--combine", type=click.Path(file_okay=False, path_type=Path), multiple=True, metavar="RUN",
+              help="Instead of running: one table and one A_t plot (into --out) from finished runs of one data "
+                   "set, profile and seed, e.g. a DGMw run with the baselines and a DGMa run; repeat per run.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
 @click.option("--record", type=click.Path(dir_okay=False, path_type=Path),
@@ -46,7 +49,7 @@ from genmem.errors import DataError
 @click.pass_context
 @friendly_errors
 def protocol(ctx, source, test_data, data_dir, variant, methods, profile, images_per_class, gan_epochs, tasks, out,
-             resume, seed, device, record, quiet):
+             resume, combine, seed, device, record, quiet):
     """Run the paper's protocol: one class per task, A_t after every task, against baselines and bounds.
 
     After every task each method's classifier is tested on the real test
@@ -73,6 +76,7 @@ def protocol(ctx, source, test_data, data_dir, variant, methods, profile, images
       genmem bench protocol --data mnist --methods dgm-solver,dgm-replay,dgr,mergan,joint,finetune \\
           --out runs/mnist-baselines
       genmem bench protocol --resume runs/mnist-baselines
+      genmem bench protocol --combine runs/mnist-baselines --combine runs/mnist-dgma --out runs/mnist-table
     """
     from genmem.benchmarks.protocol import PROFILES, Profile, describe_data, run_protocol, saved_run
     from genmem.benchmarks.record import CpuWatch, machine, provenance
@@ -80,6 +84,8 @@ def protocol(ctx, source, test_data, data_dir, variant, methods, profile, images
     from genmem.device import resolve_device
     from genmem.presets import recipe_for
 
+    if combine:
+        return combined_report(combine, out, record)
     if (out is None) == (resume is None):
         raise click.UsageError("give --out NEW_FOLDER for a new run, or --resume OUT to continue one")
     if resume is not None:
@@ -140,3 +146,24 @@ def report(results: dict, out: Path, profile_name: str, where: str, busy: float 
             parts.append(f"Baselines' generator: {results['baselines']['parameters']:,} parameters, fixed.")
         parts.append(f"Time: {timing}. Plots: {', '.join(plots)}.")
         record_section(record, f"{run_title(results)}, {profile_name} profile", "\n\n".join(parts))
+
+
+def combined_report(runs: tuple[Path, ...], out: Path | None, record: Path | None) -> None:
+    """One table and one A_t plot from several finished runs."""
+    from genmem.benchmarks.protocol import combine_runs, markdown_table, run_title, saved_run
+    from genmem.benchmarks.record import provenance, record_section
+    from genmem.plots import accuracy_plot
+
+    if out is None:
+        raise click.UsageError("--combine needs --out FOLDER for the combined plot")
+    results = combine_runs([saved_run(run) for run in runs])
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "accuracy.png").write_bytes(accuracy_plot(results))
+    table = markdown_table(results)
+    click.echo(table)
+    click.echo(f"\nplot in {out / 'accuracy.png'}")
+    if record:
+        where = provenance(["the runs' own (see their sections)"], "genmem " + shlex.join(sys.argv[1:]))
+        body = "\n\n".join([where, f"Runs: {', '.join(f'`{run}`' for run in runs)}.", table,
+                             f"Plot: `{out}/accuracy.png`."])
+        record_section(record, f"{run_title(results)}, {results['profile']['name']} profile", body)

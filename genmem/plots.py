@@ -11,14 +11,23 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from genmem.benchmarks.protocol import run_title  # noqa: E402
+from genmem.benchmarks.protocol import dgm_variant, run_title  # noqa: E402
 
 FIXED_REPLAY_GAN = 500_000  # parameters of MeRGAN's fixed-size 32x32 generator, the paper's comparison
 LABELS = {"dgm-solver": "DGM solver (AC-GAN head)", "dgm-replay": "classifier + DGM replay",
           "dgr": "classifier + DGR replay", "mergan": "classifier + MeRGAN replay",
           "ewc": "classifier + EWC-M replay",
           "joint": "joint training (upper bound)", "finetune": "fine-tuning, no replay (lower bound)"}
+
+
+def method_label(method: str, results: dict) -> str:
+    """A method's legend entry; DGM's name its variant where runs of both are combined (dgma-replay)."""
+    variant = dgm_variant(method, results)
+    if variant is None or method in LABELS:
+        return LABELS.get(method, method)
+    return LABELS[f"dgm-{method.partition('-')[2]}"].replace("DGM", variant[:3].upper() + variant[3:])
 
 
 def _png(figure) -> bytes:
@@ -33,8 +42,9 @@ def accuracy_plot(results: dict) -> bytes:
     """A_t after every task for every method."""
     figure, axes = plt.subplots(figsize=(6.5, 4))
     for method, curve in results["accuracy"].items():
-        axes.plot(range(1, len(curve) + 1), curve, marker="o", label=LABELS.get(method, method))
+        axes.plot(range(1, len(curve) + 1), curve, marker="o", label=method_label(method, results))
     axes.set_xlabel("tasks learned (one class each)")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_ylabel("A_t: mean per-class test accuracy (%)")
     axes.set_ylim(0, 101)
     axes.grid(alpha=0.3)

@@ -83,3 +83,27 @@ def test_paper_figures_and_titles_follow_the_data_set_not_the_recipe():
         assert run_title(results, display=True) == f"{name}: DGMW vs DGR"
     assert run_title(results_on("mnist")) == "Paper protocol: mnist DGMW vs DGR"
     assert run_title(results_on("npz:/d/letters.npz", methods=("joint",))) == "Paper protocol: letters.npz bounds"
+
+
+def test_runs_of_both_variants_combine_into_one_table_and_plot(tmp_path):
+    dgmw = results_on("mnist", "dgmw", ("dgm-solver", "dgm-replay", "dgr", "mergan", "joint", "finetune"))
+    dgma = results_on("mnist", "dgma", ("dgm-solver", "dgm-replay", "joint", "finetune"))
+    dgma["accuracy"]["dgm-replay"] = [100.0, 99.0, 98.0, 97.0, 95.5]
+    for run in (dgmw, dgma):
+        run.update(profile={"name": "quick"}, seed=0, classes=[{"label": 0, "name": "0"}])
+        (tmp_path / run["variant"]).mkdir()
+        (tmp_path / run["variant"] / "results.json").write_text(json.dumps(run))
+    result = CliRunner().invoke(main, ["bench", "protocol", "--combine", str(tmp_path / "dgmw"), "--combine",
+                                       str(tmp_path / "dgma"), "--out", str(tmp_path / "both")])
+    assert result.exit_code == 0, result.output
+    assert "| dgma-replay | 95.50 | 99.17 | 97.92 |" in result.output
+    assert "| dgmw-replay | 96.00 | 98.75 | 96.46 |" in result.output
+    assert "| mergan | 96.00 | 98.19 | 97.00 |" in result.output
+    assert result.output.index("| dgmw-solver |") < result.output.index("| dgma-solver |")
+    with Image.open(tmp_path / "both" / "accuracy.png") as image:
+        assert image.size[0] > 200
+    dgma["seed"] = 1
+    (tmp_path / "dgma" / "results.json").write_text(json.dumps(dgma))
+    refused = CliRunner().invoke(main, ["bench", "protocol", "--combine", str(tmp_path / "dgmw"), "--combine",
+                                        str(tmp_path / "dgma"), "--out", str(tmp_path / "both")])
+    assert refused.exit_code != 0 and "runs with other seed cannot share a table" in refused.output

@@ -340,18 +340,50 @@ def run_title(results: dict, display: bool = False) -> str:
     kind = data["source"].partition(":")[0]
     subject = data["name"] if display or kind in ("folder", "npz") else kind
     methods = results.get("methods") or list(results["accuracy"])  # runs from before baselines have no list
-    compared = [results["variant"].upper()] if any(m in DGM_METHODS for m in methods) else []
+    compared = [results["variant"].upper()] if any(dgm_variant(m, results) for m in methods) else []
     baselines = [BASELINE_NAMES[m] for m in methods if m in BASELINES]
     what = " vs ".join(filter(None, [" ".join(compared), ", ".join(baselines)])) or "bounds"
     return f"{subject}: {what}" if display else f"Paper protocol: {subject} {what}"
 
 
+def dgm_variant(method: str, results: dict) -> str | None:
+    """The DGM variant a method reports on (dgm-solver: the run's; dgma-replay in combined runs: dgma), else None."""
+    prefix, _, kind = method.partition("-")
+    if kind not in ("solver", "replay"):
+        return None
+    return results["variant"] if prefix == "dgm" else prefix
+
+
 def paper_figures(results: dict) -> dict[str, tuple[float, float]]:
     """The paper's A5/A10 per method of a run, only where the paper measured the run's data set."""
     paper = PAPER.get(results.get("data", {}).get("paper"), {})
-    rows = {"dgm-solver": results["variant"], "dgm-replay": results["variant"], "dgr": "dgr", "mergan": "mergan",
-            "joint": "joint"}
-    return {method: paper[key] for method, key in rows.items() if key in paper}
+    keys = {method: dgm_variant(method, results) or method for method in results["accuracy"]}
+    return {method: paper[key] for method, key in keys.items() if key in paper}
+
+
+def combine_runs(runs: list[dict]) -> dict:
+    """One table's results from runs on the same data, classes, profile and seed (say DGMw with the baselines,
+    and DGMa): DGM's methods are named by their variant (dgmw-solver, dgma-replay); a method that several runs
+    hold (the bounds, a baseline) is taken from the first."""
+    first = runs[0]
+    for run in runs[1:]:
+        differs = [key for key in ("classes", "profile", "seed") if run.get(key) != first.get(key)]
+        if run.get("data", {}).get("source") != first.get("data", {}).get("source"):
+            differs.append("data")
+        if differs:
+            raise GenmemError(f"runs with other {', '.join(differs)} cannot share a table; combine runs of one "
+                              f"data set, profile and seed")
+    accuracy: dict[str, list[float]] = {}
+    for run in runs:
+        for method, curve in run["accuracy"].items():
+            variant = dgm_variant(method, run)
+            accuracy.setdefault(f"{variant}-{method.partition('-')[2]}" if variant else method, curve)
+    order = {m: i for i, m in enumerate(METHODS)}
+    ranked = sorted(accuracy, key=lambda m: order.get(m, order.get(f"dgm-{m.partition('-')[2]}")))  # stable
+    return {"recipe": first["recipe"], "variant": "+".join(dict.fromkeys(run["variant"] for run in runs)),
+            "methods": ranked, "data": first.get("data") or describe_data(first["recipe"]),
+            "profile": first["profile"], "seed": first["seed"], "classes": first["classes"],
+            "accuracy": {m: accuracy[m] for m in ranked}}
 
 
 def markdown_table(results: dict) -> str:
