@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from genmem.cli.bench_avalanche import avalanche
+from genmem.cli.bench_load import serve_load
 from genmem.cli.common import friendly_errors
 from genmem.cli.protocol import protocol
 
@@ -73,4 +74,5 @@ def sampling(memory, devices, sizes, seconds, record):
 
 
 bench.add_command(protocol)
+bench.add_command(serve_load)
 bench.add_command(avalanche)

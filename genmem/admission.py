@@ -12,11 +12,15 @@ at once, whatever their size, since generation itself needs working memory.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import threading
 import time
 from collections.abc import Iterator
 
 from genmem.errors import ServerBusy, TooManySamples
+
+M_MMAP_THRESHOLD = -3  # glibc's malloc.h
 
 
 class Claim:
@@ -71,3 +75,19 @@ class Admission:
                 self.changed.wait(left)
             self.in_flight += nbytes
         return Claim(self, nbytes)
+
+
+def return_large_buffers_to_the_system(threshold: int = 1 << 20) -> bool:
+    """Make glibc give every buffer over `threshold` bytes its own mapping, returned to the system when freed.
+
+    By default glibc raises this threshold after large frees, and the next
+    large replies are carved from per-thread heaps that keep their memory:
+    eight worker threads each kept a 20 MB reply's worth resident, and the
+    budget bounded the live bytes but not the process's memory. Setting it
+    once fixes it (glibc's mallopt); False where there is no glibc.
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, threshold))
+    except (OSError, AttributeError):
+        return False

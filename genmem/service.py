@@ -167,11 +167,16 @@ class ReplayService:
         self._paths = sorted({str(self.memory.path), str(self.memory.path.resolve())}, key=len, reverse=True)
         self.refresh()
 
-    def public(self, text: str) -> str:
-        """A message with the memory's path on this machine replaced by its name, for replies to clients."""
-        for path in self._paths:
-            text = text.replace(path, self.name)
-        return text
+    def public(self, value):
+        """A message (or JSON-like data) with the memory's path on this machine replaced by its name, for replies."""
+        if isinstance(value, dict):
+            return {key: self.public(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [self.public(item) for item in value]
+        if isinstance(value, str):
+            for path in self._paths:
+                value = value.replace(path, self.name)
+        return value
 
     @property
     def version(self) -> str | None:

@@ -37,6 +37,14 @@ def is_ready(url: str) -> bool:
 @contextlib.contextmanager
 def serving(memory: str | Path, options: list[str], start_seconds: float = 180) -> Iterator[str]:
     """Yield the URL of `genmem serve MEMORY --port P *options` once it is ready; stop it on exit."""
+    with serving_process(memory, options, start_seconds) as (url, _):
+        yield url
+
+
+@contextlib.contextmanager
+def serving_process(memory: str | Path, options: list[str], start_seconds: float = 180
+                    ) -> Iterator[tuple[str, subprocess.Popen]]:
+    """Like `serving`, also yielding the server's process (to read its memory use, say)."""
     port = free_port()
     command = [sys.executable, "-m", "genmem.cli.main", "serve", str(Path(memory).resolve()),
                "--port", str(port), *options]
@@ -50,7 +58,7 @@ def serving(memory: str | Path, options: list[str], start_seconds: float = 180) 
                     log.seek(0)
                     raise GenmemError(f"`genmem serve` did not start: {log.read().decode()[-2000:]}")
                 time.sleep(0.2)
-            yield url
+            yield url, server
         finally:
             server.terminate()
             try:

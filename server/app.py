@@ -29,6 +29,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingRes
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from genmem import errors
+from genmem.admission import return_large_buffers_to_the_system
 from genmem.names import shown
 from genmem.server.metrics import MetricsMiddleware, ServiceMetrics
 from genmem.server.schemas import ModelMetadata, ReloadReply, SampleRequest, TensorMetadata
@@ -157,6 +158,7 @@ def create_app(memory_path: str | os.PathLike, *, token: str | None = None, devi
     budget_mib, wait_seconds, max_running: the bounds on work in flight (genmem.admission).
     """
     model_name = name or Path(memory_path).stem
+    return_large_buffers_to_the_system()  # so that the budget bounds the memory the process holds
     service = ReplayService(memory_path, device, precision, max_samples, name=model_name, budget_mib=budget_mib,
                             wait_seconds=wait_seconds, max_running=max_running)
     metrics = ServiceMetrics()
@@ -239,8 +241,8 @@ def create_app(memory_path: str | os.PathLike, *, token: str | None = None, devi
     def info(version: str | None = None) -> dict:
         summary = summarise(service.memory, version or service.sampler().version)
         damaged = {name: damage.reason for name, damage in service.damaged.items()}
-        return {**summary, "memory": model_name, "versions": service.available(), "served": service.version,
-                "damaged": damaged}
+        return service.public({**summary, "memory": model_name, "versions": service.available(),
+                               "served": service.version, "damaged": damaged})
 
     @guarded.post("/genmem/sample", tags=["replay"], summary="Draw images of chosen classes",
                   response_class=Response, responses={

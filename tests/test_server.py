@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 
+import httpx
 import numpy as np
 import pytest
 import torch
@@ -272,3 +273,96 @@ def test_serve_refuses_a_missing_memory_and_a_bad_setting_in_one_line(two_versio
     assert missing.exit_code != 0 and "does not exist" in missing.output
     bad = CliRunner().invoke(main, ["serve", str(two_versions), "--device", "cpu", "--precision", "float8"])
     assert bad.exit_code != 0 and "Error: unknown precision 'float8'" in bad.output and "Traceback" not in bad.output
+
+
+def test_a_server_started_on_a_damaged_newest_version_serves_the_newest_intact_one(memory_copy):
+    masks = memory_copy.path / "versions" / "v0002" / "masks.safetensors"
+    data = bytearray(masks.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    masks.write_bytes(bytes(data))
+    with TestClient(create_app(memory_copy.path, watch_interval=0)) as client:
+        assert client.get("/v2/health/ready").status_code == 200
+        meta = client.get("/v2/models/m").json()
+        assert meta["versions"] == ["v0001"] and meta["served"] == "v0001"
+        assert "masks.safetensors fails its sha256" in meta["damaged"]["v0002"]
+        info = client.get("/genmem/info").json()
+        assert info["version"] == "v0001" and info["versions"] == ["v0001"] and "v0002" in info["damaged"]
+        assert sample(client, total=2).headers["x-genmem-version"] == "v0001"
+        for reply in (meta, info):
+            assert str(memory_copy.path) not in str(reply)
+
+
+def test_no_reply_names_a_path_on_the_server(client, two_versions):
+    replies = [client.get("/genmem/info"), client.get("/openapi.json"), client.get("/v2/models/m/versions/v0009"),
+               sample(client, total=1, version="v0009"), client.post("/genmem/reload"), sample(client, total=2)]
+    assert client.get("/genmem/info").json()["memory"] == "m"
+    for reply in replies:
+        assert str(two_versions).encode() not in reply.content
+        assert all(str(two_versions) not in value for value in reply.headers.values())
+    assert "memory m has no version 'v0009'" in replies[2].json()["detail"]
+
+
+def test_with_a_token_the_api_description_needs_it_too(two_versions):
+    with TestClient(create_app(two_versions, token=TOKEN, watch_interval=0)) as guarded, \
+            TestClient(create_app(two_versions, watch_interval=0)) as open_server:
+        for path in ("/openapi.json", "/docs", "/redoc"):
+            assert guarded.get(path).status_code == 401
+            allowed = guarded.get(path, headers={"Authorization": f"Bearer {TOKEN}"})
+            assert allowed.status_code == 200 and open_server.get(path).status_code == 200
+            if path == "/openapi.json":
+                assert allowed.json() == open_server.get(path).json()
+            else:
+                assert b"/openapi.json" in allowed.content
+        assert "/genmem/sample" in guarded.get("/openapi.json", headers={"Authorization": f"Bearer {TOKEN}"}).json()[
+            "paths"]
+
+
+def test_a_busy_server_answers_503_with_retry_after_and_the_client_retries(two_versions):
+    app = create_app(two_versions, watch_interval=0, budget_mib=1, wait_seconds=0.05)
+    hog = app.state.service.admission.claim(2**20)  # the whole budget, as a large request in flight would hold it
+    with real_server(app) as url:
+        with TestClient(app) as client:
+            busy = sample(client, total=1)
+            assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
+            assert busy.json()["kind"] == "ServerBusy" and "busy" in busy.json()["detail"]
+        with ReplayClient(url) as replay:
+            threading.Timer(0.3, hog.release).start()
+            images, labels = replay.sample({"0": 2}, seed=1)  # refused, then retried after Retry-After
+            assert images.shape == (2, 1, TINY_SIZE, TINY_SIZE) and labels.tolist() == [0, 0]
+        with ReplayClient(url, retries=0) as impatient:
+            app.state.service.admission.claim(2**20)
+            with pytest.raises(ServiceUnavailable, match="says: the server is busy"):
+                impatient.sample({"0": 1})
+
+
+def test_the_client_retries_a_dropped_connection(two_versions, monkeypatch):
+    with real_server(create_app(two_versions, watch_interval=0)) as url, ReplayClient(url, backoff=0.01) as replay:
+        real_request, failures = replay.http.request, []
+
+        def flaky(*args, **kwargs):
+            if len(failures) < 2:
+                failures.append(1)
+                raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
+            return real_request(*args, **kwargs)
+
+        monkeypatch.setattr(replay.http, "request", flaky)
+        images, _ = replay.sample({"1": 3}, seed=2)
+        assert len(failures) == 2 and images.shape[0] == 3
+
+
+def test_serve_takes_the_token_from_a_file_or_the_environment_and_warns_about_the_command_line(two_versions,
+                                                                                               tmp_path, monkeypatch):
+    started = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: started.append(app))
+    (tmp_path / "token").write_text(f"{TOKEN}\n")
+    from_file = CliRunner().invoke(main, ["serve", str(two_versions), "--device", "cpu", "--token-file",
+                                          str(tmp_path / "token")])
+    from_env = CliRunner().invoke(main, ["serve", str(two_versions), "--device", "cpu"], env={"GENMEM_TOKEN": TOKEN})
+    on_line = CliRunner().invoke(main, ["serve", str(two_versions), "--device", "cpu", "--token", TOKEN])
+    assert "visible to every user" in on_line.output
+    assert "visible" not in from_file.output + from_env.output and "serving" in from_file.output
+    for app in started:
+        with TestClient(app) as client:
+            assert client.get("/genmem/info").status_code == 401
+            assert client.get("/genmem/info", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+    assert len(started) == 3

@@ -1,10 +1,19 @@
 """The replay service in process: sample replies, limits, pinned versions, and new versions picked up safely."""
 
+import io
+import json
+import shutil
+import threading
+import time
+
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load as load_safetensors
 
-from genmem.errors import InvalidRequest, MemoryNotFound, ServiceUnavailable, TooManySamples, UnknownClass
+from genmem.admission import Admission
+from genmem.errors import (CorruptMemory, InvalidRequest, MemoryNotFound, ServerBusy, ServiceUnavailable,
+                           TooManySamples, UnknownClass)
 from genmem.memory import Memory
 from genmem.service import ReplayService, label_runs, requested_counts
 
@@ -113,3 +122,89 @@ def test_a_service_without_a_version_is_not_ready_until_one_appears(two_versions
     publish(two_versions / "versions" / "v0001", tmp_path / "m", "v0001")
     assert service.refresh() == "v0001"
     assert service.sample(total=2).count == 2
+
+
+def flip_a_byte(path) -> bytes:
+    """Damage a file in place; returns its original bytes."""
+    original = path.read_bytes()
+    data = bytearray(original)
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    return original
+
+
+def test_a_damaged_newest_version_at_start_falls_back_to_the_newest_intact_one(two_versions, tmp_path):
+    memory = Memory(shutil.copytree(two_versions, tmp_path / "m"))
+    masks = memory.path / "versions" / "v0002" / "masks.safetensors"
+    original = flip_a_byte(masks)
+    service = ReplayService(memory.path)
+    assert service.version == "v0001" and service.available() == ["v0001"]
+    assert "masks.safetensors fails its sha256" in service.damaged["v0002"].reason
+    assert service.describe().startswith("v0001 (version v0002 could not be loaded: ")
+    assert str(memory.path) not in service.describe(), "reasons call the memory by its name"
+
+    loads = []
+    real = service.memory.sampler
+    service.memory.sampler = lambda *args: loads.append(args) or real(*args)
+    assert service.refresh() == "v0001" and loads == [], "an unchanged damaged version is not read again"
+    masks.write_bytes(original)  # repaired: its files changed, so it is tried again
+    assert service.refresh() == "v0002" and len(loads) == 1 and service.damaged == {}
+    assert service.available() == ["v0001", "v0002"]
+
+
+def test_a_damaged_pinned_version_is_named_and_left_out(two_versions, tmp_path):
+    memory = Memory(shutil.copytree(two_versions, tmp_path / "m"))
+    flip_a_byte(memory.path / "versions" / "v0001" / "generator.safetensors")
+    service = ReplayService(memory.path)
+    with pytest.raises(CorruptMemory, match="version v0001 could not be loaded: m/versions/v0001/generator"):
+        service.sample(total=1, version="v0001")
+    assert service.available() == ["v0002"] and service.version == "v0002"
+
+
+def test_replies_name_the_memory_never_its_path(two_versions):
+    service = ReplayService(two_versions, name="digits")
+    body = service.sample(total=2).body
+    header = json.loads(body[8: 8 + int.from_bytes(body[:8], "little")])
+    assert header["__metadata__"]["memory"] == "digits" and str(two_versions).encode() not in body
+    assert service.public(f"{two_versions}/versions/v0001 is damaged") == "digits/versions/v0001 is damaged"
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "float32"])
+def test_streamed_parts_are_the_files_the_libraries_write(two_versions, dtype):
+    service = ReplayService(two_versions)
+    reply = service.sample({"2": 3, "0": 0, "1": 2}, seed=1, dtype=dtype)
+    images, labels = service.sampler().sample({"2": 3, "1": 2}, seed=1, as_uint8=dtype == "uint8")
+    decoded = load_safetensors(reply.body)
+    assert torch.equal(decoded["images"], images) and torch.equal(decoded["labels"], labels)
+    assert decoded["images"].dtype == images.dtype
+    npy = np.load(io.BytesIO(service.sample({"2": 3, "1": 2}, seed=1, fmt="npy", dtype=dtype).body))
+    assert np.array_equal(npy, images.numpy()) and npy.dtype == images.numpy().dtype
+    empty = load_safetensors(service.sample(total=0).body)
+    assert empty["images"].shape == (0, 1, 16, 16) and empty["labels"].shape == (0,)
+
+
+def test_work_in_flight_is_bounded_waits_then_is_refused_with_retry_after():
+    admission = Admission(budget_bytes=100, wait_seconds=0.2)
+    first = admission.claim(60)
+    start = time.monotonic()
+    with pytest.raises(ServerBusy, match="busy .* send the request again in 1 s"):
+        admission.claim(60)
+    assert time.monotonic() - start >= 0.2, "it waited for room first"
+    with pytest.raises(TooManySamples, match="holds at most 0.0 MiB in flight"):
+        admission.claim(101)
+    threading.Timer(0.05, first.release).start()
+    second = admission.claim(60)  # room frees up while it waits
+    second.release()
+    second.release()  # idempotent: the bytes are handed back once
+    assert admission.in_flight == 0
+
+
+def test_the_service_claims_a_reply_until_it_is_released(two_versions):
+    service = ReplayService(two_versions, budget_mib=1, wait_seconds=0.05)
+    held = service.sample(total=4, keep_claim=True)
+    assert service.admission.in_flight == 4 * (16 * 16 + 8)
+    assert service.sample(total=4).count == 4 and service.admission.in_flight == 4 * (16 * 16 + 8)
+    held.claim.release()
+    assert service.admission.in_flight == 0
+    with pytest.raises(TooManySamples, match="would send 4.0 MiB"):
+        service.sample(total=4096, dtype="float32")

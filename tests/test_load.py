@@ -1,0 +1,44 @@
+"""The server's memory under load: eight concurrent requests of the largest size stay within a stated bound.
+
+Bound (README, `genmem serve --max-in-flight`): while sample requests run, the server's peak resident memory
+grows by at most twice the in-flight budget plus 32 MiB over what it used after loading and one warm-up
+request: the images in flight are counted against the budget, each is held once (sent as views, not copied),
+and generation works in chunks of 1,024 images whatever the request's size (the fixed 32 MiB).
+"""
+
+import threading
+
+import httpx
+from safetensors.torch import load as load_safetensors
+
+from genmem.benchmarks.serve_load import peak_rss_mib
+from genmem.subprocess_server import serving_process
+
+MAX_SAMPLES = 16000  # 1x16x16 float32 images: 16 MB per reply, 131 MB for eight at once without a bound
+BUDGET_MIB = 20
+WORKING_MIB = 32
+
+
+def test_eight_concurrent_maximum_size_requests_stay_within_the_stated_bound(two_versions):
+    options = ["--device", "cpu", "--watch-interval", "0", "--max-samples", str(MAX_SAMPLES),
+               "--max-in-flight", str(BUDGET_MIB)]
+    with serving_process(two_versions, options) as (url, server):
+        body = {"total": MAX_SAMPLES, "dtype": "float32"}
+        assert httpx.post(f"{url}/genmem/sample", json={"total": 100, "dtype": "float32"}).status_code == 200
+        before = peak_rss_mib(server.pid)
+        replies = []
+
+        def ask(seed: int) -> None:
+            reply = httpx.post(f"{url}/genmem/sample", json={**body, "seed": seed}, timeout=120)
+            replies.append((reply.status_code, len(reply.content)))
+            if reply.status_code == 200:
+                assert load_safetensors(reply.content)["images"].shape == (MAX_SAMPLES, 1, 16, 16)
+
+        threads = [threading.Thread(target=ask, args=(seed,)) for seed in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        growth = peak_rss_mib(server.pid) - before
+    assert [status for status, _ in replies] == [200] * 8, replies
+    assert growth <= 2 * BUDGET_MIB + WORKING_MIB, f"the server's peak memory grew by {growth:.0f} MiB"
