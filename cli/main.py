@@ -12,6 +12,7 @@ from genmem.cli.bench import bench
 from genmem.cli.common import DEVICE_HELP, friendly_errors, split_classes
 from genmem.cli.evaluate import evaluate
 from genmem.cli.render import render_summary
+from genmem.cli.report import report
 from genmem.cli.serve import serve
 
 
@@ -177,6 +178,7 @@ def sample(memory, output, image_folder, classes, count, seed, version, as_float
 main.add_command(serve)
 main.add_command(evaluate)
 main.add_command(bench)
+main.add_command(report)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -44,4 +44,20 @@ def render_summary(s: dict) -> str:
         f"storage   weights {_kb(s['storage_bytes']['weights'])}, bit-packed masks {_kb(s['storage_bytes']['masks'])}, "
         f"version total {_kb(s['storage_bytes']['total'])}",
     ]
-    return "\n".join(lines)
+    return "\n".join(lines + quality_lines(s))
+
+
+def quality_lines(s: dict) -> list[str]:
+    """Per class, the replay quality measured when it was learned, and where the version's sample strip is."""
+    if not s["quality"]:
+        return []
+    lines = ["", "Replay quality when learned: recognised = % of 64 generated images the solver puts in their class; "
+                 "diversity = their mean pairwise distance over the real images' (1.0: as varied).",
+             f"{'class':<14} {'task':>4} {'recognised':>10} {'diversity':>9}"]
+    for row in s["quality"]:
+        recognised = "-" if row["recognised"] is None else f"{row['recognised']:.1f}%"
+        diversity = "-" if row["diversity"] is None else f"{row['diversity']:.2f}"
+        lines.append(f"{row['name'][:14]:<14} {row['task']:>4} {recognised:>10} {diversity:>9}")
+    if s["samples"]:
+        lines.append(f"samples   {s['samples']} (one row per class); `genmem report` draws a page with plots and grids")
+    return lines

@@ -26,6 +26,7 @@ FORMAT_VERSION = 1
 WEIGHTS_FILE = "generator.safetensors"
 MASKS_FILE = "masks.safetensors"
 CARD_FILE = "MODEL_CARD.md"
+SAMPLES_FILE = "samples.png"  # one row of samples per class, for people
 SOLVER_FILE = "solver.safetensors"
 
 
@@ -146,6 +147,31 @@ class ClassTable:
         return ", ".join(c.name if c.name == str(c.label) else f"{c.label} ({c.name})" for c in self.classes) or "none"
 
 
+def replay_quality(manifest: dict) -> list[dict]:
+    """Per class, the replay quality measured when it was learned (genmem.learned_quality); older versions: none."""
+    classes = ClassTable.from_manifest(manifest)
+    return [{"label": int(label), "name": classes.resolve(int(label)).name, "task": task["task"], **figures}
+            for task in manifest["tasks"] for label, figures in task.get("quality", {}).items()]
+
+
+def quality_card(manifest: dict) -> list[str]:
+    """The model card's replay-quality table and sample strip, when the version has them."""
+    rows = replay_quality(manifest)
+    if not rows:
+        return []
+    lines = ["", "Replay quality, measured when each class was learned: *recognised* is the share of 64 generated "
+                 "images that the solver puts in their class, *diversity* their mean pairwise distance over that of "
+                 "as many real training images (1.0: as varied as the real class).", "",
+             "| class | task | recognised (%) | diversity |", "|---|---|---|---|"]
+    lines += [f"| {row['name']} | {row['task']} | {_figure(row['recognised'], '.1f')} | "
+              f"{_figure(row['diversity'], '.2f')} |" for row in rows]
+    return lines + ["", f"![one row of samples per class, drawn when the version was written]({SAMPLES_FILE})"]
+
+
+def _figure(value: float | None, spec: str) -> str:
+    return "–" if value is None else format(value, spec)
+
+
 def model_card(manifest: dict) -> str:
     """A short human description of a version, written next to its weights."""
     g = manifest["generator"]
@@ -170,6 +196,7 @@ def model_card(manifest: dict) -> str:
         lines.append(f"| {task['task']} | {names} | {'/'.join(map(str, task['widths']))} | "
                      f"{task['data']['source']} ({task['data']['images']} images) | {task['training']['epochs']} | "
                      f"{task['seconds']:.0f} |")
+    lines += quality_card(manifest)
     lines += ["", "Load it with `genmem.Memory(path).sampler()` or serve it with `genmem serve`; "
                   "the files are safetensors and JSON, so loading never executes code.", ""]
     return "\n".join(lines)

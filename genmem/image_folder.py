@@ -48,7 +48,8 @@ def write_image_folder(directory: str | os.PathLike, images: torch.Tensor, label
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
         raise GenmemError(f"{directory} already exists and is not an empty folder; name a new one")
     present = dict.fromkeys(labels.tolist())
-    folders = {label: directory / name for label, name in folder_names({l: names.get(l, str(l)) for l in present}).items()}
+    named = folder_names({label: names.get(label, str(label)) for label in present})
+    folders = {label: directory / name for label, name in named.items()}
     for folder in folders.values():
         folder.mkdir(parents=True)
     count = {label: 0 for label in present}

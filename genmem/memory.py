@@ -17,11 +17,12 @@ from pathlib import Path
 
 import torch
 
-from genmem.artifact import (CARD_FILE, FORMAT, FORMAT_VERSION, SOLVER_FILE, ClassInfo, ClassTable,
+from genmem.artifact import (CARD_FILE, FORMAT, FORMAT_VERSION, SAMPLES_FILE, SOLVER_FILE, ClassInfo, ClassTable,
                              decode_generator, encode_generator, encode_solver, model_card)
 from genmem.data import ImageSet, fit_images
 from genmem.errors import DataError
 from genmem.learn import PastReplay, TaskReport, TrainingConfig, learn_task
+from genmem.learned_quality import learned_quality, sample_strip
 from genmem.nets import Generator, GeneratorSpec
 from genmem.presets import paper_config
 from genmem.sampler import Sampler
@@ -106,8 +107,12 @@ class Memory:
 
             manifest = self._next_manifest(writer.next_version(), parent, spec, history, new_classes, report,
                                            task_data, config, device, generator)
+            manifest["tasks"][-1]["quality"] = learned_quality(generator, len(history["tasks"]), report.solver,
+                                                               images, class_index, labels, len(history["classes"]),
+                                                               config.seed)
             files = encode_generator(generator)
             files[SOLVER_FILE] = encode_solver(report.solver)
+            files[SAMPLES_FILE] = sample_strip(generator, manifest, device)
             files[CARD_FILE] = model_card(manifest).encode()
             return writer.commit(files, manifest)
 

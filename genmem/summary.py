@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 
-from genmem.artifact import MASKS_FILE, WEIGHTS_FILE, spec_from_manifest
+from genmem.artifact import MASKS_FILE, SAMPLES_FILE, WEIGHTS_FILE, replay_quality, spec_from_manifest
 from genmem.expansion import plan_widths
 from genmem.memory import Memory
 from genmem.nets import mask_shapes
@@ -35,6 +35,9 @@ def summarise(memory: Memory, version: str | None = None) -> dict:
                   for task in manifest["tasks"]],
         "next_widths": list(next_widths),
         "free_per_layer_initially": initial_free,
+        "quality": replay_quality(manifest),
+        "samples": str(memory.store.versions_dir / manifest["version"] / SAMPLES_FILE)
+                   if SAMPLES_FILE in manifest["files"] else None,
         "storage_bytes": {"weights": manifest["files"][WEIGHTS_FILE]["bytes"],
                           "masks": manifest["files"][MASKS_FILE]["bytes"],
                           "total": sum(f["bytes"] for f in manifest["files"].values())},

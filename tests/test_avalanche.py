@@ -35,7 +35,8 @@ def tiny_stream():
     data = tiny_set(labels=(0, 1, 2), per_class=16)
     train = labelled(data.images, data.labels)
     return nc_benchmark(train, train, n_experiences=2, task_labels=False, shuffle=False, fixed_class_order=[0, 1, 2],
-                        per_exp_classes={0: 2}, train_transform=Normalize(MEAN, STD), eval_transform=Normalize(MEAN, STD))
+                        per_exp_classes={0: 2}, train_transform=Normalize(MEAN, STD),
+                        eval_transform=Normalize(MEAN, STD))
 
 
 class MinibatchSpy(SupervisedPlugin):

@@ -42,7 +42,8 @@ from genmem.memory import Memory
 
 STRATEGIES = ("genmem", "genmem-mb", "naive", "gr", "replay")
 TITLES = {"naive": "Avalanche Naive (no replay)", "gr": "Avalanche GenerativeReplay (its VAE)",
-          "replay": "Avalanche Replay (real images, genmem's bytes)", "genmem": "Naive + genmem plugin (class-balanced)",
+          "replay": "Avalanche Replay (real images, genmem's bytes)",
+          "genmem": "Naive + genmem plugin (class-balanced)",
           "genmem-mb": "Naive + genmem plugin (replay = minibatch)"}
 STREAM_ACC = "Top1_Acc_Stream/eval_phase/test_stream/Task000"
 STREAM_FORGETTING = "StreamForgetting/eval_phase/test_stream"

@@ -30,7 +30,9 @@ from collections.abc import Iterator, Mapping, Sequence
 import httpx
 import torch
 import torch.nn.functional as F
+from avalanche.benchmarks.utils import AvalancheDataset
 from avalanche.core import SupervisedPlugin
+from avalanche.training.templates import SupervisedTemplate
 from torch.utils.data import DataLoader
 
 from genmem.data import ImageSet
@@ -42,7 +44,7 @@ from genmem.replay import ReplaySource, ReplayStream, open_replay
 
 
 class PixelMap:
-    """The affine map per channel between a stream's input tensors and 8-bit pixels: x = low + (high - low) * p / 255."""
+    """Per channel, a stream's inputs as an affine map of 8-bit pixels p: x = low + (high - low) * p / 255."""
 
     def __init__(self, low: Sequence[float], high: Sequence[float]):
         self.low = torch.tensor(low, dtype=torch.float32).view(1, -1, 1, 1)
@@ -75,7 +77,7 @@ class PixelMap:
         return self.low.to(images.device) + (self.high - self.low).to(images.device) * images / 255
 
 
-def experience_images(dataset, batch_size: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+def experience_images(dataset: AvalancheDataset, batch_size: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
     """All inputs and targets of an experience's dataset, under its eval transforms (no augmentation)."""
     inputs, targets = [], []
     for batch in DataLoader(dataset.eval(), batch_size=batch_size, shuffle=False):
@@ -107,13 +109,16 @@ class GenmemReplayPlugin(SupervisedPlugin):
     image_size, base_width: the memory's image side (a power of two; None:
         the stream's side rounded up to one, MNIST's 28 becomes 32) and its
         generator's base width (None: the recipe's), set by the first task.
+    class_names: names for the stream's labels (default: the label as text).
+    token: the server's bearer token, when replay_from is a guarded URL.
     """
 
     def __init__(self, memory: str | os.PathLike, *, replay_from: str | os.PathLike | ReplaySource | None = None,
                  replay_size: int | None = None, epochs: int = 40, images_per_class: int | None = None,
                  variant: str = "dgmw", config: TrainingConfig | None = None,
                  normalize: tuple[Sequence[float], Sequence[float]] | None = None, image_size: int | None = None,
-                 base_width: int | None = None, class_names: Mapping[int, str] | None = None, token: str | None = None, seed: int = 0,
+                 base_width: int | None = None, class_names: Mapping[int, str] | None = None,
+                 token: str | None = None, seed: int = 0,
                  progress: bool = False):
         super().__init__()
         if replay_size is not None and replay_size < 1:
@@ -129,7 +134,7 @@ class GenmemReplayPlugin(SupervisedPlugin):
 
     # Avalanche's hooks
 
-    def before_training_exp(self, strategy, *args, **kwargs):
+    def before_training_exp(self, strategy: SupervisedTemplate, *args, **kwargs) -> None:
         """Open a replay stream over the earlier experiences' classes, from the newest version."""
         self._replay = None
         if not self.learned:
@@ -140,7 +145,7 @@ class GenmemReplayPlugin(SupervisedPlugin):
                               seed=self.seed + strategy.experience.current_experience)
         self._replay = iter(stream)
 
-    def before_training_iteration(self, strategy, *args, **kwargs):
+    def before_training_iteration(self, strategy: SupervisedTemplate, *args, **kwargs) -> None:
         """Append a replay batch to the minibatch [inputs, targets, task labels]."""
         if self._replay is None:
             return
@@ -151,7 +156,7 @@ class GenmemReplayPlugin(SupervisedPlugin):
         strategy.mbatch[1] = torch.cat([y, labels.to(y.device, y.dtype)])
         strategy.mbatch[-1] = torch.cat([t, t[:1].expand(len(labels))])
 
-    def after_training_exp(self, strategy, *args, **kwargs):
+    def after_training_exp(self, strategy: SupervisedTemplate, *args, **kwargs) -> None:
         """Learn the experience's classes that the memory does not hold yet, as one new version."""
         self._replay = None
         inputs, targets = experience_images(strategy.experience.dataset)
@@ -165,7 +170,7 @@ class GenmemReplayPlugin(SupervisedPlugin):
 
     # the work behind them
 
-    def _learn(self, pixels: torch.Tensor, targets: torch.Tensor, classes: list[int], device) -> str:
+    def _learn(self, pixels: torch.Tensor, targets: torch.Tensor, classes: list[int], device: torch.device) -> str:
         keep = torch.isin(targets, torch.tensor(classes))
         pixels, targets = pixels[keep], targets[keep]
         if self.images_per_class is not None:
@@ -180,7 +185,8 @@ class GenmemReplayPlugin(SupervisedPlugin):
         config = self.config or paper_config(recipe, self.variant, epochs=self.epochs, solver_steps=0, seed=self.seed)
         size = self.image_size or next_power_of_two(max(pixels.shape[-2:]))
         return self.memory.learn_task(data, classes, variant=self.variant, config=config, device=device,
-                                      image_size=size, base_width=self.base_width or base_width_for(recipe), progress=self.progress)
+                                      image_size=size, base_width=self.base_width or base_width_for(recipe),
+                                      progress=self.progress)
 
     def _open_source(self) -> ReplaySource:
         """The replay source, after asking a server to load the version just learned; it must know every class."""
