@@ -10,6 +10,8 @@ from click.core import ParameterSource
 from genmem.cli.common import DEVICE_HELP, friendly_errors
 from genmem.service import DEFAULT_BUDGET_MIB, DEFAULT_MAX_SAMPLES
 
+KEEP_ALIVE_SECONDS = 30
+
 
 def read_token(path: Path) -> str:
     """The token on the first line of a file: a file only its owner can read keeps it from other local users."""
@@ -84,4 +86,6 @@ def serve(memory, host, port, device, precision, token, token_file, max_samples,
                      watch_interval=watch_interval, name=name, budget_mib=budget_mib)
     click.echo(f"serving {memory} ({app.state.service.describe()}) on http://{host}:{port}; "
                f"API docs at http://{host}:{port}/docs{' (with the token)' if token else ''}")
-    uvicorn.run(app, host=host, port=port)
+    # Idle keep-alive connections close after 30 s, not uvicorn's 5: a client that reuses one just as the
+    # server closes it sees a dropped connection (ReplayClient retries those; fewer happen this way).
+    uvicorn.run(app, host=host, port=port, timeout_keep_alive=KEEP_ALIVE_SECONDS)
