@@ -80,6 +80,12 @@ class CpuWatch:
         return max(0.0, busy - own) / (wall * os.cpu_count())
 
 
+def others_note(share: float | None) -> str:
+    """The sentence a record carries about the rest of the machine's load (CpuWatch.others_share)."""
+    return ("Other processes took " + ("an unknown share" if share is None else f"{share:.0%}") +
+            " of the machine's CPU time during the run.")
+
+
 def record_section(path: str | os.PathLike, title: str, body: str) -> None:
     """Write `## title` with `body` into the file at path, replacing that section if it is there."""
     path = Path(path)

@@ -1,0 +1,108 @@
+"""`genmem bench distributed` and `genmem bench replicas`: how training and serving scale with processes."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import click
+
+from genmem.cli.common import friendly_errors
+
+
+def counts(text: str, option: str) -> list[int]:
+    """'1,2,4' into [1, 2, 4]; '' into []."""
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a comma-separated list of numbers", param_hint=option) from None
+    if any(value < 1 for value in values):
+        raise click.BadParameter("every number must be 1 or more", param_hint=option)
+    return values
+
+
+def publish(table: str, where: str, record: Path | None, title: str) -> None:
+    """Print the table, and write it with its provenance as the section `title` of `record`."""
+    from genmem.benchmarks.record import record_section
+
+    click.echo(table)
+    if record is not None:
+        record_section(record, title, where + "\n\n" + table)
+        click.echo(f"recorded in {record}")
+
+
+@click.command()
+@click.option("--settings", default="1x1,1x2,2x1", show_default=True, metavar="RxT,...",
+              help="Ranks x torch threads per rank, comma-separated; the first is the baseline of the ratios.")
+@click.option("--images", type=click.IntRange(1), default=512, show_default=True,
+              help="Images of the task, at most (one class of the built-in MNIST digits has about 400).")
+@click.option("--epochs", type=click.IntRange(1), default=3, show_default=True)
+@click.option("--batch-size", type=click.IntRange(2), default=64, show_default=True,
+              help="The global batch, split over the ranks.")
+@click.option("--record", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the table as the '## Data-parallel training' section of this file (BENCHMARKS.md).")
+@friendly_errors
+def distributed(settings, images, epochs, batch_size, record):
+    """Seconds per task and images/s of learn-task on 1 and N data-parallel ranks (gloo, this machine's CPU).
+
+    Each setting is a torchrun launch on loopback; only learn_task is timed.
+
+    \b
+    Example:
+      genmem bench distributed --settings 1x1,1x2,2x1 --record BENCHMARKS.md
+    """
+    import torch
+
+    from genmem.benchmarks.distributed import measure, parse_settings, report
+    from genmem.benchmarks.record import CpuWatch, machine, provenance
+
+    chosen = parse_settings(settings)
+    command = shlex.join(["genmem", "bench", "distributed", "--settings", settings, "--images", str(images),
+                          "--epochs", str(epochs), "--batch-size", str(batch_size), "--record", str(record)])
+    where = provenance([machine(torch.device("cpu"))], command)
+    watch = CpuWatch()
+    results = measure(chosen, images, epochs, batch_size, progress=lambda line: click.echo(line, err=True))
+    publish(report(results, epochs, batch_size, watch.others_share()), where, record,
+            "Data-parallel training")
+
+
+@click.command()
+@click.argument("memory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--workers", default="2,4", show_default=True, help="Worker counts of `genmem serve --workers`.")
+@click.option("--ray-replicas", default="1,2", show_default=True,
+              help="Ray Serve replica counts on a local Ray instance ('' for none; needs genmem[ray]).")
+@click.option("--size", type=click.IntRange(1), default=256, show_default=True, help="Images per request.")
+@click.option("--clients", type=click.IntRange(1), default=8, show_default=True,
+              help="Client threads, each with its own connection.")
+@click.option("--seconds", type=click.FloatRange(0, min_open=True), default=5.0, show_default=True,
+              help="Time each setting is loaded for, after a warm-up.")
+@click.option("--record", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the table as the '## Replicated serving' section of this file (BENCHMARKS.md).")
+@friendly_errors
+def replicas(memory, workers, ray_replicas, size, clients, seconds, record):
+    """Images/s over HTTP from one server process, from N workers, and from N Ray Serve replicas, on loopback.
+
+    \b
+    Example:
+      genmem bench replicas runs/quickstart.mem --workers 2,4 --ray-replicas 1,2 --record BENCHMARKS.md
+    """
+    import torch
+
+    from genmem.benchmarks.record import CpuWatch, machine, provenance
+    from genmem.benchmarks.replicas import measure, report
+
+    worker_counts, ray_counts = counts(workers, "--workers"), counts(ray_replicas, "--ray-replicas")
+    if ray_counts:
+        try:
+            import ray.serve  # noqa: F401
+        except ImportError:
+            raise click.ClickException("Ray Serve is not installed: pip install 'genmem[ray]', or pass "
+                                       "--ray-replicas ''") from None
+    command = shlex.join(["genmem", "bench", "replicas", str(memory), "--workers", workers, "--ray-replicas",
+                          ray_replicas, "--size", str(size), "--clients", str(clients), "--seconds", f"{seconds:g}",
+                          "--record", str(record)])
+    where = provenance([machine(torch.device("cpu"))], command)
+    watch = CpuWatch()
+    results = measure(memory, worker_counts, ray_counts, size, clients, seconds,
+                      progress=lambda line: click.echo(line, err=True))
+    publish(report(results, size, clients, watch.others_share()), where, record, "Replicated serving")
