@@ -18,7 +18,8 @@ from genmem.cli.common import friendly_errors
 @click.option("--learn", "learn", metavar="ARGS",
               help="Also run `genmem learn-task COPY ARGS` during the run, e.g. \"--data builtin --classes 5 "
                    "--epochs 1\": a new version is written while the clients draw.")
-@click.option("--damage", is_flag=True, help="Also flip a byte of the oldest version's weights a third of the way in.")
+@click.option("--damage", is_flag=True, help="A third of the way in, also flip a byte of the oldest version's weights "
+                                            "and make a damaged copy of the newest appear as the next version.")
 @click.option("--retries", type=click.IntRange(0), default=5, show_default=True,
               help="Retries of each client on a dropped connection or a 503 (0 shows the raw errors).")
 @click.option("--record", type=click.Path(dir_okay=False, path_type=Path),

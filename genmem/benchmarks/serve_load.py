@@ -2,16 +2,19 @@
 
 N client threads, each a ReplayClient (so with its retries), draw batches of
 random classes as fast as the server answers, for a bounded time. Meanwhile,
-optionally, `genmem learn-task` writes a new version of the memory and a byte
-of an older version's weights is flipped on disk: the server must keep
-answering, pick the new version up, and name the damaged one. The memory is
-copied first; the one given is never changed. Reported: requests, errors by
+optionally, `genmem learn-task` writes a new version of the memory, and a
+third of the way in a damaged version appears on disk (a copy of the newest
+with a flipped byte, as the next version) and a byte of the oldest version's
+weights is flipped: the server must keep answering, skip the damaged version,
+pick the learned one up, and name the damage. The memory is copied first; the
+one given is never changed. Reported: requests, errors by
 kind, images per second, p50/p99 latency, and the server process's peak
 resident memory (VmHWM).
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
 import shutil
 import subprocess
@@ -60,6 +63,17 @@ def flip_a_byte(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
+def damage(memory: Path) -> list[str]:
+    """Flip a byte of the oldest version's weights, and make a damaged copy of the newest appear as the next."""
+    versions = Memory(memory).versions()
+    flip_a_byte(memory / "versions" / versions[0] / "generator.safetensors")
+    staging = Path(shutil.copytree(memory / "versions" / versions[-1], memory / "versions" / ".incomplete-damage"))
+    flip_a_byte(staging / "generator.safetensors")
+    copy = f"v{int(versions[-1][1:]) + 1:04d}"
+    staging.rename(memory / "versions" / copy)  # appears at once, as a version being copied in would
+    return [f"{versions[0]}'s weights damaged", f"a damaged copy of {versions[-1]} appeared as {copy}"]
+
+
 def client_loop(url: str, batch: int, deadline: float, result: LoadResult, lock: threading.Lock, seed: int,
                 retries: int) -> None:
     """One client: connect, then draw `batch` images of a random class until the deadline; count everything."""
@@ -89,7 +103,15 @@ def client_loop(url: str, batch: int, deadline: float, result: LoadResult, lock:
                 result.versions_served.add(replay.version)
 
 
-def run(memory: Path, clients: int, seconds: float, batch: int, learn_args: list[str] | None, damage: bool,
+def finished(writer: subprocess.Popen, memory: Path) -> str:
+    """What a finished learn-task did, in a few words."""
+    output = writer.communicate()[0].strip()
+    if writer.returncode == 0:
+        return f"learn-task wrote {Memory(memory).versions()[-1]}"
+    return f"learn-task failed ({output.splitlines()[-1] if output else writer.returncode})"
+
+
+def run(memory: Path, clients: int, seconds: float, batch: int, learn_args: list[str] | None, damage_versions: bool,
         retries: int = 5, progress=print) -> LoadResult:
     """Load a copy of `memory` served on a free port; see the module's docstring."""
     result = LoadResult(clients, seconds)
@@ -105,23 +127,34 @@ def run(memory: Path, clients: int, seconds: float, batch: int, learn_args: list
                                         daemon=True) for i in range(clients)]
             for thread in threads:
                 thread.start()
+            start = time.monotonic()
+
+            def note(event: str) -> None:
+                result.events.append(f"{event} at {time.monotonic() - start:.0f} s")
+
             writer = None
             if learn_args is not None:
                 writer = subprocess.Popen([sys.executable, "-m", "genmem.cli.main", "learn-task", str(copy),
                                            *learn_args, "--device", "cpu", "--quiet"], cwd=scratch,
                                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-                result.events.append(f"learn-task {' '.join(learn_args)} started at 0 s")
-            if damage and len(versions) > 1:
-                time.sleep(seconds / 3)
-                flip_a_byte(copy / "versions" / versions[0] / "generator.safetensors")
-                result.events.append(f"{versions[0]}'s weights damaged on disk at {seconds / 3:.0f} s")
+                note(f"learn-task {' '.join(learn_args)} started")
+            if damage_versions:
+                # A writer builds on the newest version and stops at a damaged one, so the damage waits for it
+                # (up to two thirds of the run), and comes at a third of the run at the earliest.
+                if writer is not None:
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        writer.wait(timeout=seconds * 2 / 3)
+                    if writer.returncode is not None:
+                        note(finished(writer, copy))
+                time.sleep(max(0.0, start + seconds / 3 - time.monotonic()))
+                for event in damage(copy):
+                    note(event)
             for thread in threads:
                 thread.join()
-            if writer is not None:
-                output, _ = writer.communicate()
-                status = "wrote " + Memory(copy).versions()[-1] if writer.returncode == 0 else \
-                    f"failed ({output.strip().splitlines()[-1] if output.strip() else writer.returncode})"
-                result.events.append(f"learn-task {status}")
+            if writer is not None and not any(event.startswith("learn-task ") and " started " not in event
+                                              for event in result.events):
+                writer.wait()
+                note(finished(writer, copy))
             result.peak_rss_mib = peak_rss_mib(server.pid)
             with ReplayClient(url) as probe:
                 info = probe.http.get("/genmem/info").json()
