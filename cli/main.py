@@ -14,6 +14,7 @@ from genmem.cli.evaluate import evaluate
 from genmem.cli.render import render_summary
 from genmem.cli.report import report
 from genmem.cli.serve import serve
+from genmem.cli.sign import keygen, sign
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -176,6 +177,8 @@ def sample(memory, output, image_folder, classes, count, seed, version, as_float
 
 
 main.add_command(serve)
+main.add_command(keygen)
+main.add_command(sign)
 main.add_command(evaluate)
 main.add_command(bench)
 main.add_command(report)

@@ -46,6 +46,9 @@ def token_from(token: str | None, token_file: Path | None) -> str | None:
                    "line a token is visible to every local user (ps): prefer GENMEM_TOKEN or --token-file.")
 @click.option("--token-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Read the token from the first line of this file instead.")
+@click.option("--require-signature", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              metavar="KEY.pub", help="Serve only versions signed (`genmem sign`) with the private key of this public "
+                                      "key; others are named as damaged.")
 @click.option("--max-samples", type=click.IntRange(1), default=DEFAULT_MAX_SAMPLES, show_default=True,
               help="Most images one request may ask for; larger requests get 413.")
 @click.option("--max-in-flight", "budget_mib", type=click.FloatRange(1), default=DEFAULT_BUDGET_MIB,
@@ -55,7 +58,8 @@ def token_from(token: str | None, token_file: Path | None) -> str | None:
               help="Seconds between checks for a new version (0: only POST /genmem/reload picks one up).")
 @click.option("--name", help="Model name in /v2/models/NAME (default: the memory folder's name without .mem).")
 @friendly_errors
-def serve(memory, host, port, device, precision, token, token_file, max_samples, budget_mib, watch_interval, name):
+def serve(memory, host, port, device, precision, token, token_file, require_signature, max_samples, budget_mib,
+          watch_interval, name):
     """Serve replay from MEMORY over HTTP until interrupted (Ctrl-C).
 
     The latest version is loaded at start; a version that a running
@@ -83,7 +87,8 @@ def serve(memory, host, port, device, precision, token, token_file, max_samples,
 
     token = token_from(token, token_file)
     app = create_app(memory, token=token, device=device, precision=precision, max_samples=max_samples,
-                     watch_interval=watch_interval, name=name, budget_mib=budget_mib)
+                     watch_interval=watch_interval, name=name, budget_mib=budget_mib,
+                     require_signature=require_signature)
     click.echo(f"serving {memory} ({app.state.service.describe()}) on http://{host}:{port}; "
                f"API docs at http://{host}:{port}/docs{' (with the token)' if token else ''}")
     # Idle keep-alive connections close after 30 s, not uvicorn's 5: a client that reuses one just as the

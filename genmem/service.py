@@ -46,6 +46,7 @@ from genmem.memory import Memory
 from genmem.names import shown
 from genmem.replay import balanced_counts
 from genmem.sampler import Sampler, resolve_precision
+from genmem.signing import SignatureCheck, signature_path
 
 DTYPES = ("uint8", "float32")
 PNG_LIMIT = 4096  # a grid is for people; a larger one only costs the server memory
@@ -146,11 +147,13 @@ class ReplayService:
 
     name: how replies call the memory (default: its folder's name without suffix), never its path.
     budget_mib, wait_seconds, max_running: the bounds on work in flight (genmem.admission).
+    signature: when set, a version is served only if its signature verifies (genmem.signing).
     """
 
     def __init__(self, memory_path: str | os.PathLike, device: str | torch.device = "cpu", precision: str = "auto",
                  max_samples: int = DEFAULT_MAX_SAMPLES, cache_size: int = 4, name: str | None = None,
-                 budget_mib: float = DEFAULT_BUDGET_MIB, wait_seconds: float = 30.0, max_running: int = 2):
+                 budget_mib: float = DEFAULT_BUDGET_MIB, wait_seconds: float = 30.0, max_running: int = 2,
+                 signature: SignatureCheck | None = None):
         self.memory = Memory(memory_path)
         self.name = name or Path(memory_path).stem
         self.device = resolve_device(str(device))
@@ -159,6 +162,7 @@ class ReplayService:
         self.max_samples = max_samples
         self.cache_size = cache_size
         self.admission = Admission(int(budget_mib * 2**20), wait_seconds, max_running)
+        self.signature = signature
         self.damaged: dict[str, Damage] = {}  # versions that would not load, why, and their files then
         self._latest: Sampler | None = None
         self._pinned: OrderedDict[str, Sampler] = OrderedDict()
@@ -214,7 +218,7 @@ class ReplayService:
             for name in reversed(self.memory.versions()):
                 if served is not None and int(name[1:]) <= int(served[1:]):
                     break
-                signature = folder_signature(self.memory.store.versions_dir / name)
+                signature = self._fingerprint(name)
                 known = self.damaged.get(name)
                 if known is not None and known.signature == signature:
                     continue
@@ -228,9 +232,17 @@ class ReplayService:
                 break
             return self.version
 
+    def _fingerprint(self, name: str) -> tuple:
+        """What changes when a version's files (or its signature) are repaired."""
+        stored = signature_path(self.memory.store, name)
+        return folder_signature(self.memory.store.versions_dir / name), \
+            folder_signature(stored.parent) if self.signature is not None else None
+
     def _load(self, name: str, signature: tuple | None = None) -> Sampler:
         """A version's sampler; a version that fails to load is recorded as damaged, logged, and CorruptMemory."""
         try:
+            if self.signature is not None:
+                self.signature.verify(self.memory.store, name)
             sampler = self.memory.sampler(name, self.device, self.precision)
         except Exception as exc:  # whatever a damaged version raises, the service must stay up
             reason = self.public(f"version {name} could not be loaded: {exc}")
@@ -253,7 +265,7 @@ class ReplayService:
             return latest
         with self._pinned_lock:
             if name not in self._pinned:
-                self._pinned[name] = self._load(name, folder_signature(self.memory.store.versions_dir / name))
+                self._pinned[name] = self._load(name, self._fingerprint(name))
                 if len(self._pinned) > self.cache_size:
                     self._pinned.popitem(last=False)
             self._pinned.move_to_end(name)

@@ -34,6 +34,7 @@ from genmem.names import shown
 from genmem.server.metrics import MetricsMiddleware, ServiceMetrics
 from genmem.server.schemas import ModelMetadata, ReloadReply, SampleRequest, TensorMetadata
 from genmem.service import DEFAULT_BUDGET_MIB, DEFAULT_MAX_SAMPLES, EncodedSamples, ReplayService
+from genmem.signing import SignatureCheck
 from genmem.summary import summarise
 
 SEND_CHUNK = 1 << 20  # bytes per write of a streamed reply
@@ -148,7 +149,7 @@ async def watch(service: ReplayService, interval: float) -> None:
 def create_app(memory_path: str | os.PathLike, *, token: str | None = None, device: str = "cpu",
                precision: str = "auto", max_samples: int = DEFAULT_MAX_SAMPLES, watch_interval: float = 2.0,
                name: str | None = None, budget_mib: float = DEFAULT_BUDGET_MIB, wait_seconds: float = 30.0,
-               max_running: int = 2) -> FastAPI:
+               max_running: int = 2, require_signature: str | os.PathLike | None = None) -> FastAPI:
     """A FastAPI app serving replay from the memory at `memory_path`; its newest intact version is loaded now.
 
     token: when set, every route but health and /metrics needs `Authorization: Bearer <token>`, the API
@@ -156,11 +157,13 @@ def create_app(memory_path: str | os.PathLike, *, token: str | None = None, devi
     watch_interval: seconds between checks for a new version (0: only POST /genmem/reload picks one up).
     name: the model name in /v2/models/{name} (default: the memory folder's name without its suffix).
     budget_mib, wait_seconds, max_running: the bounds on work in flight (genmem.admission).
+    require_signature: a public key; only versions signed with its private key are served (genmem.signing).
     """
     model_name = name or Path(memory_path).stem
     return_large_buffers_to_the_system()  # so that the budget bounds the memory the process holds
     service = ReplayService(memory_path, device, precision, max_samples, name=model_name, budget_mib=budget_mib,
-                            wait_seconds=wait_seconds, max_running=max_running)
+                            wait_seconds=wait_seconds, max_running=max_running,
+                            signature=SignatureCheck(require_signature) if require_signature else None)
     metrics = ServiceMetrics()
 
     @contextlib.asynccontextmanager

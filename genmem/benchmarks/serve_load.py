@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -103,11 +104,12 @@ def client_loop(url: str, batch: int, deadline: float, result: LoadResult, lock:
                 result.versions_served.add(replay.version)
 
 
-def finished(writer: subprocess.Popen, memory: Path) -> str:
-    """What a finished learn-task did, in a few words."""
+def finished(writer: subprocess.Popen) -> str:
+    """What a finished learn-task did, in a few words (the version it names: another may have appeared since)."""
     output = writer.communicate()[0].strip()
-    if writer.returncode == 0:
-        return f"learn-task wrote {Memory(memory).versions()[-1]}"
+    written = re.search(r" as (v[0-9]+) in ", output)
+    if writer.returncode == 0 and written:
+        return f"learn-task had written {written.group(1)}"
     return f"learn-task failed ({output.splitlines()[-1] if output else writer.returncode})"
 
 
@@ -145,7 +147,7 @@ def run(memory: Path, clients: int, seconds: float, batch: int, learn_args: list
                     with contextlib.suppress(subprocess.TimeoutExpired):
                         writer.wait(timeout=seconds * 2 / 3)
                     if writer.returncode is not None:
-                        note(finished(writer, copy))
+                        note(finished(writer))
                 time.sleep(max(0.0, start + seconds / 3 - time.monotonic()))
                 for event in damage(copy):
                     note(event)
@@ -154,7 +156,7 @@ def run(memory: Path, clients: int, seconds: float, batch: int, learn_args: list
             if writer is not None and not any(event.startswith("learn-task ") and " started " not in event
                                               for event in result.events):
                 writer.wait()
-                note(finished(writer, copy))
+                note(finished(writer))
             result.peak_rss_mib = peak_rss_mib(server.pid)
             with ReplayClient(url) as probe:
                 info = probe.http.get("/genmem/info").json()
