@@ -1,9 +1,10 @@
 """The server's memory under load: eight concurrent requests of the largest size stay within a stated bound.
 
 Bound (README, `genmem serve --max-in-flight`): while sample requests run, the server's peak resident memory
-grows by at most twice the in-flight budget plus 32 MiB over what it used after loading and one warm-up
-request: the images in flight are counted against the budget, each is held once (sent as views, not copied),
-and generation works in chunks of 1,024 images whatever the request's size (the fixed 32 MiB).
+grows by at most the in-flight budget plus 32 MiB over what it used after loading and one warm-up request:
+the images in flight are counted against the budget, each is held once (sent as views, not copied), and
+generation works in chunks of 1,024 images whatever the request's size (the fixed 32 MiB). Measured on 2 busy
+cores: 40 MiB with a 20 MiB budget, 74 MiB with the budget lifted (1,024 MiB), which this test then fails.
 """
 
 import threading
@@ -41,4 +42,4 @@ def test_eight_concurrent_maximum_size_requests_stay_within_the_stated_bound(two
             thread.join()
         growth = peak_rss_mib(server.pid) - before
     assert [status for status, _ in replies] == [200] * 8, replies
-    assert growth <= 2 * BUDGET_MIB + WORKING_MIB, f"the server's peak memory grew by {growth:.0f} MiB"
+    assert growth <= BUDGET_MIB + WORKING_MIB, f"the server's peak memory grew by {growth:.0f} MiB"
