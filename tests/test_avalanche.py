@@ -1,6 +1,9 @@
 """The Avalanche plugin on a tiny class-incremental stream: it learns each experience's classes into the memory and
 appends class-balanced replay of the earlier ones to every minibatch."""
 
+import re
+
+import httpx
 import pytest
 import torch
 
@@ -18,6 +21,7 @@ from genmem.errors import GenmemError  # noqa: E402
 from genmem.integrations.avalanche import GenmemReplayPlugin, PixelMap  # noqa: E402
 from genmem.memory import Memory  # noqa: E402
 from genmem.replay import ReplayStream  # noqa: E402
+from genmem.subprocess_server import serving  # noqa: E402
 
 from tiny import TINY_SIZE, tiny_config, tiny_set  # noqa: E402
 
@@ -97,6 +101,22 @@ def test_a_finished_memory_is_reused_and_a_fixed_replay_size_is_kept(tmp_path):
     assert Memory(tmp_path / "m").versions() == ["v0001", "v0002"], "no class is learned twice"
     second = [targets for exp, _, targets in spy.batches if exp == 1]
     assert all(len(t) == 8 + 5 and set(t[8:].tolist()) == {0, 1} for t in second)
+
+
+def test_replay_from_a_server_is_the_local_replay(tmp_path):
+    _, local = run(tmp_path / "m", normalize=(MEAN, STD))
+    with serving(tmp_path / "m", ["--device", "cpu", "--watch-interval", "0"]) as url:
+        _, served = run(tmp_path / "m", normalize=(MEAN, STD), replay_from=url)
+        sent = re.search(r"^genmem_samples_total (\S+)$", httpx.get(f"{url}/metrics").text, re.M)
+    replayed = sum(len(y) - 8 for exp, _, y in served.batches if exp == 1)
+    assert sent and float(sent.group(1)) == replayed, "the replay came from the server"
+
+    def replay_parts(spy):
+        return [(x[8:], y[8:]) for exp, x, y in spy.batches if exp == 1]
+
+    assert len(replay_parts(served)) == len(replay_parts(local)) > 0
+    for (a, a_labels), (b, b_labels) in zip(replay_parts(served), replay_parts(local)):
+        assert torch.equal(a_labels, b_labels) and torch.allclose(a, b, atol=1e-6)
 
 
 def test_pixel_maps_invert_and_read_the_range():

@@ -111,6 +111,7 @@ class GenmemReplayPlugin(SupervisedPlugin):
         generator's base width (None: the recipe's), set by the first task.
     class_names: names for the stream's labels (default: the label as text).
     token: the server's bearer token, when replay_from is a guarded URL.
+    seed, progress: the seed of learning and of replay; a progress bar while the GAN learns.
     """
 
     def __init__(self, memory: str | os.PathLike, *, replay_from: str | os.PathLike | ReplaySource | None = None,
