@@ -67,7 +67,8 @@ def readable(exc: RequestValidationError) -> str:
     for error in exc.errors():
         where = [str(part) for part in error["loc"] if part != "body"]
         field = ".".join(where) if where and error["type"] != "json_invalid" else "the body"
-        problems.append(f"{field}: {error['msg']}")
+        field = field if field.isprintable() and len(field) <= 60 else shown(field)  # a key the client made up
+        problems.append(f"{field}: {' '.join(error['msg'].split())}")
     return f"malformed request ({'; '.join(problems)}); see /docs for the form of each route"
 
 
