@@ -9,6 +9,7 @@ import click
 
 from genmem.cli.bench_avalanche import avalanche
 from genmem.cli.bench_load import serve_load
+from genmem.cli.bench_privacy import privacy
 from genmem.cli.common import friendly_errors
 from genmem.cli.protocol import protocol
 
@@ -74,5 +75,6 @@ def sampling(memory, devices, sizes, seconds, record):
 
 
 bench.add_command(protocol)
+bench.add_command(privacy)
 bench.add_command(serve_load)
 bench.add_command(avalanche)

@@ -41,6 +41,7 @@ def evaluate(memory, source, data_dir, version, replay_classifier, epochs, plots
     Example:
       genmem evaluate digits.mem --data mnist --data-dir ~/data --plots runs/eval
     """
+    from genmem.artifact import has_solver
     from genmem.classifier import ClassifierConfig
     from genmem.data import load_source
     from genmem.device import resolve_device
@@ -54,9 +55,11 @@ def evaluate(memory, source, data_dir, version, replay_classifier, epochs, plots
     if not versions:
         mem.store.resolve(None)  # raises the right error for a missing or empty memory
     test = load_source(source, data_dir, train=False)
-    scores = {v: solver_score(mem, test, v, target) for v in versions}
+    scores = {v: solver_score(mem, test, v, target) for v in versions if has_solver(mem.manifest(v))}
+    if not scores and not replay_classifier:
+        raise click.ClickException("no version asked for stores a solver (learned with --solver none); pass "
+                                   "--replay-classifier to test a classifier trained on its replay")
     names = {c["label"]: c["name"] for c in mem.manifest(versions[-1])["classes"]}
-    last = scores[versions[-1]]
     report = {
         "memory": str(memory),
         "test_data": test.source,
@@ -71,9 +74,10 @@ def evaluate(memory, source, data_dir, version, replay_classifier, epochs, plots
                                                               progress=not as_json).to_dict()
     if plots:
         plots.mkdir(parents=True, exist_ok=True)
-        labels = sorted(last.per_class)
-        (plots / "confusion-solver.png").write_bytes(
-            confusion_plot(last.confusion, [names[l] for l in labels], f"solver of {versions[-1]}"))
+        labels = sorted(names)
+        if versions[-1] in scores:
+            (plots / "confusion-solver.png").write_bytes(confusion_plot(
+                scores[versions[-1]].confusion, [names[l] for l in labels], f"solver of {versions[-1]}"))
         if replay_classifier:
             (plots / "confusion-replay-classifier.png").write_bytes(confusion_plot(
                 report["replay_classifier"]["confusion"], [names[l] for l in labels], "classifier trained on replay"))
@@ -85,8 +89,8 @@ def _render(report: dict, names: dict[int, str]) -> str:
              "version  classes   A_t (solver, %)"]
     for version, score in report["solver"].items():
         lines.append(f"{version:<8} {len(score['per_class']):>7}   {score['average']:6.2f}")
-    final = list(report["solver"].values())[-1]["per_class"]
-    lines += ["", "class        accuracy  forgetting"]
+    final = list(report["solver"].values())[-1]["per_class"] if report["solver"] else {}
+    lines += ["", "class        accuracy  forgetting"] if final else ["(no stored solver)"]
     for label, accuracy in final.items():
         lost = report["forgetting"].get(label)
         lines.append(f"{names[int(label)][:12]:<12} {accuracy:8.2f}  {'' if lost is None else f'{lost:10.2f}'}")

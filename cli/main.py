@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from genmem.cli.audit import audit
 from genmem.cli.bench import bench
 from genmem.cli.common import DEVICE_HELP, friendly_errors, split_classes
 from genmem.cli.evaluate import evaluate
@@ -64,10 +65,24 @@ def main():
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the task's training; same seed, "
                                                                      "same result on the CPU.")
 @click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
+@click.option("--solver", "solver_mode", type=click.Choice(["real", "replay", "none"]),
+              help="The classifier the version ships: real (trained on the task's real images and replay; a "
+                   "membership attack on it can succeed), replay (trained only on generated images: nothing "
+                   "stored has seen a real image except through the generator) or none. Default: real, or "
+                   "replay with --dp-epsilon.")
+@click.option("--holdout", type=click.FloatRange(0, 1, max_open=True), default=0.0,
+              help="Share of the task's images kept out of training, so that `genmem audit --non-members "
+                   "holdout` can test them; the manifest records which (by position and seed), never the images.")
+@click.option("--dp-epsilon", type=click.FloatRange(0, min_open=True),
+              help="Make the version (epsilon, delta)-differentially private with respect to the task's images: "
+                   "the critic trains with DP-SGD (Opacus), the generator only sees it. Costs image quality; "
+                   "see PRIVACY.md. Needs the dp extra: pip install 'genmem[dp]'.")
+@click.option("--dp-delta", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=1e-5,
+              show_default=True, help="The delta of --dp-epsilon; keep it well below 1 / the task's image count.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @friendly_errors
 def learn_task(memory, source, classes, data_dir, download, variant, epochs, batch_size, lr, sparsity, critic_width,
-               image_size, base_width, seed, device, quiet):
+               image_size, base_width, seed, device, solver_mode, holdout, dp_epsilon, dp_delta, quiet):
     """Learn new classes into MEMORY as the next task and write a new version.
 
     The first task creates MEMORY. Later tasks must bring classes the memory
@@ -80,6 +95,7 @@ def learn_task(memory, source, classes, data_dir, download, variant, epochs, bat
     Examples:
       genmem learn-task digits.mem --data mnist --data-dir ~/data --classes 0
       genmem learn-task pets.mem --data folder:./pets --classes cat,dog --variant dgma
+      genmem learn-task private.mem --data mnist --classes 0 --dp-epsilon 10 --holdout 0.1
     """
     from genmem.data import load_source
     from genmem.device import resolve_device
@@ -99,10 +115,12 @@ def learn_task(memory, source, classes, data_dir, download, variant, epochs, bat
             variant_now = variant or "dgmw"
         recipe = recipe_for(source, data.images.shape[1])
         config = paper_config(recipe, variant_now, epochs=epochs, batch_size=batch_size, lr=lr,
-                              sparsity_weight=sparsity, critic_width=critic_width, seed=seed)
+                              sparsity_weight=sparsity, critic_width=critic_width, seed=seed,
+                              solver=solver_mode or ("replay" if dp_epsilon is not None else "real"),
+                              dp_epsilon=dp_epsilon, dp_delta=dp_delta)
         version = mem.learn_task(data, wanted, variant=variant, config=config, device=target,
                                  image_size=image_size, base_width=base_width or base_width_for(recipe),
-                                 progress=not quiet, writer=writer)
+                                 progress=not quiet, writer=writer, holdout=holdout)
     task = mem.manifest(version)["tasks"][-1]
     new = sum(layer["new"] for layer in task["capacity"])
     reused = sum(layer["reused"] for layer in task["capacity"])
@@ -181,6 +199,7 @@ main.add_command(keygen)
 main.add_command(sign)
 main.add_command(evaluate)
 main.add_command(bench)
+main.add_command(audit)
 main.add_command(report)
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ def render_summary(s: dict) -> str:
         f"storage   weights {_kb(s['storage_bytes']['weights'])}, bit-packed masks {_kb(s['storage_bytes']['masks'])}, "
         f"version total {_kb(s['storage_bytes']['total'])}",
     ]
-    return "\n".join(lines + quality_lines(s))
+    return "\n".join(lines + quality_lines(s) + privacy_lines(s))
 
 
 def quality_lines(s: dict) -> list[str]:
@@ -60,4 +60,27 @@ def quality_lines(s: dict) -> list[str]:
         lines.append(f"{row['name'][:14]:<14} {row['task']:>4} {recognised:>10} {diversity:>9}")
     if s["samples"]:
         lines.append(f"samples   {s['samples']} (one row per class); `genmem report` draws a page with plots and grids")
+    return lines
+
+
+def privacy_lines(s: dict) -> list[str]:
+    """What the version's parts saw of the real images, each task's DP guarantee, and the audits made of it."""
+    p = s["privacy"]
+    lines = ["", f"privacy   solver `{p['solver']}`" + (f": {p['about']}" if p["about"] else "")]
+    for task in p["tasks"]:
+        dp = task["dp"]
+        guarantee = (f"({dp['epsilon']:.2f}, {dp['delta']:g})-DP (noise {dp['noise_multiplier']:.3f}, clip "
+                     f"{dp['max_grad_norm']:g}, sample rate {dp['sample_rate']:.4f}, {dp['steps']} steps)"
+                     if dp else "no DP guarantee")
+        held = f"; {task['held_out']} images held out for audits" if task["held_out"] else ""
+        lines.append(f"          task {task['task']}: {guarantee}{held}")
+    for audit in s["audits"]:
+        lines.append(f"audit     {audit['path']}: {audit['members']} members vs {audit['non_members']} non-members "
+                     f"({audit['non_members_source']}); worst AUC {audit['worst_auc']:.3f}, copy rate "
+                     f"{audit['copy_rate']['rate']:.2%} ({audit['copy_rate']['expected_without_copying']:.0%} "
+                     f"without copying)")
+        for attack in audit["attacks"]:
+            low, high = attack["auc_interval"]
+            lines.append(f"            {attack['part']:<9} {attack['attack']:<48} AUC {attack['auc']:.3f} "
+                         f"({low:.3f}-{high:.3f}), TPR@1%FPR {attack['tpr_at_1pct_fpr']:.1%}")
     return lines

@@ -17,12 +17,13 @@ import torch
 from safetensors.torch import load as load_safetensors
 
 from genmem.canonical import save as save_safetensors
-from genmem.errors import CorruptMemory, UnknownClass
+from genmem.errors import CorruptMemory, GenmemError, UnknownClass
 from genmem.names import label_number, shown
-from genmem.nets import Discriminator, Generator, GeneratorSpec, TaskLayers, mask_shapes
+from genmem.nets import Classifier, Discriminator, Generator, GeneratorSpec, TaskLayers, mask_shapes
 
 FORMAT = "genmem.memory"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the solver ships without the critic's real-or-fake head, and may be absent
+READABLE_FORMAT_VERSIONS = (1, 2)
 WEIGHTS_FILE = "generator.safetensors"
 MASKS_FILE = "masks.safetensors"
 CARD_FILE = "MODEL_CARD.md"
@@ -56,19 +57,57 @@ def encode_generator(generator: Generator) -> dict[str, bytes]:
     }
 
 
-def encode_solver(solver: Discriminator) -> bytes:
-    """The task solver (critic and class head); its class order is the manifest's `solver.classes`."""
+def encode_solver(solver: Classifier) -> bytes:
+    """The task solver (trunk and class head only); its class order is the manifest's `solver.classes`."""
     weights = {name: t.detach().cpu().contiguous() for name, t in solver.state_dict().items()}
     return save_safetensors(weights, metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION),
-                                               "content": "task solver (AC-GAN critic with class head)"})
+                                               "content": "task solver (classifier: trunk and class head)"})
 
 
-def decode_solver(manifest: dict, files: dict[str, bytes]) -> Discriminator:
-    """The version's solver, in eval mode; output i is the class manifest["solver"]["classes"][i]."""
+def has_solver(manifest: dict) -> bool:
+    """Whether a version ships a solver (`--solver none` stores none)."""
+    return manifest.get("solver") is not None and manifest["solver"].get("mode") != "none"
+
+
+def solver_mode(manifest: dict) -> str:
+    """real, replay or none; format 1 versions stored the real solver with the critic's real-or-fake head."""
+    return (manifest.get("solver") or {}).get("mode", "real")
+
+
+def _solver_weights(manifest: dict, files: dict[str, bytes]) -> dict[str, torch.Tensor]:
+    if not has_solver(manifest):
+        raise GenmemError(f"version {manifest.get('version')} stores no solver (it was learned with --solver none)")
+    try:
+        return load_safetensors(files[SOLVER_FILE])
+    except (KeyError, ValueError, RuntimeError, TypeError) as exc:
+        raise CorruptMemory(f"the solver of version {manifest.get('version')} cannot be read: {exc}") from exc
+
+
+def decode_solver(manifest: dict, files: dict[str, bytes]) -> Classifier:
+    """The version's solver, in eval mode; output i is the class manifest["solver"]["classes"][i].
+
+    A format 1 version also holds the critic's real-or-fake head (`critic.*`); it is left out here.
+    """
+    weights = {k: v for k, v in _solver_weights(manifest, files).items() if not k.startswith("critic.")}
+    return _solver_network(Classifier, weights, manifest)
+
+
+def decode_shipped_critic(manifest: dict, files: dict[str, bytes]) -> Discriminator | None:
+    """The critic with its real-or-fake head where an older (format 1) version ships it, else None (for audits)."""
+    if not has_solver(manifest):
+        return None
+    weights = _solver_weights(manifest, files)
+    if not any(k.startswith("critic.") for k in weights):
+        return None
+    return _solver_network(Discriminator, weights, manifest)
+
+
+def _solver_network(kind: type, weights: dict[str, torch.Tensor], manifest: dict):
+    """A Classifier or Discriminator shaped by the manifest, holding `weights`, in eval mode."""
     g, solver = manifest["generator"], manifest["solver"]
     try:
-        model = Discriminator(g["channels"], g["image_size"], len(solver["classes"]), solver["width"])
-        model.load_state_dict(load_safetensors(files[SOLVER_FILE]), strict=True)
+        model = kind(g["channels"], g["image_size"], len(solver["classes"]), solver["width"])
+        model.load_state_dict(weights, strict=True)
     except (KeyError, ValueError, RuntimeError, TypeError) as exc:
         raise CorruptMemory(f"the solver of version {manifest.get('version')} does not match its manifest: {exc}") \
             from exc
@@ -82,6 +121,9 @@ def spec_from_manifest(manifest: dict) -> GeneratorSpec:
 
 def decode_generator(manifest: dict, files: dict[str, bytes]) -> Generator:
     """Rebuild the generator of a verified version: skeleton from the manifest, tensors from safetensors."""
+    if manifest.get("format_version") not in READABLE_FORMAT_VERSIONS:
+        raise CorruptMemory(f"version {manifest.get('version')} has format version {manifest.get('format_version')!r}; "
+                            f"this genmem reads {', '.join(map(str, READABLE_FORMAT_VERSIONS))} (upgrade genmem)")
     try:
         spec = spec_from_manifest(manifest)
         tasks = manifest["tasks"]
@@ -147,6 +189,27 @@ class ClassTable:
         return ", ".join(c.name if c.name == str(c.label) else f"{c.label} ({c.name})" for c in self.classes) or "none"
 
 
+def privacy_card(manifest: dict) -> list[str]:
+    """The model card's privacy section: what the solver saw, each task's DP guarantee, what was held out."""
+    solver = manifest.get("solver") or {}
+    lines = ["## Privacy", "",
+             f"- solver: `{solver_mode(manifest)}`: {solver.get('about', 'the critic with its class head')}",
+             "- the GAN's critic, the one part that read the real images directly, is not stored"]
+    for task in manifest["tasks"]:
+        dp, held = task.get("privacy"), (task.get("data") or {}).get("holdout")
+        if dp:
+            lines.append(f"- task {task['task']}: ({dp['epsilon']:.2f}, {dp['delta']:g})-differentially private "
+                         f"with respect to its {dp['images']} training images (DP-SGD on the critic: noise "
+                         f"multiplier {dp['noise_multiplier']:.3f}, clipping norm {dp['max_grad_norm']:g}, sample "
+                         f"rate {dp['sample_rate']:.4f}, {dp['steps']} steps, {dp['accountant']}); see PRIVACY.md")
+        else:
+            lines.append(f"- task {task['task']}: no differential-privacy guarantee")
+        if held:
+            lines.append(f"  - {held['count']} of its images ({held['fraction']:.0%}) were held out of training "
+                         f"for membership audits (`genmem audit`)")
+    return lines
+
+
 def replay_quality(manifest: dict) -> list[dict]:
     """Per class, the replay quality measured when it was learned (genmem.learned_quality); older versions: none."""
     classes = ClassTable.from_manifest(manifest)
@@ -197,7 +260,7 @@ def model_card(manifest: dict) -> str:
                      f"{task['data']['source']} ({task['data']['images']} images) | {task['training']['epochs']} | "
                      f"{task['seconds']:.0f} |")
     lines += quality_card(manifest)
-    lines += ["", "Load it with `genmem.Memory(path).sampler()` or serve it with `genmem serve`; "
+    lines += ["", *privacy_card(manifest), "", "Load it with `genmem.Memory(path).sampler()` or serve it with `genmem serve`; "
                   "the files are safetensors and JSON, so loading never executes code.", ""]
     return "\n".join(lines)
 

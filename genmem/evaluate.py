@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from genmem.artifact import decode_solver
+from genmem.artifact import decode_solver, has_solver
 from genmem.classifier import ClassifierConfig, predict, relabelled, train_classifier
 from genmem.data import ImageSet, fit_images
 from genmem.errors import DataError, GenmemError
@@ -97,13 +97,14 @@ def solver_score(memory: Memory, test: ImageSet, version: str | None = None, dev
                  ) -> Score:
     """The stored task solver of a version on the real test images of that version's classes: no retraining."""
     manifest, files = memory.store.read(version)
-    if manifest.get("solver") is None:
-        raise GenmemError(f"version {manifest['version']} has no stored solver")
+    if not has_solver(manifest):
+        raise GenmemError(f"version {manifest['version']} stores no solver (learned with --solver none); "
+                          f"evaluate a classifier trained on its replay instead (--replay-classifier)")
     solver = decode_solver(manifest, files).to(device)
     names = {c["label"]: c["name"] for c in manifest["classes"]}
     g = manifest["generator"]
     images, labels = images_of_classes(manifest["solver"]["classes"], names, test, g["channels"], g["image_size"])
-    return evaluate_model(lambda x: solver(x)[1], manifest["solver"]["classes"], images, labels, device)
+    return evaluate_model(solver, manifest["solver"]["classes"], images, labels, device)
 
 
 def replay_classifier_score(memory: Memory, test: ImageSet, version: str | None = None,

@@ -4,11 +4,11 @@ The whole training step is `learn_task`'s inner loop: a critic step, then a
 generator step whose gradients are reshaped by the plasticity rules (embedding
 compensation, no update to reserved weights). The critic's class head is the
 paper's task solver: it learns every class seen so far, from the task's real
-images and from images that the memory generates for earlier classes. After the
-GAN, the solver trains on classification alone for a few steps. The
-task ends by binarising its masks and re-estimating the BatchNorm statistics
-(the generator's under the binary masks, the solver's on what it learned
-from), so that eval mode reproduces what training produced.
+images and from images that the memory generates for earlier classes. The
+task ends by binarising its masks and re-estimating the generator's BatchNorm
+statistics under them, so that eval mode reproduces what training produced;
+genmem.solver then builds the solver the version ships (the critic itself
+never leaves this function).
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ from tqdm.auto import tqdm
 
 from genmem import plasticity
 from genmem.expansion import LayerCapacity, expand_for_next_task, task_capacity
-from genmem.nets import Discriminator, Generator, dcgan_init_
+from genmem.nets import Classifier, Discriminator, Generator, dcgan_init_
+from genmem.private import PRIVATE_LOSSES, PrivateCritic
+from genmem.solver import balanced_cross_entropy, task_solver
 
 
 @dataclass
@@ -42,6 +44,11 @@ class TrainingConfig:
     solver_replay: int | None = None  # generated images per earlier class in each solver step; None: batch_size
     solver_steps: int = 300  # classification-only steps for the solver after the GAN (0: the paper's solver)
     solver_lr: float = 1e-3
+    solver: str = "real"  # what the version ships as its task solver: real, replay or none (genmem.solver)
+    dp_epsilon: float | None = None  # train the critic with DP-SGD for this epsilon (genmem.private); None: off
+    dp_delta: float = 1e-5
+    dp_max_grad_norm: float = 1.0  # per-example gradient clipping norm of DP-SGD
+    dp_weight_clip: float = 0.01  # the DP critic's weights are clipped to [-c, c] (it has no gradient penalty)
     recalibration_batches: int = 16
     seed: int = 0
 
@@ -73,7 +80,8 @@ class TaskReport:
     iterations: int
     seconds: float
     final_losses: dict[str, float] = field(default_factory=dict)
-    solver: Discriminator | None = None
+    solver: Classifier | None = None  # None: the task ships no solver
+    privacy: dict | None = None  # the DP guarantee and its settings (genmem.private), None without DP
 
 
 def to_unit_range(images: torch.Tensor) -> torch.Tensor:
@@ -89,13 +97,6 @@ def gradient_penalty(critic: Discriminator, real: torch.Tensor, fake: torch.Tens
     score, _ = critic(mixed)
     (grad,) = torch.autograd.grad(score.sum(), mixed, create_graph=True)
     return ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
-
-
-def balanced_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean over the classes present of each class's mean loss, so that no class outweighs another."""
-    losses = F.cross_entropy(logits, targets, reduction="none")
-    counts = torch.bincount(targets, minlength=logits.shape[1]).float()
-    return (losses / counts[targets]).sum() / (counts > 0).sum()
 
 
 @torch.no_grad()
@@ -114,42 +115,6 @@ def recalibrate_norms(generator: Generator, task: int, rng: torch.Generator, bat
     for norm in branch.norms:
         norm.momentum = 0.1
     branch.eval()
-
-
-def train_solver(solver: Discriminator, images: torch.Tensor, targets: torch.Tensor, config: TrainingConfig,
-                 rng: torch.Generator) -> None:
-    """Train the solver on classification alone, after the GAN.
-
-    While the GAN trains, the critic's features serve the Wasserstein estimate
-    and the class head lags on the newest class; a short classification-only
-    phase on the same images (the task's real ones, earlier classes'
-    generated ones) fixes that (BENCHMARKS.md).
-    """
-    solver.requires_grad_(True)
-    solver.train()
-    optimiser = torch.optim.Adam(solver.parameters(), lr=config.solver_lr, betas=config.betas)
-    for _ in range(config.solver_steps):
-        pick = torch.randint(len(images), (2 * config.batch_size,), generator=rng, device=images.device)
-        _, logits = solver(images[pick])
-        loss = balanced_cross_entropy(logits, targets[pick])
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-
-
-@torch.no_grad()
-def recalibrate_solver(solver: Discriminator, images: torch.Tensor, batch_size: int) -> None:
-    """Re-estimate the solver's BatchNorm statistics on the images it classifies (training mixed in fakes)."""
-    norms = [m for m in solver.modules() if isinstance(m, nn.BatchNorm2d)]
-    for norm in norms:
-        norm.reset_running_stats()
-        norm.momentum = None
-    solver.train()
-    for start in range(0, len(images), batch_size):
-        solver(images[start: start + batch_size])
-    for norm in norms:
-        norm.momentum = 0.1
-    solver.eval()
 
 
 @torch.enable_grad()
@@ -191,10 +156,12 @@ def learn_task(generator: Generator, images: torch.Tensor, class_index: torch.Te
     data = to_unit_range(images).to(device)
     labels = class_index.to(device)
     replay = to_unit_range(past.images).to(device) if past is not None and earlier > 0 else None
-    replay_classes = torch.arange(earlier, device=device)  # the solver's outputs for the earlier classes
     per_class = config.solver_replay or config.batch_size
     n = len(data)
     batches_per_epoch = -(-n // config.batch_size)
+    private = PrivateCritic(critic, config, n, rng) if config.dp_epsilon is not None else None
+    if private is not None:  # DP-SGD steps on Poisson-sampled batches instead (genmem.private)
+        critic, batches_per_epoch = private.module, private.steps_per_epoch
     bar = tqdm(total=config.epochs * batches_per_epoch, desc=f"task {task}", unit="it", disable=not progress,
                dynamic_ncols=True, leave=True)
     branch.train()
@@ -202,41 +169,51 @@ def learn_task(generator: Generator, images: torch.Tensor, class_index: torch.Te
     for epoch in range(config.epochs):
         top = plasticity.epoch_scale(epoch, config.epochs, config.s_max)
         order = torch.randperm(n, generator=rng, device=device)
-        for offset in range(0, n, config.batch_size):
+        batches = (order[offset: offset + config.batch_size] for offset in range(0, n, config.batch_size)) \
+            if private is None else private.epoch_batches()
+        for index, batch in enumerate(batches):
+            offset = index * config.batch_size
             s = plasticity.batch_scale(top, offset, n) if spec.variant == "dgmw" else top
-            batch = order[offset: offset + config.batch_size]
             real, cls = data[batch], labels[batch]
+            # Under DP the generated images' classes must not depend on the real batch (genmem.private).
+            fake_cls = cls if private is None else torch.randint(num_classes, (config.batch_size,), generator=rng,
+                                                                 device=device)
             masks = [plasticity.soft_mask(e, s) for e in embeddings]
 
             # Critic: tell real from generated, keep the gradient norm near 1; solver: classify every class so far.
             critic.requires_grad_(True)
-            noise = torch.randn(len(batch), spec.noise_dim, generator=rng, device=device)
+            noise = torch.randn(len(fake_cls), spec.noise_dim, generator=rng, device=device)
             with torch.no_grad():
-                fake = generator(noise, task, cls, masks)
-            score_real, logits_real = critic(real)
-            score_fake, _ = critic(fake)
-            wasserstein = score_real.mean() - score_fake.mean()
-            loss_d = -wasserstein + config.gp_weight * gradient_penalty(critic, real, fake, rng)
-            if classify:
-                logits, targets = logits_real, cls + earlier
-                if replay is not None:
-                    pick = torch.randint(replay.shape[1], (earlier, per_class), generator=rng, device=device)
-                    _, logits_replay = critic(replay[replay_classes[:, None], pick].flatten(0, 1))
-                    logits = torch.cat([logits, logits_replay])
-                    targets = torch.cat([targets, replay_classes.repeat_interleave(per_class)])
-                loss_d = loss_d + balanced_cross_entropy(logits, targets)
-            opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            opt_d.step()
+                fake = generator(noise, task, fake_cls, masks)
+            if private is not None:
+                old = replay_batch(replay, per_class, rng) if replay is not None else (None, None)
+                wasserstein = private.step(real, cls + earlier, fake, *old)
+                loss_d = -wasserstein
+            else:
+                score_real, logits_real = critic(real)
+                score_fake, _ = critic(fake)
+                wasserstein = score_real.mean() - score_fake.mean()
+                loss_d = -wasserstein + config.gp_weight * gradient_penalty(critic, real, fake, rng)
+                if classify:
+                    logits, targets = logits_real, cls + earlier
+                    if replay is not None:
+                        old_images, old_targets = replay_batch(replay, per_class, rng)
+                        _, logits_replay = critic(old_images)
+                        logits = torch.cat([logits, logits_replay])
+                        targets = torch.cat([targets, old_targets])
+                    loss_d = loss_d + balanced_cross_entropy(logits, targets)
+                opt_d.zero_grad(set_to_none=True)
+                loss_d.backward()
+                opt_d.step()
 
             # Generator: fool the critic, claim little new capacity, produce the asked class.
             critic.requires_grad_(False)
-            noise = torch.randn(len(batch), spec.noise_dim, generator=rng, device=device)
-            score_fake, logits_fake = critic(generator(noise, task, cls, masks))
+            noise = torch.randn(len(fake_cls), spec.noise_dim, generator=rng, device=device)
+            score_fake, logits_fake = critic(generator(noise, task, fake_cls, masks))
             penalty = plasticity.sparsity_penalty(masks, reserved)
             loss_g = -score_fake.mean() + sparsity_weight * penalty
             if class_loss_weight > 0:
-                loss_g = loss_g + class_loss_weight * F.cross_entropy(logits_fake, cls + earlier)
+                loss_g = loss_g + class_loss_weight * F.cross_entropy(logits_fake, fake_cls + earlier)
             opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
             for embedding in embeddings:
@@ -255,16 +232,20 @@ def learn_task(generator: Generator, images: torch.Tensor, class_index: torch.Te
     branch.set_masks([plasticity.binarise(e) for e in embeddings])
     recalibrate_norms(generator, task, rng, config.recalibration_batches, config.batch_size)
     generator.eval()
-    solver_images = data if replay is None else torch.cat([data, replay.flatten(0, 1)])
-    if classify and config.solver_steps > 0:
-        solver_targets = labels + earlier if replay is None else torch.cat(
-            [labels + earlier, replay_classes.repeat_interleave(replay.shape[1])])
-        train_solver(critic, solver_images, solver_targets, config, rng)
-    critic.requires_grad_(False)
-    recalibrate_solver(critic, solver_images, config.batch_size)
+    solver = task_solver(config, critic, generator, task, num_classes, data, labels + earlier, replay, rng)
     return TaskReport(task=task, widths=branch.widths, capacity=task_capacity(generator, task),
                       iterations=config.epochs * batches_per_epoch, seconds=time.perf_counter() - started,
-                      final_losses=losses, solver=critic)
+                      final_losses=losses if private is None else
+                      {k: v for k, v in losses.items() if k not in PRIVATE_LOSSES},  # those read real images
+                      solver=solver, privacy=private.record() if private is not None else None)
+
+
+def replay_batch(replay: torch.Tensor, per_class: int, rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """per_class random images of each earlier class from the fixed replay [classes, N, C, H, W], with targets."""
+    earlier = replay.shape[0]
+    classes = torch.arange(earlier, device=replay.device)
+    pick = torch.randint(replay.shape[1], (earlier, per_class), generator=rng, device=replay.device)
+    return replay[classes[:, None], pick].flatten(0, 1), classes.repeat_interleave(per_class)
 
 
 def _used_fraction(embeddings: list[torch.Tensor]) -> float:

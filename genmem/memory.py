@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version as package_version
 from pathlib import Path
@@ -21,11 +21,13 @@ from genmem.artifact import (CARD_FILE, FORMAT, FORMAT_VERSION, SAMPLES_FILE, SO
                              decode_generator, encode_generator, encode_solver, model_card)
 from genmem.data import ImageSet, fit_images
 from genmem.errors import DataError
+from genmem.holdout import hold_out
 from genmem.learn import PastReplay, TaskReport, TrainingConfig, learn_task
 from genmem.learned_quality import learned_quality, sample_strip
 from genmem.nets import Generator, GeneratorSpec
 from genmem.presets import paper_config
 from genmem.sampler import Sampler
+from genmem.solver import SOLVER_MODES, check_mode
 from genmem.store import MemoryStore, VersionWriter
 
 try:
@@ -68,7 +70,7 @@ class Memory:
     def learn_task(self, data: ImageSet, classes: list[str | int], *, variant: str | None = None,
                    config: TrainingConfig | None = None, device: str | torch.device = "cpu",
                    image_size: int = 32, base_width: int | None = None, progress: bool = True,
-                   writer: VersionWriter | None = None) -> str:
+                   writer: VersionWriter | None = None, solver: str | None = None, holdout: float = 0.0) -> str:
         """Learn `classes` of `data` as the next task and write it as a new version; returns its name.
 
         The first task creates the memory with `variant` (default dgmw), the
@@ -78,6 +80,9 @@ class Memory:
         already in the memory or the images do not fit. `writer`: the
         memory's lock if the caller already holds it (`store.writer()`, taken
         before loading the data so that a second writer fails at once).
+        `solver`: real, replay or none (genmem.solver; default: config.solver).
+        `holdout`: the share of the task's images kept out of training for
+        `genmem audit`; the manifest records which, never the images.
         """
         with contextlib.nullcontext(writer) if writer is not None else self.store.writer() as writer:
             labels = data.resolve(classes)
@@ -95,6 +100,9 @@ class Memory:
                     raise DataError(f"memory {self.path} is {spec.variant}; drop the variant {variant} or start "
                                     f"a new memory")
             config = config or paper_config("mnist" if spec.channels == 1 else "svhn", spec.variant)
+            if solver is not None:
+                config = replace(config, solver=check_mode(solver))
+            task_data, held_out = hold_out(task_data, holdout, config.seed) if holdout else (task_data, None)
             if parent is None:
                 generator = Generator(spec, torch.Generator().manual_seed(config.seed))
             new_classes = self._new_classes(ClassTable.from_manifest(history), labels, task_data,
@@ -106,12 +114,15 @@ class Memory:
             report = learn_task(generator, images, class_index, len(labels), config, device, progress, past)
 
             manifest = self._next_manifest(writer.next_version(), parent, spec, history, new_classes, report,
-                                           task_data, config, device, generator)
+                                           task_data, config, device, generator, held_out)
+            # Under DP nothing computed from the real images may be stored: no diversity relative to them.
+            real = images if config.dp_epsilon is None else images[:0]
             manifest["tasks"][-1]["quality"] = learned_quality(generator, len(history["tasks"]), report.solver,
-                                                               images, class_index, labels, len(history["classes"]),
-                                                               config.seed)
+                                                               real, class_index[:len(real)], labels,
+                                                               len(history["classes"]), config.seed)
             files = encode_generator(generator)
-            files[SOLVER_FILE] = encode_solver(report.solver)
+            if report.solver is not None:
+                files[SOLVER_FILE] = encode_solver(report.solver)
             files[SAMPLES_FILE] = sample_strip(generator, manifest, device)
             files[CARD_FILE] = model_card(manifest).encode()
             return writer.commit(files, manifest)
@@ -147,19 +158,22 @@ class Memory:
     @staticmethod
     def _next_manifest(version: str, parent: str | None, spec: GeneratorSpec, history: dict,
                        new_classes: list[ClassInfo], report: TaskReport, data: ImageSet, config: TrainingConfig,
-                       device, generator: Generator) -> dict:
+                       device, generator: Generator, held_out: dict | None) -> dict:
         per_class = {str(c.label): int((data.labels == c.label).sum()) for c in new_classes}
+        labels = [c["label"] for c in history["classes"]] + [c.label for c in new_classes]
         task_record = {
             "task": report.task,
             "classes": [c.label for c in new_classes],
             "widths": list(report.widths),
             "capacity": [layer.to_dict() for layer in report.capacity],
             "parameters": parameter_counts(generator),
-            "data": {"source": data.source, "images": len(data.labels), "per_class": per_class},
+            "data": {"source": data.source, "images": len(data.labels), "per_class": per_class,
+                     "holdout": held_out},
             "training": {**config.to_dict(), "device": str(device)},
             "iterations": report.iterations,
             "seconds": round(report.seconds, 3),
             "final_losses": report.final_losses,
+            "privacy": report.privacy,
         }
         return {
             "format": FORMAT,
@@ -172,6 +186,6 @@ class Memory:
                           "noise_dim": spec.noise_dim, "initial_widths": list(spec.widths)},
             "classes": history["classes"] + [asdict(c) for c in new_classes],
             "tasks": history["tasks"] + [task_record],
-            "solver": {"classes": [c["label"] for c in history["classes"]] + [c.label for c in new_classes],
-                       "width": config.critic_width},
+            "solver": {"mode": config.solver, "about": SOLVER_MODES[config.solver],
+                       **({"classes": labels, "width": config.critic_width} if report.solver is not None else {})},
         }

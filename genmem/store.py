@@ -261,3 +261,61 @@ class VersionWriter:
         os.rename(staging, self.store.versions_dir / name)
         _fsync_dir(self.store.versions_dir)
         return name
+
+
+AUDITS = "audits"
+AUDIT_RECORD = "audit.json"
+AUDIT_NAME = re.compile(r"a[0-9]{4,9}", re.ASCII)
+
+
+def add_audit(store: MemoryStore, version: str, files: dict[str, bytes], record: dict) -> Path:
+    """Keep an audit of a finished version beside it, as MEMORY/audits/vNNNN/aNNNN/, atomically and checksummed.
+
+    A version never changes once it appears, so an audit made later is a
+    record of its own: `audit.json` (sealed like a manifest, with the sha256
+    of every other file) names the audited version's manifest_sha256, and it
+    appears by renaming its finished, fsynced folder into place. Audits need
+    no write lock: two at once take different numbers.
+    """
+    name = store.resolve(version)
+    folder = store.path / AUDITS / name
+    folder.mkdir(parents=True, exist_ok=True)
+    staging = folder / f"{INCOMPLETE_PREFIX}{os.getpid()}-{time.time_ns()}"
+    staging.mkdir()
+    record = {**record, "files": {f: {"sha256": sha256(data), "bytes": len(data)} for f, data in sorted(files.items())}}
+    for file, data in files.items():
+        _write_synced(staging / file, data)
+    _write_synced(staging / AUDIT_RECORD, seal_manifest(record))
+    _fsync_dir(staging)
+    number = 1 + max((int(p.name[1:]) for p in folder.iterdir() if AUDIT_NAME.fullmatch(p.name)), default=0)
+    while True:
+        try:
+            os.rename(staging, folder / f"a{number:04d}")  # fails if another audit took the number
+            break
+        except OSError:
+            number += 1
+    _fsync_dir(folder)
+    return folder / f"a{number:04d}"
+
+
+def read_audits(store: MemoryStore, version: str | None = None) -> list[dict]:
+    """The verified audit records of a version, oldest first; a damaged one raises CorruptMemory naming it."""
+    name = store.resolve(version)
+    folder = store.path / AUDITS / name
+    if not folder.is_dir():
+        return []
+    records = []
+    for audit in sorted((p for p in folder.iterdir() if AUDIT_NAME.fullmatch(p.name)), key=lambda p: int(p.name[1:])):
+        path = audit / AUDIT_RECORD
+        try:
+            record = json.loads(_read_regular_file(path, name))
+            body = {k: v for k, v in record.items() if k != "manifest_sha256"}
+            intact = sha256(_canonical(body)) == record["manifest_sha256"] and all(
+                sha256(_read_regular_file(audit / file, name)) == expected["sha256"]
+                for file, expected in record["files"].items())
+        except (ValueError, UnicodeDecodeError, KeyError, TypeError, AttributeError, CorruptMemory):
+            intact = False
+        if not intact:
+            raise CorruptMemory(f"the audit {audit} is damaged (it fails its checksum); delete that folder")
+        records.append({**body, "path": str(audit)})
+    return records

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import math
 
-from genmem.artifact import MASKS_FILE, SAMPLES_FILE, WEIGHTS_FILE, replay_quality, spec_from_manifest
+from genmem.artifact import (MASKS_FILE, SAMPLES_FILE, WEIGHTS_FILE, replay_quality, solver_mode,
+                             spec_from_manifest)
 from genmem.expansion import plan_widths
 from genmem.memory import Memory
+from genmem.store import read_audits
 from genmem.nets import mask_shapes
 
 
@@ -36,6 +38,12 @@ def summarise(memory: Memory, version: str | None = None) -> dict:
         "next_widths": list(next_widths),
         "free_per_layer_initially": initial_free,
         "quality": replay_quality(manifest),
+        "privacy": {"solver": solver_mode(manifest), "about": (manifest.get("solver") or {}).get("about"),
+                    "tasks": [{"task": task["task"], "dp": task.get("privacy"),
+                               "held_out": ((task.get("data") or {}).get("holdout") or {}).get("count", 0)}
+                              for task in manifest["tasks"]]},
+        "audits": [{k: audit[k] for k in ("path", "members", "non_members", "non_members_source", "attacks",
+                                          "worst_auc", "copy_rate")} for audit in read_audits(memory.store, version)],
         "samples": str(memory.store.versions_dir / manifest["version"] / SAMPLES_FILE)
                    if SAMPLES_FILE in manifest["files"] else None,
         "storage_bytes": {"weights": manifest["files"][WEIGHTS_FILE]["bytes"],

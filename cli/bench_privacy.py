@@ -1,0 +1,66 @@
+"""`genmem bench privacy`: utility of differentially private memories next to their membership audit."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import click
+
+from genmem.cli.common import DEVICE_HELP, friendly_errors
+
+
+@click.command()
+@click.option("--data", "source", default="mnist", show_default=True, metavar="SOURCE", help="Data set to learn.")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), help="Folder of the data sets.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="A new folder for the memories, results.json and privacy-utility.png.")
+@click.option("--epsilons", default="1,4,10,none", show_default=True,
+              help="Comma-separated epsilons; 'none' learns without DP (and the default `real` solver).")
+@click.option("--delta", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=1e-5, show_default=True)
+@click.option("--tasks", "num_tasks", type=click.IntRange(1), default=10, show_default=True,
+              help="One class per task, in label order.")
+@click.option("--images-per-class", type=click.IntRange(10), default=1000, show_default=True,
+              help="Real training images per class (the quick protocol's 1000); 20 % are held out for the audit.")
+@click.option("--epochs", type=click.IntRange(1), default=40, show_default=True, help="GAN epochs per task.")
+@click.option("--record", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the table as the '## Privacy and utility' section of this file (BENCHMARKS.md).")
+@click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
+@friendly_errors
+def privacy(source, data_dir, out_dir, epsilons, delta, num_tasks, images_per_class, epochs, record, device):
+    """Learn one memory per epsilon, and report replay utility beside the membership audit's AUC.
+
+    \b
+    Example (the quick budget; hours on 2 CPU cores):
+      genmem bench privacy --data mnist --data-dir ~/data --out runs/privacy --record BENCHMARKS.md
+    """
+    from genmem.benchmarks.privacy import privacy_table, run_privacy
+    from genmem.benchmarks.record import CpuWatch, machine, provenance, record_section
+    from genmem.data import load_source
+    from genmem.device import resolve_device
+
+    try:
+        chosen = [None if e.strip().lower() == "none" else float(e) for e in epsilons.split(",") if e.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{epsilons!r} is not a list of numbers and 'none'", param_hint="--epsilons")
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise click.ClickException(f"{out_dir} is not empty; choose a new --out folder")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = resolve_device(device)
+    command = shlex.join(["genmem", "bench", "privacy", "--data", source, "--out", str(out_dir), "--epsilons",
+                          epsilons, "--delta", f"{delta:g}", "--tasks", str(num_tasks), "--images-per-class",
+                          str(images_per_class), "--epochs", str(epochs)])
+    where = provenance([machine(target)], command)
+    watch = CpuWatch()
+    results = run_privacy(load_source(source, data_dir, train=True), load_source(source, data_dir, train=False),
+                          out_dir, chosen, num_tasks=num_tasks, images_per_class=images_per_class, epochs=epochs,
+                          delta=delta, device=target)
+    others = watch.others_share()
+    budget = (f"{num_tasks} tasks of one class, {images_per_class} images per class (20 % held out), {epochs} GAN "
+              f"epochs per task; other processes took {'?' if others is None else f'{others:.0%}'} of the CPU")
+    table = privacy_table(results)
+    click.echo(table)
+    if record is not None:
+        record_section(record, "Privacy and utility", f"{where}\n- budget: {budget}\n\n{table}\n\n"
+                                                      f"Plot: `{out_dir / 'privacy-utility.png'}`.")
+        click.echo(f"recorded in {record}")

@@ -1,0 +1,138 @@
+"""The task solver a version ships: a classifier over every class seen, trained in one of three ways.
+
+    real    the critic's trunk and class head, trained during the GAN on the task's real images and on
+            generated images of earlier classes, then on classification alone (the paper's solver). Only
+            the classification parts are kept: the critic's real-or-fake head never leaves training.
+    replay  a fresh classifier trained only on generated images of every class, the task's own drawn from
+            the generator just trained. Nothing it holds has touched a real image except through the
+            generator, so it is as private as the generator (post-processing).
+    none    no solver: the version holds the generator alone.
+
+The published network is `genmem.nets.Classifier` (`features.*`, `classes.*`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from genmem.errors import InvalidSetting
+from genmem.nets import Classifier, Discriminator, Generator, dcgan_init_
+
+if TYPE_CHECKING:
+    from genmem.learn import TrainingConfig
+
+SOLVER_MODES = {
+    "real": "trained on this task's real images and on generated images of earlier classes; it has seen the "
+            "task's training images, so a membership-inference attack on it can succeed",
+    "replay": "trained only on images the generator produced (every class, this task's included); it has touched "
+              "no real image except through the generator, so it is as private as the generator",
+    "none": "no solver is stored; the version holds only the generator",
+}
+
+
+def check_mode(mode: str) -> str:
+    if mode not in SOLVER_MODES:
+        raise InvalidSetting(f"unknown solver mode {mode!r}: choose one of {', '.join(SOLVER_MODES)}")
+    return mode
+
+
+def balanced_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean over the classes present of each class's mean loss, so that no class outweighs another."""
+    losses = nn.functional.cross_entropy(logits, targets, reduction="none")
+    counts = torch.bincount(targets, minlength=logits.shape[1]).float()
+    return (losses / counts[targets]).sum() / (counts > 0).sum()
+
+
+def classification_part(critic: Discriminator) -> Classifier:
+    """The critic's trunk and class head as a standalone classifier; the real-or-fake head is left behind."""
+    convs = [m for m in critic.features if isinstance(m, nn.Conv2d)]
+    model = Classifier(convs[0].in_channels, 2 ** (len(convs) + 2), critic.classes.out_features,
+                       convs[0].out_channels).to(critic.classes.weight.device)
+    model.load_state_dict({k: v for k, v in critic.state_dict().items() if not k.startswith("critic.")})
+    return model
+
+
+def train_solver(solver: Classifier, images: torch.Tensor, targets: torch.Tensor, config: TrainingConfig,
+                 rng: torch.Generator) -> None:
+    """Train the solver on classification alone, class-balanced.
+
+    For a `real` solver this follows the GAN: while the GAN trains, the
+    critic's features serve the Wasserstein estimate and the class head lags
+    on the newest class; a short classification-only phase fixes that
+    (BENCHMARKS.md).
+    """
+    solver.requires_grad_(True)
+    solver.train()
+    optimiser = torch.optim.Adam(solver.parameters(), lr=config.solver_lr, betas=config.betas)
+    for _ in range(config.solver_steps):
+        pick = torch.randint(len(images), (2 * config.batch_size,), generator=rng, device=images.device)
+        loss = balanced_cross_entropy(solver(images[pick]), targets[pick])
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+    solver.requires_grad_(False)
+
+
+@torch.no_grad()
+def recalibrate_solver(solver: nn.Module, images: torch.Tensor, batch_size: int) -> None:
+    """Re-estimate the solver's BatchNorm statistics on the images it classifies (GAN training mixed in fakes)."""
+    norms = [m for m in solver.modules() if isinstance(m, nn.BatchNorm2d)]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None
+    solver.train()
+    for start in range(0, len(images), batch_size):
+        solver(images[start: start + batch_size])
+    for norm in norms:
+        norm.momentum = 0.1
+    solver.eval()
+
+
+@torch.no_grad()
+def generated_images(generator: Generator, task: int, num_classes: int, per_class: int, rng: torch.Generator,
+                     batch_size: int = 256) -> torch.Tensor:
+    """per_class images of each of the task's classes from the finished generator, floats in [-1, 1]."""
+    device = generator.layers[0].weight.device
+    classes = torch.arange(num_classes, device=device).repeat_interleave(per_class)
+    parts = []
+    for start in range(0, len(classes), batch_size):
+        chunk = classes[start: start + batch_size]
+        noise = torch.randn(len(chunk), generator.spec.noise_dim, generator=rng, device=device)
+        parts.append(generator(noise, task, chunk))
+    return torch.cat(parts)
+
+
+def task_solver(config: TrainingConfig, critic: Discriminator, generator: Generator, task: int, num_classes: int,
+                real: torch.Tensor, real_targets: torch.Tensor, replay: torch.Tensor | None, rng: torch.Generator
+                ) -> Classifier | None:
+    """The solver this version ships, over every class so far (earlier classes first, then the task's).
+
+    real: the task's images in [-1, 1] and their solver outputs (read in mode `real` only); replay:
+    generated images of the earlier classes [classes, per_class, C, H, W] in [-1, 1], or None.
+    The generator must be finished (binary masks, eval mode). Mode: config.solver.
+    """
+    earlier = 0 if replay is None else replay.shape[0]
+    past = [] if replay is None else [replay.flatten(0, 1)]
+    past_targets = [] if replay is None else [torch.arange(earlier, device=replay.device)
+                                              .repeat_interleave(replay.shape[1])]
+    if check_mode(config.solver) == "none":
+        return None
+    if config.solver == "real":
+        solver = classification_part(critic)
+        images, targets = torch.cat([real, *past]), torch.cat([real_targets, *past_targets])
+    else:
+        per_class = replay.shape[1] if replay is not None else -(-len(real_targets) // num_classes)
+        own = generated_images(generator, task, num_classes, per_class, rng)
+        own_targets = torch.arange(earlier, earlier + num_classes, device=own.device).repeat_interleave(per_class)
+        images, targets = torch.cat([*past, own]), torch.cat([*past_targets, own_targets])
+        solver = Classifier(generator.spec.channels, generator.spec.image_size, earlier + num_classes,
+                            config.critic_width).to(images.device)
+        dcgan_init_(solver, rng)
+    if earlier + num_classes > 1 and config.solver_steps > 0:
+        train_solver(solver, images, targets, config, rng)
+    solver.requires_grad_(False)
+    recalibrate_solver(solver, images, config.batch_size)
+    return solver

@@ -1,0 +1,51 @@
+"""Differentially private tasks: the recorded epsilon is Opacus's for the recorded settings; nothing is forgotten."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from opacus.accountants import RDPAccountant
+
+from genmem.errors import InvalidSetting
+from genmem.memory import Memory
+from tiny import TINY_SIZE, tiny_config, tiny_set
+
+
+@pytest.fixture(scope="module")
+def private_memory(tmp_path_factory):
+    """Two DP tasks (classes 0 and 1, then 2), and class 0's images drawn after the first."""
+    memory = Memory(tmp_path_factory.mktemp("dp") / "m")
+    for seed, classes in enumerate((["0", "1"], ["2"])):
+        memory.learn_task(tiny_set(), classes, config=tiny_config(seed=seed, dp_epsilon=4.0, solver="replay"),
+                          image_size=TINY_SIZE, base_width=2, progress=False)
+        if seed == 0:
+            first, _ = memory.sampler().sample({"0": 16, "1": 16}, seed=3)
+    return memory, first
+
+
+def test_the_recorded_epsilon_is_the_accountants_for_the_recorded_settings(private_memory):
+    memory, _ = private_memory
+    for task in memory.manifest()["tasks"]:
+        record = task["privacy"]
+        accountant = RDPAccountant()
+        accountant.history = [(record["noise_multiplier"], record["sample_rate"], record["steps"])]
+        assert record["epsilon"] == pytest.approx(accountant.get_epsilon(record["delta"], alphas=record["orders"]), rel=1e-12)
+        assert record["epsilon"] <= record["target_epsilon"] == 4.0
+        assert record["sample_rate"] == 12 / (24 * len(task["classes"]))
+        assert record["steps"] == 2 * int(1 / record["sample_rate"]) and record["max_grad_norm"] == 1.0
+        assert "critic" not in task["final_losses"] and "wasserstein" not in task["final_losses"]
+    card = (memory.path / "versions" / "v0002" / "MODEL_CARD.md").read_text()
+    assert f"({record['epsilon']:.2f}, 1e-05)-differentially private with respect to its 24 training images" in card
+
+
+def test_a_private_task_forgets_nothing_bit_exactly(private_memory):
+    memory, first = private_memory
+    after, _ = memory.sampler().sample({"0": 16, "1": 16}, seed=3)
+    assert torch.equal(first, after)
+
+
+def test_a_private_task_refuses_a_solver_trained_on_real_images(tmp_path):
+    with pytest.raises(InvalidSetting, match="--solver replay"):
+        Memory(tmp_path / "m").learn_task(tiny_set(), ["0"], config=tiny_config(dp_epsilon=4.0),
+                                          image_size=TINY_SIZE, base_width=2, progress=False)
+    assert not (tmp_path / "m").exists()  # refused before anything was written

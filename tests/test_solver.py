@@ -1,0 +1,90 @@
+"""What a version ships as its solver: never the critic's real-or-fake head; `replay` never reads a real image."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+
+import genmem.learn
+from genmem.artifact import SOLVER_FILE, decode_shipped_critic, decode_solver
+from genmem.errors import GenmemError
+from genmem.evaluate import solver_score
+from genmem.memory import Memory
+from genmem.nets import Classifier, Discriminator
+from tiny import TINY_SIZE, tiny_config, tiny_set
+
+
+class RealImageRead(Exception):
+    pass
+
+
+class Poisoned(torch.Tensor):
+    """A tensor of real images that raises as soon as anything reads it."""
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        raise RealImageRead(f"the solver phase read the task's real images ({getattr(func, '__name__', func)})")
+
+
+def learn(path, mode=None, classes=("0", "1"), memory=None, seed=0):
+    memory = memory or Memory(path)
+    memory.learn_task(tiny_set(), list(classes), config=tiny_config(seed=seed), image_size=TINY_SIZE, base_width=2,
+                      progress=False, solver=mode)
+    return memory
+
+
+def test_a_default_version_ships_no_critic_weights(two_versions):
+    memory = Memory(two_versions)
+    for version in memory.versions():
+        manifest, files = memory.store.read(version)
+        names = set(load_safetensors(files[SOLVER_FILE]))
+        assert not any(name.startswith("critic.") for name in names)
+        assert names == set(Classifier(1, TINY_SIZE, len(manifest["solver"]["classes"]), 4).state_dict())
+        assert manifest["solver"]["mode"] == "real" and decode_shipped_critic(manifest, files) is None
+
+
+@pytest.fixture
+def poisoned_solver_phase(monkeypatch):
+    """learn_task's solver phase receives the real images as a tensor that raises when read."""
+    original = genmem.learn.task_solver
+
+    def solver_phase(config, critic, generator, task, num_classes, real, *rest):
+        return original(config, critic, generator, task, num_classes, real.as_subclass(Poisoned), *rest)
+
+    monkeypatch.setattr(genmem.learn, "task_solver", solver_phase)
+
+
+def test_a_replay_solver_reads_no_real_image(tmp_path, poisoned_solver_phase):
+    memory = learn(tmp_path / "replay", "replay")
+    learn(None, "replay", classes=("2",), memory=memory, seed=1)  # with replay of earlier classes too
+    manifest, files = memory.store.read()
+    assert manifest["solver"]["mode"] == "replay" and manifest["solver"]["classes"] == [0, 1, 2]
+    solver = decode_solver(manifest, files)
+    assert all(torch.isfinite(p).all() for p in solver.state_dict().values())
+    with pytest.raises(RealImageRead):  # the poison works: the real-image solver trips it
+        learn(tmp_path / "real", "real")
+
+
+def test_no_solver_stores_no_solver_file(tmp_path):
+    memory = learn(tmp_path / "m", "none")
+    manifest, files = memory.store.read()
+    assert SOLVER_FILE not in files and manifest["solver"]["mode"] == "none"
+    assert "solver: `none`" in files["MODEL_CARD.md"].decode()
+    with pytest.raises(GenmemError, match="stores no solver"):
+        solver_score(memory, tiny_set(per_class=4))
+    memory.sampler().sample({"0": 2, "1": 2})  # replay works as before
+
+
+def test_a_format_1_solver_still_loads_and_its_critic_head_is_found(two_versions):
+    """Format 1 stored the whole critic; readers drop its real-or-fake head, audits can still reach it."""
+    manifest, files = Memory(two_versions).store.read("v0001")
+    critic = Discriminator(1, TINY_SIZE, len(manifest["solver"]["classes"]), 4)
+    old_manifest = {**json.loads(json.dumps(manifest)), "format_version": 1}
+    del old_manifest["solver"]["mode"]
+    old_files = {**files, SOLVER_FILE: save_safetensors(critic.state_dict())}
+    assert isinstance(decode_solver(old_manifest, old_files), Classifier)
+    assert isinstance(decode_shipped_critic(old_manifest, old_files), Discriminator)
