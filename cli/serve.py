@@ -57,9 +57,17 @@ def token_from(token: str | None, token_file: Path | None) -> str | None:
 @click.option("--watch-interval", type=click.FloatRange(0), default=2.0, show_default=True,
               help="Seconds between checks for a new version (0: only POST /genmem/reload picks one up).")
 @click.option("--name", help="Model name in /v2/models/NAME (default: the memory folder's name without .mem).")
+@click.option("--workers", type=click.IntRange(1), default=1, show_default=True,
+              help="Server processes on this machine behind the one port, each with its own sampler; replies "
+                   "name the process in X-Genmem-Worker.")
+@click.option("--ray", "on_ray", is_flag=True,
+              help="Serve as a Ray Serve deployment on the Ray cluster this machine joined (or a local one); every "
+                   "node must see MEMORY at the same path. Needs genmem[ray].")
+@click.option("--replicas", type=click.IntRange(1), default=1, show_default=True,
+              help="With --ray: replicas of the deployment, spread over the cluster.")
 @friendly_errors
 def serve(memory, host, port, device, precision, token, token_file, require_signature, max_samples, budget_mib,
-          watch_interval, name):
+          watch_interval, name, workers, on_ray, replicas):
     """Serve replay from MEMORY over HTTP until interrupted (Ctrl-C).
 
     The latest version is loaded at start; a version that a running
@@ -80,15 +88,33 @@ def serve(memory, host, port, device, precision, token, token_file, require_sign
       from genmem.replay import ReplayStream
       for images, labels in ReplayStream("http://127.0.0.1:8000", batch_size=128, batches=100):
           ...   # uint8 [128, C, H, W], balanced over the memory's classes
+    \b
+    Replicas (a pinned request gets the same bytes from any of them):
+      genmem serve digits.mem --workers 4                   # 4 processes on this machine, one port
+      genmem serve /shared/digits.mem --ray --replicas 8    # Ray Serve, over a Ray cluster
     """
     import uvicorn
 
     from genmem.server.app import create_app
 
     token = token_from(token, token_file)
-    app = create_app(memory, token=token, device=device, precision=precision, max_samples=max_samples,
-                     watch_interval=watch_interval, name=name, budget_mib=budget_mib,
-                     require_signature=require_signature)
+    settings = dict(memory_path=memory, token=token, device=device, precision=precision, max_samples=max_samples,
+                    watch_interval=watch_interval, name=name, budget_mib=budget_mib,
+                    require_signature=str(require_signature) if require_signature else None)
+    if on_ray:
+        try:
+            from genmem.server.ray_app import serve_on_ray
+        except ImportError:
+            raise click.ClickException("--ray needs Ray Serve: pip install 'genmem[ray]'") from None
+
+        click.echo(f"serving {memory} with {replicas} Ray Serve replica(s) on http://{host}:{port}")
+        return serve_on_ray(replicas, host, port, **settings)
+    if workers > 1:
+        from genmem.server.workers import serve_workers
+
+        click.echo(f"serving {memory} with {workers} worker processes on http://{host}:{port}")
+        return serve_workers(workers, host, port, KEEP_ALIVE_SECONDS, **settings)
+    app = create_app(**settings)
     click.echo(f"serving {memory} ({app.state.service.describe()}) on http://{host}:{port}; "
                f"API docs at http://{host}:{port}/docs{' (with the token)' if token else ''}")
     # Idle keep-alive connections close after 30 s, not uvicorn's 5: a client that reuses one just as the

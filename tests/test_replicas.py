@@ -1,0 +1,63 @@
+"""Replicated serving: `genmem serve --workers 2` on one port, and a Ray Serve replica on a local Ray instance."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from genmem.client import decode_samples
+from genmem.memory import Memory
+from genmem.subprocess_server import free_port, serving
+
+PINNED = {"counts": {"0": 3, "1": 2}, "seed": 11, "version": "v0001", "dtype": "float32"}
+
+
+def expected_images(memory_path):
+    """What the local sampler draws for PINNED: the bytes every replica must reproduce."""
+    images, labels = Memory(memory_path).sampler("v0001").sample({"0": 3, "1": 2}, seed=11, as_uint8=False)
+    return images, labels
+
+
+def test_two_workers_serve_the_same_bytes_for_a_pinned_request(two_versions):
+    replies = {}
+    with serving(two_versions, ["--workers", "2", "--device", "cpu", "--watch-interval", "0"]) as url:
+        for _ in range(200):  # a fresh connection each time; the kernel picks the worker
+            response = httpx.post(f"{url}/genmem/sample", json=PINNED, timeout=30)
+            assert response.status_code == 200, response.text
+            replies.setdefault(response.headers["X-Genmem-Worker"], response.content)
+            if len(replies) == 2:
+                break
+        ready = httpx.get(f"{url}/v2/health/ready", timeout=10)
+    assert len(replies) == 2, "only one worker answered 200 connections"
+    first, second = replies.values()
+    assert first == second
+    images, labels = decode_samples(first)
+    local_images, local_labels = expected_images(two_versions)
+    assert images.equal(local_images) and labels.equal(local_labels)
+    assert ready.status_code == 200 and ready.headers["X-Genmem-Worker"] in replies
+
+
+def test_a_ray_serve_replica_answers_the_sampling_route(two_versions):
+    pytest.importorskip("ray.serve", reason="Ray Serve is not installed (pip install 'genmem[ray]'); not tested")
+    import ray
+    from ray import serve
+
+    from genmem.server.ray_app import deployment
+
+    port = free_port()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve.run(deployment(1, memory_path=two_versions, device="cpu", watch_interval=0), name="genmem",
+                  route_prefix="/")
+        url = f"http://127.0.0.1:{port}"
+        assert httpx.get(f"{url}/v2/health/ready", timeout=30).status_code == 200
+        response = httpx.post(f"{url}/genmem/sample", json=PINNED, timeout=60)
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+    assert response.status_code == 200, response.text
+    assert response.headers["X-Genmem-Version"] == "v0001" and "X-Genmem-Worker" in response.headers
+    images, labels = decode_samples(response.content)
+    local_images, local_labels = expected_images(two_versions)
+    assert images.equal(local_images) and labels.equal(local_labels)
