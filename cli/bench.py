@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from genmem.cli.bench_avalanche import avalanche
+from genmem.cli.bench_scale import distributed, replicas
 from genmem.cli.bench_load import serve_load
 from genmem.cli.bench_privacy import privacy
 from genmem.cli.common import friendly_errors
@@ -78,3 +79,5 @@ bench.add_command(protocol)
 bench.add_command(privacy)
 bench.add_command(serve_load)
 bench.add_command(avalanche)
+bench.add_command(distributed)
+bench.add_command(replicas)

@@ -52,7 +52,8 @@ def main():
               help="Masks on weights (dgmw) or on units (dgma). Set by the first task; default dgmw.")
 @click.option("--epochs", type=click.IntRange(1), help="Epochs over the task's images (default: the paper's: "
                                                         "101 MNIST, 151 SVHN, 251 CIFAR-10).")
-@click.option("--batch-size", type=click.IntRange(2), help="Images per step (default 64).")
+@click.option("--batch-size", type=click.IntRange(2),
+              help="Images per step (default 64); under torchrun, the global batch that the ranks share.")
 @click.option("--lr", type=click.FloatRange(0, min_open=True), help="Adam learning rate (default: the paper's).")
 @click.option("--sparsity", type=click.FloatRange(0), help="Weight lambda of the sparsity regulariser; larger "
                                                            "reserves less of the network (default: the paper's).")
@@ -96,18 +97,30 @@ def learn_task(memory, source, classes, data_dir, download, variant, epochs, bat
       genmem learn-task digits.mem --data mnist --data-dir ~/data --classes 0
       genmem learn-task pets.mem --data folder:./pets --classes cat,dog --variant dgma
       genmem learn-task private.mem --data mnist --classes 0 --dp-epsilon 10 --holdout 0.1
+
+    Data-parallel on N processes (GPUs with NCCL, else CPU with gloo), same
+    global --batch-size and --lr as one process; rank 0 writes the version:
+
+    \b
+      torchrun --nproc-per-node 2 $(which genmem) learn-task digits.mem --data mnist --classes 3
     """
     from genmem.data import load_source
     from genmem.device import resolve_device
+    from genmem.distributed import from_environment, shutdown, version_writer
     from genmem.memory import Memory
     from genmem.presets import base_width_for, paper_config, recipe_for
 
     target = resolve_device(device)
+    parallel = from_environment(target)  # set when torchrun launched this process as one rank of several
+    click.get_current_context().call_on_close(lambda: shutdown(parallel))
+    target = parallel.device if parallel else target
     wanted = split_classes(classes)
     if not wanted:
         raise click.BadParameter("name at least one class", param_hint="--classes")
+    if dp_epsilon is not None and parallel:
+        raise click.UsageError("--dp-epsilon trains in one process; run it without torchrun")
     mem = Memory(memory)
-    with mem.store.writer() as writer:  # before the data loads, so that a second writer fails at once
+    with version_writer(mem.store, parallel) as writer:  # before the data loads: a second writer fails at once
         data = load_source(source, data_dir, train=True, download=download)
         if mem.versions():
             variant_now = mem.manifest()["generator"]["variant"]
@@ -120,7 +133,10 @@ def learn_task(memory, source, classes, data_dir, download, variant, epochs, bat
                               dp_epsilon=dp_epsilon, dp_delta=dp_delta)
         version = mem.learn_task(data, wanted, variant=variant, config=config, device=target,
                                  image_size=image_size, base_width=base_width or base_width_for(recipe),
-                                 progress=not quiet, writer=writer, holdout=holdout)
+                                 progress=not quiet and not (parallel and parallel.rank), writer=writer,
+                                 parallel=parallel, holdout=holdout)
+    if parallel and parallel.rank:
+        return  # rank 0 reports
     task = mem.manifest(version)["tasks"][-1]
     new = sum(layer["new"] for layer in task["capacity"])
     reused = sum(layer["reused"] for layer in task["capacity"])

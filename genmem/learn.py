@@ -22,6 +22,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from genmem import plasticity
+from genmem.distributed import ONE_PROCESS, DataParallel
+from genmem.errors import InvalidSetting
 from genmem.expansion import LayerCapacity, expand_for_next_task, task_capacity
 from genmem.nets import Classifier, Discriminator, Generator, dcgan_init_
 from genmem.private import PRIVATE_LOSSES, PrivateCritic
@@ -120,13 +122,14 @@ def recalibrate_norms(generator: Generator, task: int, rng: torch.Generator, bat
 @torch.enable_grad()
 def learn_task(generator: Generator, images: torch.Tensor, class_index: torch.Tensor, num_classes: int,
                config: TrainingConfig, device: str | torch.device = "cpu", progress: bool = True,
-               past: PastReplay | None = None) -> TaskReport:
+               past: PastReplay | None = None, parallel: DataParallel | None = None) -> TaskReport:
     """Learn one new task into `generator` (in place) and return its report.
 
     images: uint8 [N, C, H, W] at the generator's image size; class_index: [N]
     in 0..num_classes-1, the class of each image within this task. past: the
     earlier classes' generated images for the solver (None: a solver of this
-    task's classes only).
+    task's classes only). parallel: this process's rank when several share
+    every batch (genmem.distributed); None: one process does all.
     """
     started = time.perf_counter()
     device = torch.device(device)
@@ -162,6 +165,10 @@ def learn_task(generator: Generator, images: torch.Tensor, class_index: torch.Te
     private = PrivateCritic(critic, config, n, rng) if config.dp_epsilon is not None else None
     if private is not None:  # DP-SGD steps on Poisson-sampled batches instead (genmem.private)
         critic, batches_per_epoch = private.module, private.steps_per_epoch
+    ranks = parallel or ONE_PROCESS
+    if private is not None and ranks.world_size > 1:
+        raise InvalidSetting("differentially private training runs in one process; start it without torchrun")
+    unshard = ranks.shard_batches(generator, critic)  # each rank computes its rows of every batch
     bar = tqdm(total=config.epochs * batches_per_epoch, desc=f"task {task}", unit="it", disable=not progress,
                dynamic_ncols=True, leave=True)
     branch.train()
@@ -204,6 +211,7 @@ def learn_task(generator: Generator, images: torch.Tensor, class_index: torch.Te
                     loss_d = loss_d + balanced_cross_entropy(logits, targets)
                 opt_d.zero_grad(set_to_none=True)
                 loss_d.backward()
+                ranks.average_gradients(critic.parameters())
                 opt_d.step()
 
             # Generator: fool the critic, claim little new capacity, produce the asked class.
@@ -216,6 +224,7 @@ def learn_task(generator: Generator, images: torch.Tensor, class_index: torch.Te
                 loss_g = loss_g + class_loss_weight * F.cross_entropy(logits_fake, fake_cls + earlier)
             opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
+            ranks.average_gradients(opt_g.param_groups[0]["params"])  # before the plasticity rules, on every rank
             for embedding in embeddings:
                 plasticity.compensate_embedding_gradient_(embedding, s, top)
             for layer, keep in zip(generator.layers, frozen, strict=True):
@@ -228,6 +237,7 @@ def learn_task(generator: Generator, images: torch.Tensor, class_index: torch.Te
         bar.set_postfix(epoch=f"{epoch + 1}/{config.epochs}", D=f"{losses['critic']:.3f}",
                         G=f"{losses['generator']:.3f}", used=f"{_used_fraction(embeddings):.1%}")
     bar.close()
+    unshard()
 
     branch.set_masks([plasticity.binarise(e) for e in embeddings])
     recalibrate_norms(generator, task, rng, config.recalibration_batches, config.batch_size)

@@ -20,6 +20,7 @@ import torch
 from genmem.artifact import (CARD_FILE, FORMAT, FORMAT_VERSION, SAMPLES_FILE, SOLVER_FILE, ClassInfo, ClassTable,
                              decode_generator, encode_generator, encode_solver, model_card)
 from genmem.data import ImageSet, fit_images
+from genmem.distributed import DataParallel, version_writer
 from genmem.errors import DataError
 from genmem.holdout import hold_out
 from genmem.learn import PastReplay, TaskReport, TrainingConfig, learn_task
@@ -70,7 +71,8 @@ class Memory:
     def learn_task(self, data: ImageSet, classes: list[str | int], *, variant: str | None = None,
                    config: TrainingConfig | None = None, device: str | torch.device = "cpu",
                    image_size: int = 32, base_width: int | None = None, progress: bool = True,
-                   writer: VersionWriter | None = None, solver: str | None = None, holdout: float = 0.0) -> str:
+                   writer: VersionWriter | None = None, solver: str | None = None, holdout: float = 0.0,
+                   parallel: DataParallel | None = None) -> str:
         """Learn `classes` of `data` as the next task and write it as a new version; returns its name.
 
         The first task creates the memory with `variant` (default dgmw), the
@@ -83,8 +85,11 @@ class Memory:
         `solver`: real, replay or none (genmem.solver; default: config.solver).
         `holdout`: the share of the task's images kept out of training for
         `genmem audit`; the manifest records which, never the images.
+        `parallel`: this process's rank in data-parallel training
+        (genmem.distributed): every rank trains, only rank 0 writes.
         """
-        with contextlib.nullcontext(writer) if writer is not None else self.store.writer() as writer:
+        lock = contextlib.nullcontext(writer) if writer is not None else version_writer(self.store, parallel)
+        with lock as writer:
             labels = data.resolve(classes)
             if not labels:
                 raise DataError("name at least one class to learn")
@@ -111,7 +116,8 @@ class Memory:
             class_index = torch.tensor([labels.index(int(label)) for label in task_data.labels])
             past = self._past_replay(generator, history, parent, len(images) // len(labels), config.seed, device)
 
-            report = learn_task(generator, images, class_index, len(labels), config, device, progress, past)
+            report = learn_task(generator, images, class_index, len(labels), config, device, progress, past,
+                                parallel)
 
             manifest = self._next_manifest(writer.next_version(), parent, spec, history, new_classes, report,
                                            task_data, config, device, generator, held_out)

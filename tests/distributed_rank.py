@@ -1,0 +1,78 @@
+"""Run as one rank of a gloo process group by test_distributed.py (which sets RANK, WORLD_SIZE and the rest).
+
+    python distributed_rank.py learn OUT MEM   one optimisation step of a first task, each rank saving its generator;
+                                               then learn class 2 into MEM, each rank saving the files it encoded
+    python distributed_rank.py die OUT MEM     as learn, but rank 1 exits in its second generator step
+"""
+
+import os
+import sys
+
+import torch
+from safetensors.torch import save_file
+
+import genmem.memory
+from genmem import plasticity
+from genmem.distributed import from_environment, shutdown
+from genmem.learn import learn_task
+from genmem.memory import Memory
+from genmem.nets import Generator
+
+from tiny import tiny_config, tiny_set, tiny_spec
+
+STEP_IMAGES = 45  # one step of a first task over 45 images: the rows split 23 / 22 between two ranks
+
+
+def step_config():
+    return tiny_config(epochs=1, batch_size=STEP_IMAGES, solver_steps=0)
+
+
+def one_step(parallel=None) -> dict[str, torch.Tensor]:
+    """The generator's tensors and masks after one step of learning classes 0 and 1."""
+    data = tiny_set(labels=(0, 1))
+    generator = Generator(tiny_spec("dgmw"), torch.Generator().manual_seed(0))
+    learn_task(generator, data.images[:STEP_IMAGES], data.labels[:STEP_IMAGES], 2, step_config(), progress=False,
+               parallel=parallel)
+    state = {name: t.contiguous() for name, t in generator.state_dict().items()}
+    state.update({f"mask{i}": m.to(torch.uint8) for i, m in enumerate(generator.tasks[0].masks)})
+    return state
+
+
+def keep_encoded_files(out: str, rank: int) -> None:
+    """Make Memory.learn_task save what this rank would store, for the test to compare across ranks."""
+    encode = genmem.memory.encode_generator
+
+    def encode_and_keep(generator):
+        files = encode(generator)
+        for name, data in files.items():
+            with open(os.path.join(out, f"rank{rank}-{name}"), "wb") as f:
+                f.write(data)
+        return files
+
+    genmem.memory.encode_generator = encode_and_keep
+
+
+def die_in_second_generator_step() -> None:
+    compensate, calls = plasticity.compensate_embedding_gradient_, []
+
+    def dying_compensation(embedding, s, top):
+        calls.append(1)
+        if len(calls) > len(tiny_spec("dgmw").widths):  # one call per masked layer and step
+            os._exit(3)
+        compensate(embedding, s, top)
+
+    plasticity.compensate_embedding_gradient_ = dying_compensation
+
+
+if __name__ == "__main__":
+    scenario, out, memory = sys.argv[1:4]
+    parallel = from_environment(torch.device("cpu"))
+    if scenario == "learn":
+        save_file(one_step(parallel), os.path.join(out, f"step-rank{parallel.rank}.safetensors"))
+    keep_encoded_files(out, parallel.rank)
+    if scenario == "die" and parallel.rank == 1:
+        die_in_second_generator_step()
+    version = Memory(memory).learn_task(tiny_set(), ["2"], config=tiny_config(seed=1), progress=False,
+                                        parallel=parallel)
+    print(f"rank {parallel.rank} learned {version}")
+    shutdown(parallel)

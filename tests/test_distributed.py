@@ -1,0 +1,94 @@
+"""Data-parallel learn-task: two gloo ranks on loopback, each a subprocess with torchrun's environment."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import load_file
+
+from genmem.memory import Memory
+from genmem.subprocess_server import free_port
+
+from distributed_rank import one_step
+from tiny import tiny_config, tiny_set
+
+RANK_SCRIPT = Path(__file__).with_name("distributed_rank.py")
+
+
+def run_ranks(*args, world: int = 2, timeout: float = 180) -> list[subprocess.CompletedProcess]:
+    """Start `world` ranks of distributed_rank.py as torchrun would, and wait for all of them."""
+    port = free_port()
+    ranks = []
+    for rank in range(world):
+        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
+               "LOCAL_WORLD_SIZE": str(world), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+               "OMP_NUM_THREADS": "1", "PYTHONPATH": str(RANK_SCRIPT.parent)}
+        ranks.append(subprocess.Popen([sys.executable, str(RANK_SCRIPT), *map(str, args)], env=env, text=True,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    results = []
+    for process in ranks:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            for other in ranks:
+                other.kill()
+            raise
+        results.append(subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr))
+    return results
+
+
+def check_ok(results):
+    for rank, result in enumerate(results):
+        assert result.returncode == 0, f"rank {rank} failed:\n{result.stderr[-3000:]}"
+
+
+@pytest.fixture
+def first_task(tmp_path):
+    """A memory whose v0001 (classes 0 and 1) one process learned."""
+    memory = Memory(tmp_path / "m")
+    memory.learn_task(tiny_set(), ["0", "1"], config=tiny_config(), image_size=16, base_width=2, progress=False)
+    return memory
+
+
+def test_two_ranks_step_as_one_process_and_learn_a_task_into_one_version_bit_for_bit(first_task, tmp_path):
+    results = run_ranks("learn", tmp_path, first_task.path)
+    check_ok(results)
+
+    # One optimisation step on two ranks (rows split 23 / 22) is one step of one process on the same batch.
+    alone = one_step()
+    for rank in range(2):
+        ranked = load_file(tmp_path / f"step-rank{rank}.safetensors")
+        assert ranked.keys() == alone.keys()
+        for name, tensor in alone.items():
+            torch.testing.assert_close(ranked[name], tensor, rtol=1e-4, atol=1e-5, msg=f"rank {rank}: {name}")
+
+    # A whole task: rank 0 wrote one version, and every rank holds exactly its weights and masks.
+    assert first_task.versions() == ["v0001", "v0002"]
+    assert all("learned v0002" in result.stdout for result in results)
+    stored = first_task.store.read("v0002")[1]
+    for name in ("generator.safetensors", "masks.safetensors"):
+        written = load_safetensors(stored[name])
+        for rank in range(2):
+            ranked = load_file(tmp_path / f"rank{rank}-{name}")
+            assert ranked.keys() == written.keys()
+            assert all(torch.equal(ranked[key], written[key]) for key in written), (rank, name)
+
+    # No forgetting: the old classes come out of v0002 exactly as out of v0001.
+    old, new = first_task.sampler("v0001"), first_task.sampler("v0002")
+    before, _ = old.sample({"0": 16, "1": 16}, seed=3, as_uint8=False)
+    after, _ = new.sample({"0": 16, "1": 16}, seed=3, as_uint8=False)
+    assert torch.equal(before, after)
+
+
+def test_a_rank_that_dies_fails_the_run_and_writes_nothing(first_task, tmp_path):
+    results = run_ranks("die", tmp_path, first_task.path, timeout=120)
+    assert results[1].returncode == 3
+    assert results[0].returncode != 0, results[0].stdout
+    assert first_task.versions() == ["v0001"]
+    assert not list((first_task.path / "versions").glob(".incomplete*"))
