@@ -28,7 +28,8 @@ def run_ranks(*args, world: int = 2, timeout: float = 180) -> list[subprocess.Co
     for rank in range(world):
         env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
                "LOCAL_WORLD_SIZE": str(world), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
-               "OMP_NUM_THREADS": "1", "PYTHONPATH": str(RANK_SCRIPT.parent)}
+               "OMP_NUM_THREADS": "1",
+               "PYTHONPATH": os.pathsep.join(filter(None, [str(RANK_SCRIPT.parent), os.environ.get("PYTHONPATH")]))}
         ranks.append(subprocess.Popen([sys.executable, str(RANK_SCRIPT), *map(str, args)], env=env, text=True,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE))
     results = []
