@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from genmem.cli.bench_ablation import replay
 from genmem.cli.bench_avalanche import avalanche
 from genmem.cli.bench_scale import distributed, replicas
 from genmem.cli.bench_load import serve_load
@@ -76,6 +77,7 @@ def sampling(memory, devices, sizes, seconds, record):
 
 
 bench.add_command(protocol)
+bench.add_command(replay)
 bench.add_command(privacy)
 bench.add_command(serve_load)
 bench.add_command(avalanche)

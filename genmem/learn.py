@@ -22,7 +22,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from genmem import plasticity
+from genmem.augment import diff_augment, parse_policy
 from genmem.distributed import ONE_PROCESS, DataParallel
+from genmem.ema import GeneratorAverage
 from genmem.errors import InvalidSetting
 from genmem.expansion import LayerCapacity, expand_for_next_task, task_capacity
 from genmem.nets import Classifier, Discriminator, Generator, dcgan_init_
@@ -52,6 +54,10 @@ class TrainingConfig:
     dp_max_grad_norm: float = 1.0  # per-example gradient clipping norm of DP-SGD
     dp_weight_clip: float = 0.01  # the DP critic's weights are clipped to [-c, c] (it has no gradient penalty)
     recalibration_batches: int = 16
+    gan_images_per_class: int | None = None  # the GAN trains on the first N images of each class; None: all
+    average_decay: float | None = 0.99  # sample from an EMA of the task's free entries (genmem.ema); None: off
+    critic_augment: str = ""  # DiffAugment policy for the critic, e.g. "translation,cutout" (genmem.augment)
+    gp_every: int = 4  # lazy gradient penalty: every k critic steps, weighted by k (1.4x the steps/s, BENCHMARKS.md)
     seed: int = 0
 
     def to_dict(self) -> dict:
@@ -158,9 +164,12 @@ def learn_task(generator: Generator, images: torch.Tensor, class_index: torch.Te
 
     data = to_unit_range(images).to(device)
     labels = class_index.to(device)
+    gan_rows = first_of_each_class(labels, config.gan_images_per_class)  # the solver phase still uses all
+    policy = parse_policy(config.critic_augment)
+    average = GeneratorAverage(generator, task, frozen, config.average_decay) if config.average_decay else None
     replay = to_unit_range(past.images).to(device) if past is not None and earlier > 0 else None
     per_class = config.solver_replay or config.batch_size
-    n = len(data)
+    n = len(gan_rows)
     batches_per_epoch = -(-n // config.batch_size)
     private = PrivateCritic(critic, config, n, rng) if config.dp_epsilon is not None else None
     if private is not None:  # DP-SGD steps on Poisson-sampled batches instead (genmem.private)
@@ -173,11 +182,12 @@ def learn_task(generator: Generator, images: torch.Tensor, class_index: torch.Te
                dynamic_ncols=True, leave=True)
     branch.train()
     losses: dict[str, float] = {}
+    step = 0
     for epoch in range(config.epochs):
         top = plasticity.epoch_scale(epoch, config.epochs, config.s_max)
-        order = torch.randperm(n, generator=rng, device=device)
+        order = gan_rows[torch.randperm(n, generator=rng, device=device)]
         batches = (order[offset: offset + config.batch_size] for offset in range(0, n, config.batch_size)) \
-            if private is None else private.epoch_batches()
+            if private is None else (gan_rows[rows] for rows in private.epoch_batches())
         for index, batch in enumerate(batches):
             offset = index * config.batch_size
             s = plasticity.batch_scale(top, offset, n) if spec.variant == "dgmw" else top
@@ -192,6 +202,7 @@ def learn_task(generator: Generator, images: torch.Tensor, class_index: torch.Te
             noise = torch.randn(len(fake_cls), spec.noise_dim, generator=rng, device=device)
             with torch.no_grad():
                 fake = generator(noise, task, fake_cls, masks)
+            real, fake = diff_augment(real, policy, rng), diff_augment(fake, policy, rng)
             if private is not None:
                 old = replay_batch(replay, per_class, rng) if replay is not None else (None, None)
                 wasserstein = private.step(real, cls + earlier, fake, *old)
@@ -200,7 +211,9 @@ def learn_task(generator: Generator, images: torch.Tensor, class_index: torch.Te
                 score_real, logits_real = critic(real)
                 score_fake, _ = critic(fake)
                 wasserstein = score_real.mean() - score_fake.mean()
-                loss_d = -wasserstein + config.gp_weight * gradient_penalty(critic, real, fake, rng)
+                loss_d = -wasserstein
+                if step % config.gp_every == 0:
+                    loss_d = loss_d + config.gp_every * config.gp_weight * gradient_penalty(critic, real, fake, rng)
                 if classify:
                     logits, targets = logits_real, cls + earlier
                     if replay is not None:
@@ -217,7 +230,7 @@ def learn_task(generator: Generator, images: torch.Tensor, class_index: torch.Te
             # Generator: fool the critic, claim little new capacity, produce the asked class.
             critic.requires_grad_(False)
             noise = torch.randn(len(fake_cls), spec.noise_dim, generator=rng, device=device)
-            score_fake, logits_fake = critic(generator(noise, task, fake_cls, masks))
+            score_fake, logits_fake = critic(diff_augment(generator(noise, task, fake_cls, masks), policy, rng))
             penalty = plasticity.sparsity_penalty(masks, reserved)
             loss_g = -score_fake.mean() + sparsity_weight * penalty
             if class_loss_weight > 0:
@@ -231,6 +244,9 @@ def learn_task(generator: Generator, images: torch.Tensor, class_index: torch.Te
                 if layer.weight.grad is not None:
                     layer.weight.grad.masked_fill_(keep, 0.0)
             opt_g.step()
+            if average is not None:
+                average.update()
+            step += 1
             bar.update(1)
         losses = {"critic": loss_d.item(), "generator": loss_g.item(), "wasserstein": wasserstein.item(),
                   "sparsity": penalty.item()}
@@ -239,6 +255,8 @@ def learn_task(generator: Generator, images: torch.Tensor, class_index: torch.Te
     bar.close()
     unshard()
 
+    if average is not None:
+        average.apply()
     branch.set_masks([plasticity.binarise(e) for e in embeddings])
     recalibrate_norms(generator, task, rng, config.recalibration_batches, config.batch_size)
     generator.eval()
@@ -256,6 +274,17 @@ def replay_batch(replay: torch.Tensor, per_class: int, rng: torch.Generator) -> 
     classes = torch.arange(earlier, device=replay.device)
     pick = torch.randint(replay.shape[1], (earlier, per_class), generator=rng, device=replay.device)
     return replay[classes[:, None], pick].flatten(0, 1), classes.repeat_interleave(per_class)
+
+
+def first_of_each_class(labels: torch.Tensor, count: int | None) -> torch.Tensor:
+    """Row indices of the first `count` images of every class in `labels` (all rows for None), in order."""
+    if count is None:
+        return torch.arange(len(labels), device=labels.device)
+    rank = torch.zeros_like(labels)
+    for label in labels.unique():
+        mine = labels == label
+        rank[mine] = torch.arange(int(mine.sum()), device=labels.device)
+    return torch.nonzero(rank < count).flatten()
 
 
 def _used_fraction(embeddings: list[torch.Tensor]) -> float:

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from genmem import plasticity
-from genmem.learn import learn_task
+from genmem.learn import first_of_each_class, learn_task
 from genmem.nets import Generator
 
 from tiny import TINY_NOISE, tiny_config, tiny_set, tiny_spec
@@ -17,19 +17,23 @@ def learn(generator, data, labels, variant, seed=0, **config):
                       progress=False)
 
 
+AVERAGE = pytest.mark.parametrize("average", [None, 0.9], ids=["last-weights", "averaged"])  # genmem.ema
+
+
+@AVERAGE
 @pytest.mark.parametrize("variant", ["dgmw", "dgma"])
-def test_old_task_output_is_bit_identical_after_later_tasks(variant):
+def test_old_task_output_is_bit_identical_after_later_tasks(variant, average):
     data = tiny_set(labels=(0, 1, 2, 3))
     generator = Generator(tiny_spec(variant))
-    learn(generator, data, [0, 1], variant)  # task 0 holds two classes
+    learn(generator, data, [0, 1], variant, average_decay=average)  # task 0 holds two classes
     noise = torch.randn(50, TINY_NOISE, generator=torch.Generator().manual_seed(5))
     classes = torch.arange(50) % 2
     with torch.no_grad():
         before = generator(noise, 0, classes)
     weights_after_task0 = [layer.weight.detach().clone() for layer in generator.layers]
 
-    learn(generator, data, [2], variant, seed=1)
-    learn(generator, data, [3], variant, seed=2)
+    learn(generator, data, [2], variant, seed=1, average_decay=average)
+    learn(generator, data, [3], variant, seed=2, average_decay=average)
 
     with torch.no_grad():
         after = generator(noise, 0, classes)
@@ -40,17 +44,18 @@ def test_old_task_output_is_bit_identical_after_later_tasks(variant):
     assert not torch.equal(first, weights_after_task0[1])
 
 
+@AVERAGE
 @pytest.mark.parametrize("variant", ["dgmw", "dgma"])
-def test_reserved_weights_do_not_change_while_a_later_task_trains(variant):
+def test_reserved_weights_do_not_change_while_a_later_task_trains(variant, average):
     data = tiny_set()
     generator = Generator(tiny_spec(variant))
-    learn(generator, data, [0], variant)
-    learn(generator, data, [1], variant, seed=1)
+    learn(generator, data, [0], variant, average_decay=average)
+    learn(generator, data, [1], variant, seed=1, average_decay=average)
     frozen = [keep.expand_as(layer.weight)
               for keep, layer in zip(plasticity.frozen_per_layer(variant, generator.reserved()), generator.layers)]
     snapshot = [layer.weight.detach().clone() for layer in generator.layers]
 
-    learn(generator, data, [2], variant, seed=2)
+    learn(generator, data, [2], variant, seed=2, average_decay=average)
 
     for old, layer, keep in zip(snapshot, generator.layers, frozen):
         now = layer.weight.detach()[: old.shape[0], : old.shape[1]]
@@ -81,3 +86,26 @@ def test_masks_end_binary_and_samples_stay_in_range():
         out = generator(torch.randn(8, TINY_NOISE), 0, torch.zeros(8, dtype=torch.long))
     assert out.shape == (8, 1, 16, 16) and out.abs().max() <= 1
     assert set(report.final_losses) == {"critic", "generator", "wasserstein", "sparsity"}
+
+
+def test_the_gan_trains_on_the_first_images_of_each_class_only():
+    data = tiny_set(per_class=24)
+    generator = Generator(tiny_spec("dgmw"))
+    report = learn(generator, data, [0, 1], "dgmw", gan_images_per_class=6, epochs=2)  # 12 images: 1 batch of 12
+    assert report.iterations == 2
+    assert first_of_each_class(torch.tensor([0, 1, 0, 1, 0, 1, 1]), 2).tolist() == [0, 1, 2, 3]
+    assert first_of_each_class(torch.tensor([1, 0]), None).tolist() == [0, 1]
+
+
+@pytest.mark.parametrize("settings", [{"gp_every": 3}, {"critic_augment": "translation,cutout"},
+                                      {"average_decay": None}])
+def test_every_replay_technique_can_be_switched_and_changes_training(settings):
+    data = tiny_set()
+    generators = [Generator(tiny_spec("dgmw")) for _ in range(2)]
+    learn(generators[0], data, [0], "dgmw")
+    learn(generators[1], data, [0], "dgmw", **settings)
+    noise = torch.randn(8, TINY_NOISE, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        outputs = [g(noise, 0, torch.zeros(8, dtype=torch.long)) for g in generators]
+    assert outputs[1].abs().max() <= 1
+    assert not torch.equal(outputs[0], outputs[1])

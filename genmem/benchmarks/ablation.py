@@ -1,0 +1,86 @@
+"""Replay quality per unit of GAN compute: the same few tasks learned under several training settings.
+
+Every setting learns the same classes (one per task) from the same seed and
+budget into its own memory; then the replay of every class learned is scored
+by one fixed judge (genmem.quality) against the real test images, the
+stored solver is tested, and the GAN's iterations per second are taken from
+the versions' manifests. A judge trained on real images is cached in the
+output folder (safetensors) so that every setting is scored by the same one.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+from safetensors.torch import load_file, save_file
+
+from genmem.benchmarks.protocol import IMAGE_SIZE, per_class_subset
+from genmem.classifier import ClassifierConfig
+from genmem.data import ImageSet, fit_images
+from genmem.evaluate import solver_score
+from genmem.learn import TrainingConfig
+from genmem.memory import Memory
+from genmem.nets import Classifier
+from genmem.quality import class_quality, mean_quality, train_judge
+
+JUDGE_FILE = "judge.safetensors"
+REPLAY_PER_CLASS = 1000
+
+
+def judge_for(train: ImageSet, out_dir: Path, device) -> Classifier:
+    """The cached judge of out_dir, or a new one trained on every real training image; output i is class i."""
+    path = out_dir / JUDGE_FILE
+    channels = train.images.shape[1]
+    classes = sorted(train.class_names)
+    model = Classifier(channels, IMAGE_SIZE, len(classes))
+    if path.exists():
+        model.load_state_dict(load_file(path))
+        return model.to(device).eval()
+    data = train.select(classes)
+    images = fit_images(data.images, channels, IMAGE_SIZE, data.source)
+    model = train_judge(images, data.labels, classes, ClassifierConfig(epochs=2.0), device)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path)
+    return model
+
+
+def run_setting(name: str, config: TrainingConfig, train: ImageSet, test: ImageSet, classes: list[int],
+                variant: str, images_per_class: int | None, out_dir: Path, judge: Classifier, device="cpu",
+                base_width: int | None = None, progress: bool = False) -> dict:
+    """Learn `classes` one per task under `config`, then score the last version's replay and solver."""
+    memory = Memory(out_dir / name)
+    data = per_class_subset(train.select(classes), images_per_class)
+    for task, label in enumerate(classes):
+        memory.learn_task(data, [label], variant=variant, config=replace(config, seed=config.seed + task),
+                          device=device, image_size=IMAGE_SIZE, base_width=base_width, progress=progress)
+    manifest = memory.manifest()
+    seconds = sum(t["seconds"] for t in manifest["tasks"])
+    iterations = sum(t["iterations"] for t in manifest["tasks"])
+    generated, labels = memory.sampler(device=device).sample({c: REPLAY_PER_CLASS for c in classes}, seed=0)
+    real = test.select(classes)
+    quality = class_quality(judge, sorted(train.class_names), generated, labels,
+                            fit_images(real.images, real.images.shape[1], IMAGE_SIZE, real.source), real.labels,
+                            device)
+    mean = mean_quality(quality)
+    return {"setting": name, "config": config.to_dict(), "solver_accuracy": solver_score(memory, test).average,
+            "judge_accuracy": mean.judge_accuracy, "frechet": mean.frechet,
+            "per_class": {str(k): q.to_dict() for k, q in quality.items()},
+            "iterations_per_second": iterations / seconds, "gan_seconds": seconds,
+            "parameters": manifest["tasks"][-1]["parameters"]["total"]}
+
+
+def markdown_table(rows: list[dict]) -> str:
+    lines = ["| setting | solver A | judge accuracy on replay (%) | Fréchet distance | GAN it/s | GAN s | "
+             "generator parameters |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['setting']} | {r['solver_accuracy']:.2f} | {r['judge_accuracy']:.2f} | "
+                     f"{r['frechet']:.2f} | {r['iterations_per_second']:.2f} | {r['gan_seconds']:.0f} | "
+                     f"{r['parameters']:,} |")
+    return "\n".join(lines)
+
+
+def save(rows: list[dict], out_dir: Path) -> None:
+    (out_dir / "ablation.json").write_text(json.dumps(rows, indent=2) + "\n")
+
