@@ -24,11 +24,12 @@ from genmem.errors import DataError
               help=f"Comma-separated, from {', '.join(METHODS)}. dgr, mergan and ewc (EWC-M) train their "
                    "own generator with DGM's GAN budget; a dgr or mergan step holds twice DGM's batch.")
 @click.option("--profile", type=click.Choice(["quick", "paper", "smoke"]), default="quick", show_default=True,
-              help="quick: for 2 CPU cores, 1000 images per class and 40 GAN epochs per task (MNIST on 2 cores: "
-                   "DGMw 16 minutes, DGMa 33); "
+              help="quick: for 2 CPU cores, the GAN on 1000 images per class for 40 epochs per task, the "
+                   "classifiers on every real image for 2 epochs (costs in BENCHMARKS.md); "
                    "paper: the paper's budgets on all data, for a GPU; smoke: seconds, checks the pipeline only.")
-@click.option("--images-per-class", type=click.IntRange(1), help="Override the profile's real training images per "
-                                                                     "class (to fit a budget, e.g. CIFAR-10 on a CPU).")
+@click.option("--images-per-class", type=click.IntRange(1), help="Override the real images per class the GAN "
+                                                                     "trains on (to fit a budget, e.g. CIFAR-10 on a "
+                                                                     "CPU); the classifiers still use all.")
 @click.option("--gan-epochs", type=click.IntRange(1), help="Override the profile's GAN epochs per task.")
 @click.option("--tasks", type=click.IntRange(1), help="Stop after this many tasks (default: one per class, 10).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),

@@ -65,18 +65,27 @@ DATA_NAMES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "svhn": "SVHN"
 
 @dataclass(frozen=True)
 class Profile:
-    """A compute budget for the protocol."""
+    """A compute budget for the protocol: the GAN's, and separately the classifiers'.
+
+    Every method may use every real image of the current class, so only the
+    GAN's budget is cut to fit a machine: it trains on `images_per_class` of
+    them for `gan_epochs`. The classifiers (the solver's classification
+    phase, the replay classifier, joint training, fine-tuning) train on
+    `classifier_images_per_class` real images of the current class (None: all)
+    for `classifier_epochs` passes over the images of the classes they learn.
+    """
 
     name: str
-    images_per_class: int | None  # real training images per class; None: all
+    images_per_class: int | None  # real images per class the GAN trains on; None: all
     gan_epochs: int | None  # None: the paper's (101 MNIST, 151 SVHN, 251 CIFAR-10)
     solver_replay: int | None  # generated images per earlier class in each solver step; None: the batch size
     classifier_epochs: float
     about: str
     solver_steps: int | None = None  # None: TrainingConfig's default
+    classifier_images_per_class: int | None = None  # real images per class for every classifier; None: all
 
     def with_budget(self, images_per_class: int | None = None, gan_epochs: int | None = None) -> Profile:
-        """This profile with fewer or more real images per class or GAN epochs; the name says it was changed."""
+        """This profile with the GAN on fewer or more real images per class or epochs; the name says it was changed."""
         if images_per_class is None and gan_epochs is None:
             return self
         changed = replace(self, images_per_class=images_per_class or self.images_per_class,
@@ -84,14 +93,15 @@ class Profile:
         images = changed.images_per_class or "all"
         epochs = changed.gan_epochs or "the paper's"
         return replace(changed, name=f"{self.name}, custom budget",
-                       about=f"{self.name} with {images} images per class, {epochs} GAN epochs per task")
+                       about=f"{self.name} with the GAN on {images} images per class for {epochs} epochs per task")
 
 
 PROFILES = {
-    "quick": Profile("quick", 1000, 40, 8, 2.0, "2 CPU cores: 1000 images per class, 40 GAN epochs per task"),
+    "quick": Profile("quick", 1000, 40, 8, 2.0, "2 CPU cores: the GAN on 1000 images per class for 40 epochs per "
+                     "task; classifiers on every real image for 2 epochs"),
     "paper": Profile("paper", None, None, None, 5.0, "the paper's budgets on all the data, for a GPU"),
     "smoke": Profile("smoke", 24, 1, 2, 0.5, "seconds on tiny data: checks the pipeline, not the accuracy",
-                     solver_steps=20),
+                     solver_steps=20, classifier_images_per_class=24),
 }
 
 
@@ -152,7 +162,7 @@ def run_protocol(train: ImageSet, test: ImageSet, recipe: str, variant: str, pro
         raise GenmemError(f"{out_dir} already holds a protocol run; choose a new --out folder, or continue it "
                           f"with --resume {out_dir}")
     (out_dir / "samples").mkdir(parents=True, exist_ok=True)
-    data = per_class_subset(train.select(classes), profile.images_per_class)
+    data = per_class_subset(train.select(classes), profile.classifier_images_per_class)
     channels = data.images.shape[1]
     data = ImageSet(fit_images(data.images, channels, IMAGE_SIZE, data.source), data.labels, data.class_names,
                     data.source)
@@ -161,7 +171,7 @@ def run_protocol(train: ImageSet, test: ImageSet, recipe: str, variant: str, pro
     baselines = [m for m in methods if m in BASELINES]
     memory = Memory(out_dir / "memory") if dgm else None
     gan = paper_config(recipe, variant, epochs=profile.gan_epochs, solver_replay=profile.solver_replay,
-                       solver_steps=profile.solver_steps)
+                       solver_steps=profile.solver_steps, gan_images_per_class=profile.images_per_class)
     cls_config = ClassifierConfig(epochs=profile.classifier_epochs)
     if saved is not None and len(saved["per_class"][methods[0]]) == len(classes):
         return saved  # finished already
