@@ -29,12 +29,13 @@ from genmem.plots import _png
 from genmem.presets import paper_config
 
 IMAGE_SIZE = 32
+JUDGE_MIN_STEPS = 300  # a small reduced budget must not leave the judge untrained
 
 
 def real_classifier(data: ImageSet, classes: list[int], config: ClassifierConfig, device) -> torch.nn.Module:
     """A classifier on the real training images, the judge of whether generated images look like their class."""
     outputs = {label: i for i, label in enumerate(classes)}
-    steps = math.ceil(config.epochs * len(data.labels) / config.batch_size)
+    steps = max(math.ceil(config.epochs * len(data.labels) / config.batch_size), JUDGE_MIN_STEPS)
     batches = shuffled_batches(data.images, output_targets(data.labels, outputs), config.batch_size, config.seed)
     return train_classifier(batches, steps, len(classes), data.images.shape[1], IMAGE_SIZE, config, device)
 
