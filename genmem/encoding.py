@@ -7,8 +7,8 @@ import os
 
 import numpy as np
 import torch
-from safetensors.torch import save as save_safetensors
 
+from genmem.canonical import save as save_safetensors
 from genmem.errors import GenmemError
 from genmem.grids import grid_png
 

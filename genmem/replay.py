@@ -75,10 +75,13 @@ class ReplayStream(IterableDataset):
                  token: str | None = None, device: str | torch.device = "cpu", as_uint8: bool = True):
         if batch_size < 1:
             raise GenmemError(f"batch_size must be at least 1, got {batch_size}")
-        self.source, self.version, self.token, self.device = source, version, token, device
+        self.source, self.token, self.device = source, token, device
         self.requested = list(classes) if classes is not None else None
         self.batch_size, self.batches, self.seed, self.as_uint8 = batch_size, batches, seed, as_uint8
-        self._replay: ReplaySource | None = None
+        # Connect now and pin the version: every copy (DataLoader workers) replays it for the whole run.
+        self._replay: ReplaySource | None = open_replay(source, version, token, device)
+        self._opened_in = os.getpid()
+        self.version = self._replay.version
 
     def __getstate__(self) -> dict:
         """Copies (DataLoader workers under spawn) open their own source: a sampler or HTTP client stays here."""
@@ -86,9 +89,10 @@ class ReplayStream(IterableDataset):
 
     @property
     def replay(self) -> ReplaySource:
-        """The source, opened on first use (in each DataLoader worker separately)."""
-        if self._replay is None:
+        """The pinned version's source; a forked or spawned DataLoader worker opens its own (no shared sockets)."""
+        if self._replay is None or self._opened_in != os.getpid():
             self._replay = open_replay(self.source, self.version, self.token, self.device)
+            self._opened_in = os.getpid()
         return self._replay
 
     @property

@@ -2,6 +2,8 @@
 
 import contextlib
 import pickle
+import shutil
+import warnings
 
 import pytest
 import torch
@@ -69,3 +71,17 @@ def test_replay_stream_in_a_multi_worker_pinned_loader(two_versions):
         assert torch.equal(x, images) and torch.equal(y, labels)
         assert images.is_pinned() == torch.cuda.is_available()
 
+
+
+def test_replay_stream_workers_keep_the_version_it_connected_to(two_versions, tmp_path):
+    """A version written after the stream connected is not picked up by its DataLoader workers."""
+    memory = tmp_path / "m"
+    (memory / "versions").mkdir(parents=True)
+    shutil.copytree(two_versions / "versions" / "v0001", memory / "versions" / "v0001")
+    stream = ReplayStream(memory, batch_size=6, batches=4, seed=2)
+    shutil.copytree(two_versions / "versions" / "v0002", memory / "versions" / "v0002")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pin_memory without CUDA
+        batches = list(DataLoader(stream, batch_size=None, num_workers=2))
+    assert stream.version == "v0001"
+    assert {int(label) for _, labels in batches for label in labels} == {0, 1}  # v0002 adds class 2
