@@ -37,7 +37,9 @@ def test_two_workers_serve_the_same_bytes_for_a_pinned_request(two_versions):
     assert ready.status_code == 200 and ready.headers["X-Genmem-Worker"] in replies
 
 
-def test_a_ray_serve_replica_answers_the_sampling_route(two_versions):
+def test_a_ray_serve_replica_answers_the_sampling_route(two_versions, tmp_path, monkeypatch):
+    # Ray puts the driver's folder on its workers' path: from a checkout, its genmem/ would shadow the installed one.
+    monkeypatch.chdir(tmp_path)
     pytest.importorskip("ray.serve", reason="Ray Serve is not installed (pip install 'genmem[ray]'); not tested")
     import ray
     from ray import serve
