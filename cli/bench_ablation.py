@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from genmem.cli.common import DEVICE_HELP, friendly_errors, split_classes
+from genmem.cli.common import friendly_errors, run_options, split_classes
 from genmem.errors import InvalidSetting
 
 
@@ -51,11 +51,7 @@ def parse_setting(text: str) -> tuple[str, dict]:
                    "from the recipe, e.g. 'ema: average_decay=0.99' or 'plain: average_decay=null'.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Folder for the memories, the cached judge and ablation.json.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
-@click.option("--record", type=click.Path(dir_okay=False, path_type=Path),
-              help="Also write the table as a section of this file (BENCHMARKS.md).")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@run_options
 @friendly_errors
 def replay(source, data_dir, variant, classes, images_per_class, gan_epochs, base_width, settings, out, seed,
            device, record, quiet):

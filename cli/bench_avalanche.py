@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from genmem.cli.common import DEVICE_HELP, friendly_errors
+from genmem.cli.common import friendly_errors, run_options
 
 
 @click.command()
@@ -31,12 +31,7 @@ from genmem.cli.common import DEVICE_HELP, friendly_errors
                    "OUT/memory).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Folder for the genmem memory (OUT/memory, reused when present) and results.json.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
-@click.option("--record", type=click.Path(dir_okay=False, path_type=Path),
-              help="Also write the tables as a section of this file (BENCHMARKS.md), with device, command, date and "
-                   "commit.")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@run_options
 @friendly_errors
 def avalanche(source, data_dir, experiences, epochs, batch_size, gan_epochs, gan_images_per_class, strategies, out,
               seed, device, record, quiet):

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from genmem.benchmarks.methods import DEFAULT_METHODS, METHODS
-from genmem.cli.common import DEVICE_HELP, friendly_errors, split_classes
+from genmem.cli.common import friendly_errors, run_options, split_classes
 from genmem.errors import DataError
 
 
@@ -41,12 +41,7 @@ from genmem.errors import DataError
 @click.option("--combine", type=click.Path(file_okay=False, path_type=Path), multiple=True, metavar="RUN",
               help="Instead of running: one table and one A_t plot (into --out) from finished runs of one data "
                    "set, profile and seed, e.g. a DGMw run with the baselines and a DGMa run; repeat per run.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
-@click.option("--record", type=click.Path(dir_okay=False, path_type=Path),
-              help="Also write the table as a section of this file (BENCHMARKS.md), with device, command, date "
-                   "and commit.")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@run_options
 @click.pass_context
 @friendly_errors
 def protocol(ctx, source, test_data, data_dir, variant, methods, profile, images_per_class, gan_epochs, tasks, out,
