@@ -112,3 +112,37 @@ def test_ewc_trains_without_replay_and_holds_the_weights_old_tasks_need(monkeypa
     assert max(rows) <= tiny_config().batch_size, "no replay joins the task's real images"
     assert moved[1e6] < moved[0.0]
     assert all(torch.all(summed[name] >= fisher[name]) for name in fisher), "Fisher information adds up over tasks"
+
+
+def test_baselines_take_dgms_lazy_penalty(monkeypatch):
+    calls = []
+    real_penalty = baselines.gradient_penalty
+    monkeypatch.setattr(baselines, "gradient_penalty",
+                        lambda *args: calls.append(1) or real_penalty(*args))
+    config = tiny_config(seed=SEED, epochs=3, gp_every=4)
+    images = class_images(0)
+    learn_baseline_task(tiny_generator(), images, 0, config, progress=False)
+    steps = config.epochs * -(-len(images) // config.batch_size)
+    assert steps > 4 and len(calls) == -(-steps // 4)
+
+
+def test_baselines_sample_from_the_average_of_every_weight_with_statistics_for_it(monkeypatch):
+    averages = []
+
+    class Recorded(baselines.ParameterAverage):
+        def __init__(self, *args):
+            super().__init__(*args)
+            averages.append(self)
+
+    monkeypatch.setattr(baselines, "ParameterAverage", Recorded)
+    last, averaged = tiny_generator(), tiny_generator()
+    learn_baseline_task(last, class_images(0), 0, tiny_config(seed=SEED, average_decay=None), progress=False)
+    learn_baseline_task(averaged, class_images(0), 0, tiny_config(seed=SEED, average_decay=0.9), progress=False)
+    (average,) = averages
+    assert [p.data_ptr() for p in average.tensors] == [p.data_ptr() for p in averaged.parameters()]
+    assert all(torch.equal(p, s) for p, s in zip(averaged.parameters(), average.shadow))
+    assert not all(torch.equal(a, b) for a, b in zip(last.parameters(), averaged.parameters()))
+    # eval-mode statistics were re-estimated for the averaged weights, after training
+    config = tiny_config()
+    assert all(int(norm.num_batches_tracked) == config.recalibration_batches for norm in averaged.norms)
+    assert all(int(norm.num_batches_tracked) > config.recalibration_batches for norm in last.norms)

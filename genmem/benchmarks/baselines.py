@@ -34,7 +34,10 @@ are only known after the run.
 Same GAN step as DGM (genmem.learn): WGAN-GP critic with the AC-GAN class
 head over every class seen, the class loss on generated images, a fresh
 critic and fresh Adam states every task, the recipe's learning rate, betas,
-penalty weight and epochs. Same budget: the same batches of the task's real
+penalty weight and epochs, the lazy penalty (`gp_every`) and sampling from
+the moving average of the generator's weights (`average_decay`, genmem.ema;
+here every weight may change, so all are averaged), with the BatchNorm
+statistics re-estimated for the averaged weights as DGM re-estimates its own. Same budget: the same batches of the task's real
 images for the same epochs; with replay, each step adds as many replayed
 images of the earlier classes (so a step holds twice DGM's batch, the
 price of rehearsal).
@@ -53,6 +56,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from genmem.artifact import ClassInfo, ClassTable
+from genmem.ema import ParameterAverage
 from genmem.learn import TrainingConfig, balanced_cross_entropy, gradient_penalty, to_unit_range
 from genmem.nets import KERNEL, Discriminator, SharedDeconv, condition, dcgan_init_, default_widths
 from genmem.sampler import class_seed, to_uint8
@@ -180,8 +184,10 @@ def learn_baseline_task(generator: PlainGenerator, images: torch.Tensor, task: i
     batches_per_epoch = -(-n // config.batch_size)
     bar = tqdm(total=config.epochs * batches_per_epoch, desc=f"{desc} task {task}", unit="it", disable=not progress,
                dynamic_ncols=True, leave=True)
+    average = ParameterAverage(list(generator.parameters()), config.average_decay) if config.average_decay else None
     generator.train()
     losses: dict[str, float] = {}
+    step = 0
     for _ in range(config.epochs):
         order = torch.randperm(n, generator=rng, device=device)
         for offset in range(0, n, config.batch_size):
@@ -200,7 +206,9 @@ def learn_baseline_task(generator: PlainGenerator, images: torch.Tensor, task: i
             score_real, logits_real = critic(real)
             score_fake, _ = critic(fake)
             wasserstein = score_real.mean() - score_fake.mean()
-            loss_d = -wasserstein + config.gp_weight * gradient_penalty(critic, real, fake, rng)
+            loss_d = -wasserstein
+            if step % config.gp_every == 0:
+                loss_d = loss_d + config.gp_every * config.gp_weight * gradient_penalty(critic, real, fake, rng)
             if task > 0:
                 loss_d = loss_d + balanced_cross_entropy(logits_real, cls)
             opt_d.zero_grad(set_to_none=True)
@@ -227,17 +235,39 @@ def learn_baseline_task(generator: PlainGenerator, images: torch.Tensor, task: i
             opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
             opt_g.step()
+            if average is not None:
+                average.update()
+            step += 1
             bar.update(1)
         losses = {"critic": loss_d.item(), "generator": loss_g.item(), "wasserstein": wasserstein.item(),
                   "alignment": aligned.item()}
         bar.set_postfix(D=f"{losses['critic']:.3f}", G=f"{losses['generator']:.3f}")
     bar.close()
+    if average is not None:
+        average.apply()
+        recalibrate_norms(generator, task + 1, rng, config.recalibration_batches, config.batch_size)
     generator.eval()
     if baseline.ewc_weight > 0:
         mine = generator_fisher(generator, critic, task, torch.Generator(device).manual_seed(config.seed))
         fisher = mine if fisher is None else {name: fisher[name] + mine[name] for name in mine}
     return {"final_losses": losses, "iterations": config.epochs * batches_per_epoch,
             "seconds": time.perf_counter() - started, "fisher": fisher if baseline.ewc_weight > 0 else None}
+
+
+@torch.no_grad()
+def recalibrate_norms(generator: PlainGenerator, classes: int, rng: torch.Generator, batches: int, batch_size: int
+                      ) -> None:
+    """Re-estimate the BatchNorm statistics over classes 0..classes-1 for the generator's current weights."""
+    device = generator.out.weight.device
+    generator.train()
+    for norm in generator.norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # plain average over the batches below
+    for _ in range(batches):
+        noise = torch.randn(batch_size, generator.noise_dim, generator=rng, device=device)
+        generator(noise, torch.arange(batch_size, device=device) % classes)
+    for norm in generator.norms:
+        norm.momentum = 0.1
 
 
 def ewc_penalty(generator: PlainGenerator, fisher: dict[str, torch.Tensor], anchor: dict[str, torch.Tensor]
