@@ -31,6 +31,9 @@ from genmem.errors import DataError
                                                                      "trains on (to fit a budget, e.g. CIFAR-10 on a "
                                                                      "CPU); the classifiers still use all.")
 @click.option("--gan-epochs", type=click.IntRange(1), help="Override the profile's GAN epochs per task.")
+@click.option("--width", "base_width", type=click.IntRange(1),
+              help="Base width of DGM's initial generator (default: the recipe's, 6 for MNIST DGMw, 20 for "
+                   "DGMa and CIFAR-10); DGMa's growth per task scales with it.")
 @click.option("--tasks", type=click.IntRange(1), help="Stop after this many tasks (default: one per class, 10).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="New folder for the run: memory/, samples/, state/, results.json, accuracy.png, growth.png, "
@@ -44,8 +47,8 @@ from genmem.errors import DataError
 @run_options
 @click.pass_context
 @friendly_errors
-def protocol(ctx, source, test_data, data_dir, variant, methods, profile, images_per_class, gan_epochs, tasks, out,
-             resume, combine, seed, device, record, quiet):
+def protocol(ctx, source, test_data, data_dir, variant, methods, profile, images_per_class, gan_epochs, base_width,
+             tasks, out, resume, combine, seed, device, record, quiet):
     """Run the paper's protocol: one class per task, A_t after every task, against baselines and bounds.
 
     After every task each method's classifier is tested on the real test
@@ -86,7 +89,7 @@ def protocol(ctx, source, test_data, data_dir, variant, methods, profile, images
         raise click.UsageError("give --out NEW_FOLDER for a new run, or --resume OUT to continue one")
     if resume is not None:
         fixed = [name for name in ("source", "test_data", "variant", "methods", "profile", "images_per_class",
-                                   "gan_epochs", "tasks", "seed")
+                                   "gan_epochs", "base_width", "tasks", "seed")
                  if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
         if fixed:
             raise click.UsageError(f"--resume continues a run with the options it was started with; drop "
@@ -94,6 +97,7 @@ def protocol(ctx, source, test_data, data_dir, variant, methods, profile, images
         saved = saved_run(resume)
         source, test_data = saved["data"]["source"], saved["data"]["test_source"]
         variant, seed, methods = saved["variant"], saved["seed"], ",".join(saved["methods"])
+        base_width = saved.get("base_width")
         budget, tasks, out = Profile(**saved["profile"]), len(saved["classes"]), resume
     else:
         budget = PROFILES[profile].with_budget(images_per_class, gan_epochs)
@@ -108,7 +112,7 @@ def protocol(ctx, source, test_data, data_dir, variant, methods, profile, images
     watch = CpuWatch()
     results = run_protocol(train, test, recipe, variant, budget, out, device=target, seed=seed, num_tasks=tasks,
                            progress=not quiet, methods=split_classes(methods), data=describe_data(source, test_data),
-                           resume=resume is not None)
+                           resume=resume is not None, base_width=base_width)
     report(results, out, budget.name, where, watch.others_share(), record)
 
 

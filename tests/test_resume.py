@@ -64,3 +64,12 @@ def test_resume_refuses_a_folder_without_a_run_or_a_run_started_otherwise(tmp_pa
     run(tmp_path / "short", num_tasks=1)
     with pytest.raises(GenmemError, match="started with other classes"):
         run(tmp_path / "short", resume=True)
+
+
+def test_a_chosen_base_width_shapes_dgms_generator_and_a_resume_keeps_it(tmp_path):
+    results = run(tmp_path / "narrow", num_tasks=1, base_width=3)
+    assert results["base_width"] == 3
+    assert results["growth"][0]["widths"] == [12, 6, 3], "4, 2 and 1 times the base width"
+    with pytest.raises(GenmemError, match="started with other base_width"):
+        run(tmp_path / "narrow", num_tasks=1, resume=True)
+    assert run(tmp_path / "narrow", num_tasks=1, base_width=3, resume=True)["growth"] == results["growth"]

@@ -145,19 +145,21 @@ def saved_run(out_dir: Path) -> dict:
 def run_protocol(train: ImageSet, test: ImageSet, recipe: str, variant: str, profile: Profile, out_dir: Path, *,
                  device: str | torch.device = "cpu", seed: int = 0, num_tasks: int | None = None,
                  progress: bool = True, methods=DEFAULT_METHODS, data: dict | None = None,
-                 resume: bool = False) -> dict:
+                 resume: bool = False, base_width: int | None = None) -> dict:
     """Learn one class per task, test every chosen method after every task; write results after each.
 
     A new run needs a new out_dir. resume=True continues the run in out_dir,
     which must have been started with the same arguments, from its last
     finished task. data: `describe_data` of the sources (default: the
-    training set's source name, compared with nothing).
+    training set's source name, compared with nothing). base_width: DGM's
+    initial generator base width (None: the recipe's).
     """
     out_dir = Path(out_dir)
     methods = chosen_methods(methods)
     classes = sorted(train.class_names)[:num_tasks]
     data_info = data or describe_data(train.source)
-    saved = _check_resume(out_dir, recipe, variant, profile, seed, methods, train, classes) if resume else None
+    saved = _check_resume(out_dir, recipe, variant, profile, seed, methods, train, classes, base_width) \
+        if resume else None
     if not resume and ((out_dir / "memory").exists() or (out_dir / RESULTS_FILE).exists()):
         raise GenmemError(f"{out_dir} already holds a protocol run; choose a new --out folder, or continue it "
                           f"with --resume {out_dir}")
@@ -201,7 +203,7 @@ def run_protocol(train: ImageSet, test: ImageSet, recipe: str, variant: str, pro
             learned = memory.versions()
             version = learned[task] if len(learned) > task else memory.learn_task(  # kept from a killed run
                 data, [label], variant=variant, config=replace(gan, seed=seed + task), device=device,
-                image_size=IMAGE_SIZE, base_width=base_width_for(recipe), progress=progress)
+                image_size=IMAGE_SIZE, base_width=base_width or base_width_for(recipe), progress=progress)
             timings["gan"] += time.perf_counter() - started
         for name in baselines:
             started = time.perf_counter()
@@ -265,7 +267,7 @@ def run_protocol(train: ImageSet, test: ImageSet, recipe: str, variant: str, pro
                 save_file(fisher, str(state / f"{name}-fisher.safetensors"))
         results = {
             "recipe": recipe, "variant": variant, "profile": asdict(profile), "seed": seed, "methods": list(methods),
-            "data": data_info, "classes": [{"label": c, "name": data.class_names[c]} for c in classes],
+            "base_width": base_width, "data": data_info, "classes": [{"label": c, "name": data.class_names[c]} for c in classes],
             "gan_config": gan.to_dict() | {"seed": seed}, "classifier_config": cls_config.to_dict() | {"seed": seed},
             "accuracy": {m: [average_accuracy(step) for step in history[m]] for m in methods},
             "per_class": {m: [{str(k): v for k, v in step.items()} for step in history[m]] for m in methods},
@@ -310,11 +312,11 @@ def replay_classifier(source, real_images: torch.Tensor, seen: list[int], steps:
 
 
 def _check_resume(out_dir: Path, recipe: str, variant: str, profile: Profile, seed: int, methods: tuple[str, ...],
-                  train: ImageSet, classes: list[int]) -> dict:
+                  train: ImageSet, classes: list[int], base_width: int | None) -> dict:
     """The saved results of the run to continue, after checking that it was started with these arguments."""
     saved = saved_run(out_dir)
     now = {"recipe": recipe, "variant": variant, "profile": asdict(profile), "seed": seed, "methods": list(methods),
-           "classes": [{"label": c, "name": train.class_names[c]} for c in classes]}
+           "classes": [{"label": c, "name": train.class_names[c]} for c in classes], "base_width": base_width}
     differs = [key for key, value in now.items() if saved.get(key) != value]
     if differs:
         raise GenmemError(f"{out_dir} was started with other {', '.join(differs)}; resume it with the arguments "
@@ -350,7 +352,8 @@ def run_title(results: dict, display: bool = False) -> str:
     kind = data["source"].partition(":")[0]
     subject = data["name"] if display or kind in ("folder", "npz") else kind
     methods = results.get("methods") or list(results["accuracy"])  # runs from before baselines have no list
-    compared = [results["variant"].upper()] if any(dgm_variant(m, results) for m in methods) else []
+    width = f" (base width {results['base_width']})" if results.get("base_width") else ""
+    compared = [results["variant"].upper() + width] if any(dgm_variant(m, results) for m in methods) else []
     baselines = [BASELINE_NAMES[m] for m in methods if m in BASELINES]
     what = " vs ".join(filter(None, [" ".join(compared), ", ".join(baselines)])) or "bounds"
     return f"{subject}: {what}" if display else f"Paper protocol: {subject} {what}"
