@@ -28,8 +28,8 @@ from genmem.ema import GeneratorAverage
 from genmem.errors import InvalidSetting
 from genmem.expansion import LayerCapacity, expand_for_next_task, task_capacity
 from genmem.nets import Classifier, Discriminator, Generator, dcgan_init_
-from genmem.private import PRIVATE_LOSSES, PrivateCritic
-from genmem.solver import balanced_cross_entropy, task_solver
+from genmem.private import PrivateCritic
+from genmem.solver import REAL_IMAGE_LOSSES, balanced_cross_entropy, records_real_image_figures, task_solver
 
 
 @dataclass
@@ -263,8 +263,8 @@ def learn_task(generator: Generator, images: torch.Tensor, class_index: torch.Te
     solver = task_solver(config, critic, generator, task, num_classes, data, labels + earlier, replay, rng)
     return TaskReport(task=task, widths=branch.widths, capacity=task_capacity(generator, task),
                       iterations=config.epochs * batches_per_epoch, seconds=time.perf_counter() - started,
-                      final_losses=losses if private is None else
-                      {k: v for k, v in losses.items() if k not in PRIVATE_LOSSES},  # those read real images
+                      final_losses=losses if records_real_image_figures(config.solver) else
+                      {k: v for k, v in losses.items() if k not in REAL_IMAGE_LOSSES},
                       solver=solver, privacy=private.record() if private is not None else None)
 
 

@@ -28,7 +28,7 @@ from genmem.learned_quality import learned_quality, sample_strip
 from genmem.nets import Generator, GeneratorSpec
 from genmem.presets import paper_config
 from genmem.sampler import Sampler
-from genmem.solver import SOLVER_MODES, check_mode
+from genmem.solver import SOLVER_MODES, check_mode, records_real_image_figures
 from genmem.store import MemoryStore, VersionWriter
 
 try:
@@ -121,8 +121,8 @@ class Memory:
 
             manifest = self._next_manifest(writer.next_version(), parent, spec, history, new_classes, report,
                                            task_data, config, device, generator, held_out)
-            # Under DP nothing computed from the real images may be stored: no diversity relative to them.
-            real = images if config.dp_epsilon is None else images[:0]
+            # Without the real solver (and so under DP) nothing computed from the real images may be stored.
+            real = images if records_real_image_figures(config.solver) else images[:0]
             manifest["tasks"][-1]["quality"] = learned_quality(generator, len(history["tasks"]), report.solver,
                                                                real, class_index[:len(real)], labels,
                                                                len(history["classes"]), config.seed)

@@ -40,8 +40,6 @@ ACCOUNTANT = "rdp"
 # The Renyi orders the accountant optimises over: a coarser grid than Opacus's default 150 (whose fractional
 # orders make each search take seconds), costing a few percent of epsilon at most; recorded in the manifest.
 ORDERS = (1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 16.0, 20.0, 24.0, 32.0, 48.0, 64.0, 128.0)
-# Losses computed on real images without noise: a DP version must not record them.
-PRIVATE_LOSSES = ("critic", "wasserstein")
 
 
 def check_private_config(config: TrainingConfig) -> None:

@@ -33,6 +33,17 @@ SOLVER_MODES = {
 }
 
 
+# Figures of training computed on the task's real images (the last batch's critic loss and Wasserstein estimate).
+REAL_IMAGE_LOSSES = ("critic", "wasserstein")
+
+
+def records_real_image_figures(mode: str) -> bool:
+    """Whether a version may store figures computed from the task's real images (REAL_IMAGE_LOSSES, the
+    diversity ratio of genmem.learned_quality): only with the `real` solver, which has seen those images
+    anyway; `replay` and `none` (and so DP mode) promise that nothing stored has, except through the generator."""
+    return mode == "real"
+
+
 def check_mode(mode: str) -> str:
     if mode not in SOLVER_MODES:
         raise InvalidSetting(f"unknown solver mode {mode!r}: choose one of {', '.join(SOLVER_MODES)}")

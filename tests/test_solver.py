@@ -63,6 +63,9 @@ def test_a_replay_solver_reads_no_real_image(tmp_path, poisoned_solver_phase):
     learn(None, "replay", classes=("2",), memory=memory, seed=1)  # with replay of earlier classes too
     manifest, files = memory.store.read()
     assert manifest["solver"]["mode"] == "replay" and manifest["solver"]["classes"] == [0, 1, 2]
+    for task in manifest["tasks"]:  # no figure computed from real images is stored either
+        assert set(task["final_losses"]) == {"generator", "sparsity"}
+        assert all(q["diversity"] is None and q["recognised"] is not None for q in task["quality"].values())
     solver = decode_solver(manifest, files)
     assert all(torch.isfinite(p).all() for p in solver.state_dict().values())
     with pytest.raises(RealImageRead):  # the poison works: the real-image solver trips it
