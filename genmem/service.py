@@ -241,9 +241,13 @@ class ReplayService:
     def _load(self, name: str, signature: tuple | None = None) -> Sampler:
         """A version's sampler; a version that fails to load is recorded as damaged, logged, and CorruptMemory."""
         try:
-            if self.signature is not None:
-                self.signature.verify(self.memory.store, name)
-            sampler = self.memory.sampler(name, self.device, self.precision)
+            signed = self.signature.verify(self.memory.store, name) if self.signature is not None else None
+            generator, manifest = self.memory.load(name)
+            if signed is not None and manifest != signed:
+                raise CorruptMemory(f"the manifest of version {name} changed between its signature check and its "
+                                    f"load; check who writes to the memory")
+            sampler = Sampler(generator, ClassTable.from_manifest(manifest), manifest["version"], self.device,
+                              self.precision)
         except Exception as exc:  # whatever a damaged version raises, the service must stay up
             reason = self.public(f"version {name} could not be loaded: {exc}")
             self.damaged[name] = Damage(reason, signature)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import os
 from pathlib import Path
 
@@ -90,7 +91,9 @@ class SignatureCheck:
     def __init__(self, public_key_path: str | os.PathLike):
         self.key = _load_key(public_key_path, private=False)
 
-    def verify(self, store: MemoryStore, version: str) -> None:
+    def verify(self, store: MemoryStore, version: str) -> dict:
+        """The version's manifest as signed, parsed from the very bytes that verified (so that a loader can
+        check it loads that manifest and not one swapped in after the check)."""
         from cryptography.exceptions import InvalidSignature
 
         path = signature_path(store, version)
@@ -102,7 +105,9 @@ class SignatureCheck:
         except (OSError, binascii.Error) as exc:
             raise CorruptMemory(f"the signature of version {version} cannot be read ({exc})") from None
         try:
-            self.key.verify(signature, (store.versions_dir / version / MANIFEST).read_bytes())
+            manifest = (store.versions_dir / version / MANIFEST).read_bytes()
+            self.key.verify(signature, manifest)
         except (InvalidSignature, OSError):
             raise CorruptMemory(f"version {version} fails its signature check (its manifest was changed, or it "
                                 f"was signed with another key)") from None
+        return json.loads(manifest)

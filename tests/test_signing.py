@@ -54,6 +54,23 @@ def test_a_server_requiring_signatures_serves_the_newest_signed_version(signed):
         assert client.get("/v2/models/m").json()["versions"] == ["v0001", "v0002"]
 
 
+def test_a_manifest_swapped_after_the_signature_check_is_not_served(signed, monkeypatch):
+    memory, _, public = signed
+    service = ReplayService(memory.path, signature=SignatureCheck(public))
+    assert service.version == "v0002"
+    real_load = Memory.load
+
+    def swapped(self, version=None):  # what a writer replacing the manifest right after the check would give
+        generator, manifest = real_load(self, version)
+        return generator, manifest | {"classes": [dict(c, name="forged") for c in manifest["classes"]]}
+
+    monkeypatch.setattr(Memory, "load", swapped)
+    with pytest.raises(CorruptMemory, match="changed between its signature check and its load"):
+        service._load("v0002")
+    monkeypatch.setattr(Memory, "load", real_load)
+    assert service._load("v0002").version == "v0002"
+
+
 def test_keys_and_signing_from_the_command_line(two_versions, tmp_path):
     memory = shutil.copytree(two_versions, tmp_path / "m")
     made = CliRunner().invoke(main, ["keygen", str(tmp_path / "key")])
