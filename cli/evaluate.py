@@ -22,12 +22,15 @@ from genmem.cli.common import DEVICE_HELP, friendly_errors
                    "and test it: how much the memory is worth to a downstream classifier.")
 @click.option("--epochs", type=click.FloatRange(0, min_open=True), default=3.0, show_default=True,
               help="Epochs of the replay classifier, counted in 1000 generated images per class.")
+@click.option("--min-confidence", type=click.FloatRange(0, 1, max_open=True), metavar="P",
+              help="Train the replay classifier only on generated images that the version's own solver puts in "
+                   "their class with probability at least P (twice as many are drawn; genmem.filtering).")
 @click.option("--plots", type=click.Path(file_okay=False, path_type=Path),
               help="Folder to write confusion-matrix PNGs into.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
 @friendly_errors
-def evaluate(memory, source, data_dir, version, replay_classifier, epochs, plots, as_json, device):
+def evaluate(memory, source, data_dir, version, replay_classifier, epochs, min_confidence, plots, as_json, device):
     """Test MEMORY's stored task solvers on real test images: A_t, per-class accuracy, forgetting.
 
     Every version stores the solver trained with it (the critic's class head,
@@ -49,6 +52,8 @@ def evaluate(memory, source, data_dir, version, replay_classifier, epochs, plots
     from genmem.memory import Memory
     from genmem.plots import confusion_plot
 
+    if min_confidence is not None and not replay_classifier:
+        raise click.UsageError("--min-confidence filters the replay classifier's images; add --replay-classifier")
     target = resolve_device(device)
     mem = Memory(memory)
     versions = [mem.store.resolve(version)] if version else mem.versions()
@@ -71,7 +76,9 @@ def evaluate(memory, source, data_dir, version, replay_classifier, epochs, plots
     if replay_classifier:
         config = ClassifierConfig(epochs=epochs)
         report["replay_classifier"] = replay_classifier_score(mem, test, versions[-1], config, device=target,
-                                                              progress=not as_json).to_dict()
+                                                              progress=not as_json,
+                                                              min_confidence=min_confidence).to_dict()
+        report["replay_classifier"]["min_confidence"] = min_confidence
     if plots:
         plots.mkdir(parents=True, exist_ok=True)
         labels = sorted(names)
@@ -95,5 +102,7 @@ def _render(report: dict, names: dict[int, str]) -> str:
         lost = report["forgetting"].get(label)
         lines.append(f"{names[int(label)][:12]:<12} {accuracy:8.2f}  {'' if lost is None else f'{lost:10.2f}'}")
     if "replay_classifier" in report:
-        lines += ["", f"classifier trained on replay alone: A = {report['replay_classifier']['average']:.2f}"]
+        threshold = report["replay_classifier"]["min_confidence"]
+        only = "" if threshold is None else f" (images its solver recognised with p >= {threshold:g})"
+        lines += ["", f"classifier trained on replay alone{only}: A = {report['replay_classifier']['average']:.2f}"]
     return "\n".join(lines)

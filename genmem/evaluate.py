@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from genmem.artifact import decode_solver, has_solver
+from genmem.filtering import ConfidentReplay
 from genmem.classifier import ClassifierConfig, predict, relabelled, train_classifier
 from genmem.data import ImageSet, fit_images
 from genmem.errors import DataError, GenmemError
@@ -109,14 +110,18 @@ def solver_score(memory: Memory, test: ImageSet, version: str | None = None, dev
 
 def replay_classifier_score(memory: Memory, test: ImageSet, version: str | None = None,
                             config: ClassifierConfig | None = None, images_per_class: int = 1000,
-                            device: str | torch.device = "cpu", progress: bool = False) -> Score:
+                            device: str | torch.device = "cpu", progress: bool = False,
+                            min_confidence: float | None = None) -> Score:
     """Train a fresh classifier on replay alone (all classes of the version) and test it on real images.
 
     It sees config.epochs x images_per_class generated images of every class,
-    drawn fresh in every batch from a ReplayStream.
+    drawn fresh in every batch from a ReplayStream; with min_confidence, only
+    images the version's solver recognises with that probability
+    (genmem.filtering).
     """
     config = config or ClassifierConfig()
-    sampler = memory.sampler(version, device)
+    sampler = memory.sampler(version, device) if min_confidence is None else \
+        ConfidentReplay.from_memory(memory, version, min_confidence, device)
     labels = [c.label for c in sampler.classes]
     outputs = {label: i for i, label in enumerate(labels)}
     steps = math.ceil(config.epochs * images_per_class * len(labels) / config.batch_size)

@@ -67,6 +67,21 @@ def test_replay_classifier_learns_from_the_memory_alone(memory):
     assert sum(map(sum, score.confusion)) == 40
 
 
+def test_a_filtered_replay_classifier_draws_only_through_the_versions_solver(memory, monkeypatch):
+    from genmem import evaluate
+    from genmem.filtering import ConfidentReplay
+
+    made, original = [], ConfidentReplay.from_memory.__func__
+    monkeypatch.setattr(evaluate.ConfidentReplay, "from_memory",
+                        classmethod(lambda cls, *args: made.append(original(cls, *args)) or made[-1]))
+    score = replay_classifier_score(memory, tiny_set(per_class=10), config=ClassifierConfig(epochs=1),
+                                    images_per_class=64, min_confidence=0.6)
+    (replay,) = made
+    assert replay.version == memory.versions()[-1] and replay.min_confidence == 0.6
+    assert sorted(replay.kept) == [0, 1, 2, 3] and all(scored >= 2 * 64 for _, scored in replay.kept.values())
+    assert sorted(score.per_class) == [0, 1, 2, 3]
+
+
 def test_evaluate_command_reports_a_t_forgetting_and_plots(memory, tmp_path):
     import json
 
