@@ -11,6 +11,7 @@ import click
 from genmem.benchmarks.methods import DEFAULT_METHODS, METHODS
 from genmem.cli.common import friendly_errors, run_options, split_classes
 from genmem.errors import DataError
+from genmem.solver import SOLVER_MODES
 
 
 @click.command()
@@ -34,6 +35,9 @@ from genmem.errors import DataError
 @click.option("--width", "base_width", type=click.IntRange(1),
               help="Base width of DGM's initial generator (default: the recipe's, 6 for MNIST DGMw, 20 for "
                    "DGMa and CIFAR-10); DGMa's growth per task scales with it.")
+@click.option("--solver", "solver_mode", type=click.Choice(list(SOLVER_MODES)), default="real", show_default=True,
+              help="What DGM's versions store as their solver: real (trained on the task's real images), replay "
+                   "(on generated images only: nothing stored saw a real image) or none (then drop dgm-solver).")
 @click.option("--tasks", type=click.IntRange(1), help="Stop after this many tasks (default: one per class, 10).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="New folder for the run: memory/, samples/, state/, results.json, accuracy.png, growth.png, "
@@ -48,7 +52,7 @@ from genmem.errors import DataError
 @click.pass_context
 @friendly_errors
 def protocol(ctx, source, test_data, data_dir, variant, methods, profile, images_per_class, gan_epochs, base_width,
-             tasks, out, resume, combine, seed, device, record, quiet):
+             solver_mode, tasks, out, resume, combine, seed, device, record, quiet):
     """Run the paper's protocol: one class per task, A_t after every task, against baselines and bounds.
 
     After every task each method's classifier is tested on the real test
@@ -89,15 +93,15 @@ def protocol(ctx, source, test_data, data_dir, variant, methods, profile, images
         raise click.UsageError("give --out NEW_FOLDER for a new run, or --resume OUT to continue one")
     if resume is not None:
         fixed = [name for name in ("source", "test_data", "variant", "methods", "profile", "images_per_class",
-                                   "gan_epochs", "base_width", "tasks", "seed")
+                                   "gan_epochs", "base_width", "solver_mode", "tasks", "seed")
                  if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
         if fixed:
             raise click.UsageError(f"--resume continues a run with the options it was started with; drop "
-                                   f"{', '.join('--' + name.replace('_', '-') for name in fixed)}")
+                                   f"{', '.join(p.opts[0] for p in ctx.command.params if p.name in fixed)}")
         saved = saved_run(resume)
         source, test_data = saved["data"]["source"], saved["data"]["test_source"]
         variant, seed, methods = saved["variant"], saved["seed"], ",".join(saved["methods"])
-        base_width = saved.get("base_width")
+        base_width, solver_mode = saved.get("base_width"), saved["gan_config"].get("solver", "real")
         budget, tasks, out = Profile(**saved["profile"]), len(saved["classes"]), resume
     else:
         budget = PROFILES[profile].with_budget(images_per_class, gan_epochs)
@@ -112,7 +116,7 @@ def protocol(ctx, source, test_data, data_dir, variant, methods, profile, images
     watch = CpuWatch()
     results = run_protocol(train, test, recipe, variant, budget, out, device=target, seed=seed, num_tasks=tasks,
                            progress=not quiet, methods=split_classes(methods), data=describe_data(source, test_data),
-                           resume=resume is not None, base_width=base_width)
+                           resume=resume is not None, base_width=base_width, solver=solver_mode)
     report(results, out, budget.name, where, watch.others_share(), record)
 
 

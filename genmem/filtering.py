@@ -30,7 +30,8 @@ OVERSAMPLE = 2  # candidates drawn per image asked for
 class ConfidentReplay:
     """A replay source (`genmem.replay.ReplaySource`) whose images the solver recognises as their class.
 
-    source: a `Sampler` or `ReplayClient` (anything with `image_shape` too). solver_classes: the labels of the solver's outputs, in order (the manifest's solver classes).
+    source: a `Sampler` or `ReplayClient` (anything with `image_shape` too). solver_classes: the labels of
+    the solver's outputs, in order (the manifest's solver classes).
     """
 
     def __init__(self, source: ReplaySource, solver: Classifier, solver_classes: list[int], min_confidence: float,

@@ -73,3 +73,16 @@ def test_a_chosen_base_width_shapes_dgms_generator_and_a_resume_keeps_it(tmp_pat
     with pytest.raises(GenmemError, match="started with other base_width"):
         run(tmp_path / "narrow", num_tasks=1, resume=True)
     assert run(tmp_path / "narrow", num_tasks=1, base_width=3, resume=True)["growth"] == results["growth"]
+
+
+def test_a_run_with_a_replay_solver_stores_it_and_a_resume_keeps_it(tmp_path):
+    out = tmp_path / "replay"
+    run_protocol(tiny_set(labels=LABELS), tiny_set(labels=LABELS, per_class=8), "mnist", "dgmw", PROFILES["smoke"],
+                 out, progress=False, methods=("dgm-solver", "dgm-replay"), seed=5, num_tasks=1, solver="replay")
+    assert Memory(out / "memory").manifest()["solver"]["mode"] == "replay"
+    with pytest.raises(GenmemError, match="started with other solver"):
+        run_protocol(tiny_set(labels=LABELS), tiny_set(labels=LABELS, per_class=8), "mnist", "dgmw",
+                     PROFILES["smoke"], out, progress=False, methods=("dgm-solver", "dgm-replay"), seed=5, num_tasks=1,
+                     resume=True)
+    with pytest.raises(GenmemError, match="drop dgm-solver"):
+        run(tmp_path / "none", solver="none")

@@ -37,10 +37,10 @@ critic and fresh Adam states every task, the recipe's learning rate, betas,
 penalty weight and epochs, the lazy penalty (`gp_every`) and sampling from
 the moving average of the generator's weights (`average_decay`, genmem.ema;
 here every weight may change, so all are averaged), with the BatchNorm
-statistics re-estimated for the averaged weights as DGM re-estimates its own. Same budget: the same batches of the task's real
-images for the same epochs; with replay, each step adds as many replayed
-images of the earlier classes (so a step holds twice DGM's batch, the
-price of rehearsal).
+statistics re-estimated for the averaged weights as DGM re-estimates its own.
+Same budget: the same batches of the task's real images for the same epochs;
+with replay, each step adds as many replayed images of the earlier classes (so
+a step holds twice DGM's batch, the price of rehearsal).
 """
 
 from __future__ import annotations

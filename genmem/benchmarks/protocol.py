@@ -47,6 +47,7 @@ from genmem.memory import Memory
 from genmem.nets import Classifier
 from genmem.presets import base_width_for, paper_config
 from genmem.replay import ReplayStream
+from genmem.solver import SOLVER_MODES, check_mode
 
 IMAGE_SIZE = 32
 RESULTS_FILE = "results.json"
@@ -145,20 +146,24 @@ def saved_run(out_dir: Path) -> dict:
 def run_protocol(train: ImageSet, test: ImageSet, recipe: str, variant: str, profile: Profile, out_dir: Path, *,
                  device: str | torch.device = "cpu", seed: int = 0, num_tasks: int | None = None,
                  progress: bool = True, methods=DEFAULT_METHODS, data: dict | None = None,
-                 resume: bool = False, base_width: int | None = None) -> dict:
+                 resume: bool = False, base_width: int | None = None, solver: str = "real") -> dict:
     """Learn one class per task, test every chosen method after every task; write results after each.
 
     A new run needs a new out_dir. resume=True continues the run in out_dir,
     which must have been started with the same arguments, from its last
     finished task. data: `describe_data` of the sources (default: the
     training set's source name, compared with nothing). base_width: DGM's
-    initial generator base width (None: the recipe's).
+    initial generator base width (None: the recipe's). solver: what DGM's
+    versions store as their solver (genmem.solver: real, replay or none; with
+    none the dgm-solver method cannot be run).
     """
     out_dir = Path(out_dir)
     methods = chosen_methods(methods)
     classes = sorted(train.class_names)[:num_tasks]
     data_info = data or describe_data(train.source)
-    saved = _check_resume(out_dir, recipe, variant, profile, seed, methods, train, classes, base_width) \
+    if check_mode(solver) == "none" and "dgm-solver" in methods:
+        raise GenmemError("with --solver none the memory stores no solver to test; drop dgm-solver from --methods")
+    saved = _check_resume(out_dir, recipe, variant, profile, seed, methods, train, classes, base_width, solver) \
         if resume else None
     if not resume and ((out_dir / "memory").exists() or (out_dir / RESULTS_FILE).exists()):
         raise GenmemError(f"{out_dir} already holds a protocol run; choose a new --out folder, or continue it "
@@ -173,7 +178,7 @@ def run_protocol(train: ImageSet, test: ImageSet, recipe: str, variant: str, pro
     baselines = [m for m in methods if m in BASELINES]
     memory = Memory(out_dir / "memory") if dgm else None
     gan = paper_config(recipe, variant, epochs=profile.gan_epochs, solver_replay=profile.solver_replay,
-                       solver_steps=profile.solver_steps, gan_images_per_class=profile.images_per_class)
+                       solver_steps=profile.solver_steps, gan_images_per_class=profile.images_per_class, solver=solver)
     cls_config = ClassifierConfig(epochs=profile.classifier_epochs)
     if saved is not None and len(saved["per_class"][methods[0]]) == len(classes):
         return saved  # finished already
@@ -267,7 +272,8 @@ def run_protocol(train: ImageSet, test: ImageSet, recipe: str, variant: str, pro
                 save_file(fisher, str(state / f"{name}-fisher.safetensors"))
         results = {
             "recipe": recipe, "variant": variant, "profile": asdict(profile), "seed": seed, "methods": list(methods),
-            "base_width": base_width, "data": data_info, "classes": [{"label": c, "name": data.class_names[c]} for c in classes],
+            "base_width": base_width, "data": data_info,
+            "classes": [{"label": c, "name": data.class_names[c]} for c in classes],
             "gan_config": gan.to_dict() | {"seed": seed}, "classifier_config": cls_config.to_dict() | {"seed": seed},
             "accuracy": {m: [average_accuracy(step) for step in history[m]] for m in methods},
             "per_class": {m: [{str(k): v for k, v in step.items()} for step in history[m]] for m in methods},
@@ -312,12 +318,14 @@ def replay_classifier(source, real_images: torch.Tensor, seen: list[int], steps:
 
 
 def _check_resume(out_dir: Path, recipe: str, variant: str, profile: Profile, seed: int, methods: tuple[str, ...],
-                  train: ImageSet, classes: list[int], base_width: int | None) -> dict:
+                  train: ImageSet, classes: list[int], base_width: int | None, solver: str) -> dict:
     """The saved results of the run to continue, after checking that it was started with these arguments."""
     saved = saved_run(out_dir)
     now = {"recipe": recipe, "variant": variant, "profile": asdict(profile), "seed": seed, "methods": list(methods),
-           "classes": [{"label": c, "name": train.class_names[c]} for c in classes], "base_width": base_width}
-    differs = [key for key, value in now.items() if saved.get(key) != value]
+           "classes": [{"label": c, "name": train.class_names[c]} for c in classes], "base_width": base_width,
+           "solver": solver}
+    saved_solver = saved.get("gan_config", {}).get("solver", "real")  # runs from before the option stored none
+    differs = [key for key, value in now.items() if (saved_solver if key == "solver" else saved.get(key)) != value]
     if differs:
         raise GenmemError(f"{out_dir} was started with other {', '.join(differs)}; resume it with the arguments "
                           f"it was started with")
