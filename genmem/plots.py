@@ -16,18 +16,22 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from genmem.benchmarks.protocol import dgm_variant, run_title  # noqa: E402
 
 FIXED_REPLAY_GAN = 500_000  # parameters of MeRGAN's fixed-size 32x32 generator, the paper's comparison
-LABELS = {"dgm-solver": "DGM solver (AC-GAN head)", "dgm-replay": "classifier + DGM replay",
+LABELS = {"dgm-solver": "DGM stored solver", "dgm-replay": "classifier + DGM replay",
           "dgr": "classifier + DGR replay", "mergan": "classifier + MeRGAN replay",
           "ewc": "classifier + EWC-M replay",
           "joint": "joint training (upper bound)", "finetune": "fine-tuning, no replay (lower bound)"}
 
 
 def method_label(method: str, results: dict) -> str:
-    """A method's legend entry; DGM's name its variant where runs of both are combined (dgma-replay)."""
+    """A method's legend entry; DGM's name its variant where runs of both are combined (dgma-replay), and the
+    stored solver says how it was trained unless it is the default `real` one."""
     variant = dgm_variant(method, results)
     if variant is None or method in LABELS:
-        return LABELS.get(method, method)
-    return LABELS[f"dgm-{method.partition('-')[2]}"].replace("DGM", variant[:3].upper() + variant[3:])
+        label = LABELS.get(method, method)
+    else:
+        label = LABELS[f"dgm-{method.partition('-')[2]}"].replace("DGM", variant[:3].upper() + variant[3:])
+    mode = results.get("gan_config", {}).get("solver", "real")
+    return f"{label}, trained on replay" if variant and method.endswith("-solver") and mode == "replay" else label
 
 
 def _png(figure) -> bytes:

@@ -107,3 +107,15 @@ def test_runs_of_both_variants_combine_into_one_table_and_plot(tmp_path):
     refused = CliRunner().invoke(main, ["bench", "protocol", "--combine", str(tmp_path / "dgmw"), "--combine",
                                         str(tmp_path / "dgma"), "--out", str(tmp_path / "both")])
     assert refused.exit_code != 0 and "runs with other seed cannot share a table" in refused.output
+
+
+def test_the_stored_solvers_legend_says_when_it_was_trained_on_replay():
+    from genmem.plots import method_label
+
+    run = {"variant": "dgmw", "gan_config": {"solver": "real"}}
+    assert method_label("dgm-solver", run) == "DGM stored solver"
+    replay = run | {"gan_config": {"solver": "replay"}}
+    assert method_label("dgm-solver", replay) == "DGM stored solver, trained on replay"
+    assert method_label("dgma-solver", replay) == "DGMa stored solver, trained on replay"
+    assert method_label("dgm-replay", replay) == "classifier + DGM replay"
+    assert method_label("joint", replay) == "joint training (upper bound)"
