@@ -144,8 +144,8 @@ def test_a_damaged_newest_version_at_start_falls_back_to_the_newest_intact_one(t
     assert str(memory.path) not in service.describe(), "reasons call the memory by its name"
 
     loads = []
-    real = service.memory.sampler
-    service.memory.sampler = lambda *args: loads.append(args) or real(*args)
+    real = service.memory.load
+    service.memory.load = lambda *args: loads.append(args) or real(*args)
     assert service.refresh() == "v0001" and loads == [], "an unchanged damaged version is not read again"
     masks.write_bytes(original)  # repaired: its files changed, so it is tried again
     assert service.refresh() == "v0002" and len(loads) == 1 and service.damaged == {}
