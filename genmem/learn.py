@@ -107,6 +107,19 @@ def gradient_penalty(critic: Discriminator, real: torch.Tensor, fake: torch.Tens
     return ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
 
 
+def critic_loss(critic: Discriminator, real: torch.Tensor, fake: torch.Tensor, step: int, config: TrainingConfig,
+                rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The critic's WGAN-GP loss, the penalty lazily every gp_every steps (weighted by gp_every), with the
+    Wasserstein estimate and the class logits of the real batch."""
+    score_real, logits_real = critic(real)
+    score_fake, _ = critic(fake)
+    wasserstein = score_real.mean() - score_fake.mean()
+    loss = -wasserstein
+    if step % config.gp_every == 0:
+        loss = loss + config.gp_every * config.gp_weight * gradient_penalty(critic, real, fake, rng)
+    return loss, wasserstein, logits_real
+
+
 @torch.no_grad()
 def recalibrate_norms(generator: Generator, task: int, rng: torch.Generator, batches: int, batch_size: int) -> None:
     """Re-estimate the task's BatchNorm statistics with its binary masks (training saw soft ones)."""
@@ -208,12 +221,7 @@ def learn_task(generator: Generator, images: torch.Tensor, class_index: torch.Te
                 wasserstein = private.step(real, cls + earlier, fake, *old)
                 loss_d = -wasserstein
             else:
-                score_real, logits_real = critic(real)
-                score_fake, _ = critic(fake)
-                wasserstein = score_real.mean() - score_fake.mean()
-                loss_d = -wasserstein
-                if step % config.gp_every == 0:
-                    loss_d = loss_d + config.gp_every * config.gp_weight * gradient_penalty(critic, real, fake, rng)
+                loss_d, wasserstein, logits_real = critic_loss(critic, real, fake, step, config, rng)
                 if classify:
                     logits, targets = logits_real, cls + earlier
                     if replay is not None:

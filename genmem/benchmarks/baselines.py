@@ -57,7 +57,7 @@ from tqdm.auto import tqdm
 
 from genmem.artifact import ClassInfo, ClassTable
 from genmem.ema import ParameterAverage
-from genmem.learn import TrainingConfig, balanced_cross_entropy, gradient_penalty, to_unit_range
+from genmem.learn import TrainingConfig, balanced_cross_entropy, critic_loss, to_unit_range
 from genmem.nets import KERNEL, Discriminator, SharedDeconv, condition, dcgan_init_, default_widths
 from genmem.sampler import class_seed, to_uint8
 
@@ -203,12 +203,7 @@ def learn_baseline_task(generator: PlainGenerator, images: torch.Tensor, task: i
             noise = torch.randn(len(real), generator.noise_dim, generator=rng, device=device)
             with torch.no_grad():
                 fake = generator(noise, cls)
-            score_real, logits_real = critic(real)
-            score_fake, _ = critic(fake)
-            wasserstein = score_real.mean() - score_fake.mean()
-            loss_d = -wasserstein
-            if step % config.gp_every == 0:
-                loss_d = loss_d + config.gp_every * config.gp_weight * gradient_penalty(critic, real, fake, rng)
+            loss_d, wasserstein, logits_real = critic_loss(critic, real, fake, step, config, rng)
             if task > 0:
                 loss_d = loss_d + balanced_cross_entropy(logits_real, cls)
             opt_d.zero_grad(set_to_none=True)
