@@ -25,15 +25,26 @@ from genmem.cli.common import DEVICE_HELP, friendly_errors
 @click.option("--epochs", type=click.IntRange(1), default=40, show_default=True, help="GAN epochs per task.")
 @click.option("--record", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the table as the '## Privacy and utility' section of this file (BENCHMARKS.md).")
+@click.option("--combine", type=click.Path(file_okay=False, path_type=Path), multiple=True, metavar="RUN",
+              help="Learn nothing: one table and plot in --out from finished runs of the same budget that learned "
+                   "other epsilons (say one per process or machine); repeat for each run.")
 @click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
 @friendly_errors
-def privacy(source, data_dir, out_dir, epsilons, delta, num_tasks, images_per_class, epochs, record, device):
+def privacy(source, data_dir, out_dir, epsilons, delta, num_tasks, images_per_class, epochs, record, combine,
+            device):
     """Learn one memory per epsilon, and report replay utility beside the membership audit's AUC.
 
     \b
     Example (the quick budget; hours on 2 CPU cores):
       genmem bench privacy --data mnist --data-dir ~/data --out runs/privacy --record BENCHMARKS.md
+
+    \b
+    The same in pieces, one epsilon per process, then one table:
+      genmem bench privacy --epsilons 10 --out runs/eps10 ...
+      genmem bench privacy --combine runs/eps10 --combine runs/no-dp --out runs/privacy
     """
+    if combine:
+        return combined_privacy(combine, out_dir, record)
     from genmem.benchmarks.privacy import privacy_table, run_privacy
     from genmem.benchmarks.record import CpuWatch, machine, provenance, record_section
     from genmem.data import load_source
@@ -63,4 +74,31 @@ def privacy(source, data_dir, out_dir, epsilons, delta, num_tasks, images_per_cl
     if record is not None:
         record_section(record, "Privacy and utility", f"{where}\n- budget: {budget}\n\n{table}\n\n"
                                                       f"Plot: `{out_dir / 'privacy-utility.png'}`.")
+        click.echo(f"recorded in {record}")
+
+
+def combined_privacy(runs: tuple[Path, ...], out_dir: Path, record: Path | None) -> None:
+    """One table and privacy-utility plot from several finished privacy runs."""
+    import json
+    import sys
+
+    from genmem.benchmarks.privacy import combine_privacy, privacy_table, save_privacy
+    from genmem.benchmarks.record import provenance, record_section
+
+    found = []
+    for run in runs:
+        path = run / "results.json"
+        if not path.is_file():
+            raise click.ClickException(f"{run} holds no privacy run (no results.json); give folders that "
+                                       f"`genmem bench privacy --out` wrote")
+        found.append(json.loads(path.read_text()))
+    results = combine_privacy(found)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_privacy(results, out_dir)
+    table = privacy_table(results)
+    click.echo(table)
+    if record is not None:
+        where = provenance(["the runs' own (see their logs)"], "genmem " + shlex.join(sys.argv[1:]))
+        record_section(record, "Privacy and utility", f"{where}\n- runs: {', '.join(f'`{r}`' for r in runs)}\n\n"
+                                                      f"{table}\n\nPlot: `{out_dir / 'privacy-utility.png'}`.")
         click.echo(f"recorded in {record}")

@@ -10,30 +10,33 @@ from genmem.nets import Generator
 from tiny import TINY_NOISE, tiny_config, tiny_set, tiny_spec
 
 
-def learn(generator, data, labels, variant, seed=0, **config):
+def learn(generator, data, labels, variant, seed=0, device="cpu", **config):
     keep = torch.isin(data.labels, torch.tensor(labels))
     index = torch.tensor([labels.index(int(label)) for label in data.labels[keep]])
     return learn_task(generator, data.images[keep], index, len(labels), tiny_config(variant, seed=seed, **config),
-                      progress=False)
+                      device=device, progress=False)
 
 
 AVERAGE = pytest.mark.parametrize("average", [None, 0.9], ids=["last-weights", "averaged"])  # genmem.ema
+DEVICES = pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA GPU here: the invariant on the GPU is checked where one is"))])
 
 
+@DEVICES
 @AVERAGE
 @pytest.mark.parametrize("variant", ["dgmw", "dgma"])
-def test_old_task_output_is_bit_identical_after_later_tasks(variant, average):
+def test_old_task_output_is_bit_identical_after_later_tasks(variant, average, device):
     data = tiny_set(labels=(0, 1, 2, 3))
     generator = Generator(tiny_spec(variant))
-    learn(generator, data, [0, 1], variant, average_decay=average)  # task 0 holds two classes
-    noise = torch.randn(50, TINY_NOISE, generator=torch.Generator().manual_seed(5))
-    classes = torch.arange(50) % 2
+    learn(generator, data, [0, 1], variant, average_decay=average, device=device)  # task 0 holds two classes
+    noise = torch.randn(50, TINY_NOISE, generator=torch.Generator().manual_seed(5)).to(device)
+    classes = (torch.arange(50) % 2).to(device)
     with torch.no_grad():
         before = generator(noise, 0, classes)
     weights_after_task0 = [layer.weight.detach().clone() for layer in generator.layers]
 
-    learn(generator, data, [2], variant, seed=1, average_decay=average)
-    learn(generator, data, [3], variant, seed=2, average_decay=average)
+    learn(generator, data, [2], variant, seed=1, average_decay=average, device=device)
+    learn(generator, data, [3], variant, seed=2, average_decay=average, device=device)
 
     with torch.no_grad():
         after = generator(noise, 0, classes)

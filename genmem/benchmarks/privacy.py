@@ -23,6 +23,7 @@ import torch
 from genmem.audit import HOLDOUT, audit
 from genmem.classifier import ClassifierConfig, output_targets, predict, shuffled_batches, train_classifier
 from genmem.data import ImageSet, fit_images
+from genmem.errors import GenmemError
 from genmem.evaluate import replay_classifier_score
 from genmem.memory import Memory
 from genmem.plots import _png
@@ -80,11 +81,34 @@ def run_privacy(train: ImageSet, test: ImageSet, out_dir: Path, epsilons: list[f
                      "copy_rate": record["copy_rate"]["rate"], "solver": record["solver"]})
         if progress:
             print(json.dumps({k: v for k, v in rows[-1].items() if k != "attacks"}), flush=True)
-    results = {"classes": classes, "images_per_class": images_per_class, "epochs": epochs, "holdout": holdout,
-               "delta": delta, "rows": rows}
+        results = {"classes": classes, "images_per_class": images_per_class, "epochs": epochs, "holdout": holdout,
+                   "delta": delta, "rows": rows}
+        save_privacy(results, out_dir)  # after every setting: a run stopped part way keeps what it finished
+    return results
+
+
+def save_privacy(results: dict, out_dir: Path) -> None:
+    """results.json and privacy-utility.png in out_dir."""
     (out_dir / "results.json").write_text(json.dumps(results, indent=2))
     (out_dir / "privacy-utility.png").write_bytes(privacy_utility_plot(results))
-    return results
+
+
+def combine_privacy(runs: list[dict]) -> dict:
+    """One table from runs of the same budget that learned other settings (say one epsilon per GPU process)."""
+    budget = ("classes", "images_per_class", "epochs", "holdout", "delta")
+    first = runs[0]
+    for run in runs[1:]:
+        differs = [key for key in budget if run.get(key) != first.get(key)]
+        if differs:
+            raise GenmemError(f"privacy runs with other {', '.join(differs)} cannot share a table; combine runs "
+                              f"of one budget")
+    rows = [row for run in runs for row in run["rows"]]
+    settings = [row["setting"] for row in rows]
+    twice = sorted({setting for setting in settings if settings.count(setting) > 1})
+    if twice:
+        raise GenmemError(f"two runs hold the same setting ({', '.join(twice)}); combine runs of different settings")
+    rows.sort(key=lambda row: math.inf if row["epsilon"] is None else row["epsilon"])
+    return {**{key: first[key] for key in budget}, "rows": rows}
 
 
 def privacy_table(results: dict) -> str:

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# The long benchmarks, side by side on one lent GPU, each stopped at a time limit.
+#
+# A lent GPU comes for minutes, not hours, so everything that wants one runs at once, each in its own process
+# (the networks are small: one process leaves most of an H100 idle):
+#   the paper profile of MNIST DGMw, MNIST DGMa and CIFAR-10 DGMw (continued with --resume where RUNS already
+#   holds a run, so a series of sessions finishes them); the quick profile of DGM beside every baseline; the
+#   CIFAR-10 on two budgets that 2 CPU cores could run in 90 minutes (the GPU says which one is worth timing
+#   there); the privacy benchmark, one epsilon per process (merge with `genmem bench privacy --combine`); the test suite.
+# Then the sampling benchmark on the GPU, alone. Finished tasks survive the time limit (results are written
+# after every task); each run folder is packed into PACK for the trip back.
+#
+# Usage: benchmarks/gpu_session.sh DATA_DIR RUNS PACK SECONDS
+#   SMOKE=1 swaps every budget for seconds-long ones, to try this script on any machine.
+#
+# On this workplace's lent GPU (whose Python has torch but not genmem's serving stack): copy MNIST's .gz files
+# and the CIFAR-10 JPEG tarball into gpu/data (ignored by git), put wheels of genmem itself
+# (`pip wheel --no-deps .`), fastapi, starlette, uvicorn, h11, pydantic, pydantic-core, annotated-types,
+# annotated-doc, typing-inspection, typing-extensions, opentelemetry-api, opacus and opt-einsum into .whl, carry
+# both, and run
+#   pip install --no-index --no-deps --target /tmp/site .whl/*.whl && PYTHONPATH=/tmp/site PATH=/tmp/site/bin:$PATH \
+#     bash benchmarks/gpu_session.sh gpu/data gpu/runs $OUT 410
+# Unpack a previous session's <run>.tar.gz into gpu/runs first to continue its paper runs.
+set -uo pipefail
+data=$1 runs=$2 pack=$3 limit=$4
+device=${DEVICE:-cuda}
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 PYTHONUNBUFFERED=1
+mkdir -p "$runs" "$pack"
+if [ "${SMOKE:-0}" = 1 ]; then
+  paper=(--profile smoke --tasks 2) quick=(--profile smoke --tasks 2)
+  private=(--tasks 2 --images-per-class 10 --epochs 1) sizes=1,16 tests=tests/test_learn.py
+  cifar_a=() cifar_b=()
+else
+  paper=(--profile paper) quick=(--profile quick) private=() sizes=1,256,4096,65536 tests=tests
+  cifar_a=(--images-per-class 1000 --gan-epochs 20) cifar_b=(--images-per-class 2000 --gan-epochs 10)
+fi
+
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || echo "no nvidia-smi"
+  python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
+  nproc; date -u; } > "$runs/device.txt" 2>&1
+# Unpack MNIST once, before several processes would race to do it.
+python3 -P -c "from genmem.data import load_source as l; l('mnist', '$data', train=True); l('mnist', '$data', train=False)"
+
+job() {  # name, genmem arguments: one process, stopped after $limit seconds
+  local name=$1; shift
+  timeout -s TERM "$limit" genmem "$@" > "$runs/$name.log" 2>&1
+  echo "$name: exit $?" >> "$runs/status.txt"
+}
+protocol() {  # name, arguments of a new run: continued where RUNS holds one with results
+  local name=$1; shift
+  if [ -f "$runs/$name/results.json" ]; then
+    job "$name" bench protocol --resume "$runs/$name" --data-dir "$data" --device "$device" --quiet
+  else
+    rm -rf "${runs:?}/$name"
+    job "$name" bench protocol "$@" --out "$runs/$name" --data-dir "$data" --device "$device" --quiet
+  fi
+}
+
+protocol mnist-dgmw-paper --data mnist --variant dgmw "${paper[@]}" &
+protocol mnist-dgma-paper --data mnist --variant dgma "${paper[@]}" &
+protocol cifar10-dgmw-paper --data cifar10 --variant dgmw "${paper[@]}" &
+protocol mnist-dgmw-quick-all --data mnist --variant dgmw "${quick[@]}" \
+  --methods dgm-solver,dgm-replay,dgr,mergan,ewc,joint,finetune &
+protocol cifar10-dgmw-cpu-a --data cifar10 --variant dgmw "${quick[@]}" "${cifar_a[@]}" &
+protocol cifar10-dgmw-cpu-b --data cifar10 --variant dgmw "${quick[@]}" "${cifar_b[@]}" &
+for epsilon in 1 4 10 none; do
+  rm -rf "${runs:?}/privacy-$epsilon"
+  job "privacy-$epsilon" bench privacy --data mnist --data-dir "$data" --epsilons "$epsilon" "${private[@]}" \
+    --out "$runs/privacy-$epsilon" --device "$device" &
+done
+(OMP_NUM_THREADS=4 timeout -s TERM "$limit" python3 -P -m pytest -v --tb=short -p no:cacheprovider "$tests" \
+  > "$runs/pytest.log" 2>&1; echo "pytest: exit $?" >> "$runs/status.txt") &
+wait
+
+for memory in "$runs"/mnist-dgmw-quick-all/memory "$runs"/mnist-dgmw-paper/memory; do
+  if [ -d "$memory/versions" ]; then
+    timeout 90 genmem bench sampling "$memory" --device "$device" --sizes "$sizes" --seconds 1 \
+      --record "$runs/sampling.md" > "$runs/sampling.log" 2>&1
+    echo "sampling $memory: exit $?" >> "$runs/status.txt"
+    break
+  fi
+done
+
+# Everything but the memories in one archive; each paper run whole (to resume it) where it fits the trip back.
+tar -czf "$pack/summary.tar.gz" --exclude=memory --exclude=state --exclude=versions -C "$runs" .
+for run in mnist-dgmw-paper mnist-dgma-paper cifar10-dgmw-paper; do
+  [ -d "$runs/$run" ] || continue
+  tar -czf "$pack/$run.tar.gz" -C "$runs" "$run"
+  if [ "$(stat -c %s "$pack/$run.tar.gz")" -gt $((15 * 1024 * 1024)) ]; then
+    echo "$run: too large to bring back whole" >> "$runs/status.txt"
+    rm "$pack/$run.tar.gz"
+  fi
+done
+cat "$runs/status.txt"
