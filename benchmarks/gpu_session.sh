@@ -12,6 +12,7 @@
 #
 # Usage: benchmarks/gpu_session.sh DATA_DIR RUNS PACK SECONDS
 #   SMOKE=1 swaps every budget for seconds-long ones, to try this script on any machine.
+#   ONLY="name ..." runs only the named jobs (the names of their logs: mnist-dgmw-paper, privacy-10, pytest, ...).
 #
 # On this workplace's lent GPU (whose Python has torch but not genmem's serving stack): copy MNIST's .gz files
 # and the CIFAR-10 JPEG tarball into gpu/data (ignored by git), put wheels of genmem itself
@@ -28,10 +29,12 @@ export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 PYTHONUNBUFFERED=1
 mkdir -p "$runs" "$pack"
 if [ "${SMOKE:-0}" = 1 ]; then
   paper=(--profile smoke --tasks 2) quick=(--profile smoke --tasks 2)
-  private=(--tasks 2 --images-per-class 10 --epochs 1) sizes=1,16 tests=tests/test_learn.py
+  private=(--tasks 2 --images-per-class 10 --epochs 1) private_more=(--tasks 2 --images-per-class 20 --epochs 1)
+  sizes=1,16 tests=tests/test_learn.py
   cifar_a=() cifar_b=()
 else
-  paper=(--profile paper) quick=(--profile quick) private=() sizes=1,256,4096,65536 tests=tests
+  paper=(--profile paper) quick=(--profile quick) private=() private_more=(--images-per-class 5000 --epochs 8)
+  sizes=1,256,4096,65536 tests=tests
   cifar_a=(--images-per-class 1000 --gan-epochs 20) cifar_b=(--images-per-class 2000 --gan-epochs 10)
 fi
 
@@ -41,19 +44,28 @@ fi
 # Unpack MNIST once, before several processes would race to do it.
 python3 -P -c "from genmem.data import load_source as l; l('mnist', '$data', train=True); l('mnist', '$data', train=False)"
 
+chosen() { [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" $1 "* ]]; }
 job() {  # name, genmem arguments: one process, stopped after $limit seconds
   local name=$1; shift
+  chosen "$name" || return 0
   timeout -s TERM "$limit" genmem "$@" > "$runs/$name.log" 2>&1
   echo "$name: exit $?" >> "$runs/status.txt"
 }
 protocol() {  # name, arguments of a new run: continued where RUNS holds one with results
   local name=$1; shift
+  chosen "$name" || return 0
   if [ -f "$runs/$name/results.json" ]; then
     job "$name" bench protocol --resume "$runs/$name" --data-dir "$data" --device "$device" --quiet
   else
     rm -rf "${runs:?}/$name"
     job "$name" bench protocol "$@" --out "$runs/$name" --data-dir "$data" --device "$device" --quiet
   fi
+}
+privacy() {  # name, arguments: a new run of the privacy benchmark on MNIST
+  local name=$1; shift
+  chosen "$name" || return 0
+  rm -rf "${runs:?}/$name"
+  job "$name" bench privacy --data mnist --data-dir "$data" "$@" --out "$runs/$name" --device "$device"
 }
 
 protocol mnist-dgmw-paper --data mnist --variant dgmw "${paper[@]}" &
@@ -64,16 +76,16 @@ protocol mnist-dgmw-quick-all --data mnist --variant dgmw "${quick[@]}" \
 protocol cifar10-dgmw-cpu-a --data cifar10 --variant dgmw "${quick[@]}" "${cifar_a[@]}" &
 protocol cifar10-dgmw-cpu-b --data cifar10 --variant dgmw "${quick[@]}" "${cifar_b[@]}" &
 for epsilon in 1 4 10 none; do
-  rm -rf "${runs:?}/privacy-$epsilon"
-  job "privacy-$epsilon" bench privacy --data mnist --data-dir "$data" --epsilons "$epsilon" "${private[@]}" \
-    --out "$runs/privacy-$epsilon" --device "$device" &
+  privacy "privacy-$epsilon" --epsilons "$epsilon" "${private[@]}" &
 done
-(OMP_NUM_THREADS=4 timeout -s TERM "$limit" python3 -P -m pytest -v --tb=short -p no:cacheprovider "$tests" \
+# Epsilon 10 on five times the images for about the same DP-SGD steps: a lower sampling rate needs less noise.
+privacy privacy-10-more-images --epsilons 10 "${private_more[@]}" &
+chosen pytest && (OMP_NUM_THREADS=4 timeout -s TERM "$limit" python3 -P -m pytest -v --tb=short -p no:cacheprovider "$tests" \
   > "$runs/pytest.log" 2>&1; echo "pytest: exit $?" >> "$runs/status.txt") &
 wait
 
 for memory in "$runs"/mnist-dgmw-quick-all/memory "$runs"/mnist-dgmw-paper/memory; do
-  if [ -d "$memory/versions" ]; then
+  if chosen sampling && [ -d "$memory/versions" ]; then
     timeout 90 genmem bench sampling "$memory" --device "$device" --sizes "$sizes" --seconds 1 \
       --record "$runs/sampling.md" > "$runs/sampling.log" 2>&1
     echo "sampling $memory: exit $?" >> "$runs/status.txt"
