@@ -91,7 +91,14 @@ def combined_privacy(runs: tuple[Path, ...], out_dir: Path, record: Path | None)
         if not path.is_file():
             raise click.ClickException(f"{run} holds no privacy run (no results.json); give folders that "
                                        f"`genmem bench privacy --out` wrote")
-        found.append(json.loads(path.read_text()))
+        try:
+            saved = json.loads(path.read_text())
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise click.ClickException(f"{path} is not a results file `genmem bench privacy` wrote ({exc})")
+        if not isinstance(saved, dict) or not isinstance(saved.get("rows"), list):
+            raise click.ClickException(f"{path} holds no privacy rows; give folders that `genmem bench privacy "
+                                       f"--out` wrote")
+        found.append(saved)
     results = combine_privacy(found)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_privacy(results, out_dir)

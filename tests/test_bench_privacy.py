@@ -53,3 +53,15 @@ def test_combine_names_a_folder_that_holds_no_run(tmp_path):
     result = CliRunner().invoke(main, ["bench", "privacy", "--out", str(tmp_path / "m"), "--combine",
                                        str(tmp_path / "empty")])
     assert result.exit_code != 0 and "holds no privacy run" in result.output
+
+
+def test_combine_names_a_damaged_results_file(tmp_path):
+    for name, text in (("garbled", "{not json"), ("foreign", '{"accuracy": {}}'), ("binary", None)):
+        folder = tmp_path / name
+        folder.mkdir()
+        path = folder / "results.json"
+        path.write_bytes(b"\xff\xfe\x00" if text is None else text.encode())
+        result = CliRunner().invoke(main, ["bench", "privacy", "--out", str(tmp_path / "m"), "--combine",
+                                           str(folder)])
+        assert result.exit_code == 1 and str(path) in result.output, result.output
+        assert result.exception is None or isinstance(result.exception, SystemExit)
