@@ -47,6 +47,7 @@ class TrainingConfig:
     class_loss_weight: float = 1.0  # AC-GAN loss on generated images, when the class head has several classes
     solver_replay: int | None = None  # generated images per earlier class in each solver step; None: batch_size
     solver_steps: int = 300  # classification-only steps for the solver after the GAN (0: the paper's solver)
+    solver_epochs: float | None = None  # at least this many passes over the solver's images (genmem.solver)
     solver_lr: float = 1e-3
     solver: str = "real"  # what the version ships as its task solver: real, replay or none (genmem.solver)
     dp_epsilon: float | None = None  # train the critic with DP-SGD for this epsilon (genmem.private); None: off

@@ -13,6 +13,7 @@ The published network is `genmem.nets.Classifier` (`features.*`, `classes.*`).
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import torch
@@ -32,6 +33,8 @@ SOLVER_MODES = {
     "none": "no solver is stored; the version holds only the generator",
 }
 
+
+SOLVER_BATCHES = 2  # a solver step classifies this many GAN batches' worth of images
 
 # Figures of training computed on the task's real images (the last batch's critic loss and Wasserstein estimate).
 REAL_IMAGE_LOSSES = ("critic", "wasserstein")
@@ -66,6 +69,15 @@ def classification_part(critic: Discriminator) -> Classifier:
     return model
 
 
+def solver_steps(config: TrainingConfig, images: int) -> int:
+    """Steps of the classification-only phase: config.solver_steps, or more where config.solver_epochs asks for
+    that many passes over the solver's `images` (the task's and the replayed earlier classes': a budget that
+    grows with the classes seen, as the replay classifier's does)."""
+    if config.solver_epochs is None:
+        return config.solver_steps
+    return max(config.solver_steps, math.ceil(config.solver_epochs * images / (SOLVER_BATCHES * config.batch_size)))
+
+
 def train_solver(solver: Classifier, images: torch.Tensor, targets: torch.Tensor, config: TrainingConfig,
                  rng: torch.Generator) -> None:
     """Train the solver on classification alone, class-balanced.
@@ -78,8 +90,8 @@ def train_solver(solver: Classifier, images: torch.Tensor, targets: torch.Tensor
     solver.requires_grad_(True)
     solver.train()
     optimiser = torch.optim.Adam(solver.parameters(), lr=config.solver_lr, betas=config.betas)
-    for _ in range(config.solver_steps):
-        pick = torch.randint(len(images), (2 * config.batch_size,), generator=rng, device=images.device)
+    for _ in range(solver_steps(config, len(images))):
+        pick = torch.randint(len(images), (SOLVER_BATCHES * config.batch_size,), generator=rng, device=images.device)
         loss = balanced_cross_entropy(solver(images[pick]), targets[pick])
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
@@ -142,7 +154,7 @@ def task_solver(config: TrainingConfig, critic: Discriminator, generator: Genera
         solver = Classifier(generator.spec.channels, generator.spec.image_size, earlier + num_classes,
                             config.critic_width).to(images.device)
         dcgan_init_(solver, rng)
-    if earlier + num_classes > 1 and config.solver_steps > 0:
+    if earlier + num_classes > 1 and solver_steps(config, len(images)) > 0:
         train_solver(solver, images, targets, config, rng)
     solver.requires_grad_(False)
     recalibrate_solver(solver, images, config.batch_size)

@@ -83,6 +83,8 @@ class Profile:
     classifier_epochs: float
     about: str
     solver_steps: int | None = None  # None: TrainingConfig's default
+    solver_epochs: float | None = None  # the solver phase's passes over its images at least (None: solver_steps)
+    critic_width: int | None = None  # the GAN critic's first width (None: the recipe's, 32 for MNIST)
     classifier_images_per_class: int | None = None  # real images per class for every classifier; None: all
 
     def with_budget(self, images_per_class: int | None = None, gan_epochs: int | None = None) -> Profile:
@@ -99,8 +101,9 @@ class Profile:
 
 PROFILES = {
     "quick": Profile("quick", 1000, 40, 8, 2.0, "2 CPU cores: the GAN on 1000 images per class for 40 epochs per "
-                     "task; classifiers on every real image for 2 epochs"),
-    "paper": Profile("paper", None, None, None, 5.0, "the paper's budgets on all the data, for a GPU"),
+                     "task with a half-width critic; classifiers, the solver's phase included, on every real image "
+                     "for 2 epochs", solver_epochs=2.0, critic_width=16),
+    "paper": Profile("paper", None, None, None, 5.0, "the paper's budgets on all the data, for a GPU", solver_epochs=5.0),
     "smoke": Profile("smoke", 24, 1, 2, 0.5, "seconds on tiny data: checks the pipeline, not the accuracy",
                      solver_steps=20, classifier_images_per_class=24),
 }
@@ -178,7 +181,9 @@ def run_protocol(train: ImageSet, test: ImageSet, recipe: str, variant: str, pro
     baselines = [m for m in methods if m in BASELINES]
     memory = Memory(out_dir / "memory") if dgm else None
     gan = paper_config(recipe, variant, epochs=profile.gan_epochs, solver_replay=profile.solver_replay,
-                       solver_steps=profile.solver_steps, gan_images_per_class=profile.images_per_class, solver=solver)
+                       solver_steps=profile.solver_steps, solver_epochs=profile.solver_epochs,
+                       critic_width=profile.critic_width,
+                       gan_images_per_class=profile.images_per_class, solver=solver)
     cls_config = ClassifierConfig(epochs=profile.classifier_epochs)
     if saved is not None and len(saved["per_class"][methods[0]]) == len(classes):
         return saved  # finished already
