@@ -24,6 +24,9 @@ def test_run_produces_every_method_after_every_task(tmp_path):
             assert sorted(map(int, per_class)) == list(range(step + 1))
             assert results["accuracy"][method][step] == sum(per_class.values()) / len(per_class)
     assert [g["task"] for g in results["growth"]] == [0, 1, 2]
+    seconds = results["seconds"]  # each classifier's cost apart, within the classifiers' total
+    assert {"gan", "classifiers", "dgm-replay classifier", "joint classifier"} <= set(seconds)
+    assert seconds["dgm-replay classifier"] + seconds["joint classifier"] <= seconds["classifiers"] + 0.1  # rounding
     assert json.loads((tmp_path / "run" / "results.json").read_text())["accuracy"] == results["accuracy"]
     assert sorted(p.name for p in (tmp_path / "run" / "samples").iterdir()) == ["task00.png", "task01.png",
                                                                                 "task02.png"]

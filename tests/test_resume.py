@@ -86,3 +86,16 @@ def test_a_run_with_a_replay_solver_stores_it_and_a_resume_keeps_it(tmp_path):
                      resume=True)
     with pytest.raises(GenmemError, match="drop dgm-solver"):
         run(tmp_path / "none", solver="none")
+
+
+def test_a_run_from_before_a_profile_field_existed_resumes_while_the_field_keeps_its_default(tmp_path):
+    out = tmp_path / "older"
+    results = run(out, num_tasks=1)
+    saved = json.loads((out / "results.json").read_text())
+    del saved["profile"]["critic_width"]  # as a run written before the field was added
+    (out / "results.json").write_text(json.dumps(saved))
+    assert run(out, num_tasks=1, resume=True)["accuracy"] == results["accuracy"]
+    saved["profile"]["solver_steps"] = 7  # a field it did record, recorded otherwise
+    (out / "results.json").write_text(json.dumps(saved))
+    with pytest.raises(GenmemError, match="started with other profile"):
+        run(out, num_tasks=1, resume=True)

@@ -28,7 +28,8 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, replace
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
@@ -85,6 +86,7 @@ class Profile:
     solver_steps: int | None = None  # None: TrainingConfig's default
     solver_epochs: float | None = None  # the solver phase's passes over its images at least (None: solver_steps)
     critic_width: int | None = None  # the GAN critic's first width (None: the recipe's, 32 for MNIST)
+    classifier_width: int = ClassifierConfig.width  # first width of the replay, joint and fine-tuned classifiers
     classifier_images_per_class: int | None = None  # real images per class for every classifier; None: all
 
     def with_budget(self, images_per_class: int | None = None, gan_epochs: int | None = None) -> Profile:
@@ -101,9 +103,10 @@ class Profile:
 
 PROFILES = {
     "quick": Profile("quick", 1000, 40, 8, 2.0, "2 CPU cores: the GAN on 1000 images per class for 40 epochs per "
-                     "task with a half-width critic; classifiers, the solver's phase included, on every real image "
-                     "for 2 epochs", solver_epochs=2.0, critic_width=16),
-    "paper": Profile("paper", None, None, None, 5.0, "the paper's budgets on all the data, for a GPU", solver_epochs=5.0),
+                     "task; classifiers, the solver's phase included, on every real image for 2 epochs; critic and "
+                     "classifiers half as wide as the paper's", solver_epochs=2.0, critic_width=16,
+                     classifier_width=16),
+    "paper": Profile("paper", None, None, None, 5.0, "the paper's budgets on all the data, for a GPU"),
     "smoke": Profile("smoke", 24, 1, 2, 0.5, "seconds on tiny data: checks the pipeline, not the accuracy",
                      solver_steps=20, classifier_images_per_class=24),
 }
@@ -184,7 +187,7 @@ def run_protocol(train: ImageSet, test: ImageSet, recipe: str, variant: str, pro
                        solver_steps=profile.solver_steps, solver_epochs=profile.solver_epochs,
                        critic_width=profile.critic_width,
                        gan_images_per_class=profile.images_per_class, solver=solver)
-    cls_config = ClassifierConfig(epochs=profile.classifier_epochs)
+    cls_config = ClassifierConfig(epochs=profile.classifier_epochs, width=profile.classifier_width)
     if saved is not None and len(saved["per_class"][methods[0]]) == len(classes):
         return saved  # finished already
     history: dict[str, list[dict[int, float]]] = {m: [] for m in methods}
@@ -238,17 +241,19 @@ def run_protocol(train: ImageSet, test: ImageSet, recipe: str, variant: str, pro
             scores["dgm-solver"] = solver_score(memory, test, version, device)
         for method in methods:
             if method in replay_sources:
-                model = replay_classifier(replay_sources[method], data.images[mine], seen, steps, config, device,
-                                          progress, desc=f"{method} classifier")
-                scores[method] = evaluate_model(model, seen, test_images, test_labels, device)
+                with _timed(timings, f"{method} classifier"):
+                    model = replay_classifier(replay_sources[method], data.images[mine], seen, steps, config, device,
+                                              progress, desc=f"{method} classifier")
+                    scores[method] = evaluate_model(model, seen, test_images, test_labels, device)
 
         if "joint" in methods:
-            seen_mask = torch.isin(data.labels, torch.tensor(seen))
-            joint = shuffled_batches(data.images[seen_mask], output_targets(data.labels[seen_mask], outputs),
-                                     per_step, config.seed)
-            model = train_classifier(joint, steps, len(seen), channels, IMAGE_SIZE, config, device,
-                                     progress=progress, desc="joint classifier")
-            scores["joint"] = evaluate_model(model, seen, test_images, test_labels, device)
+            with _timed(timings, "joint classifier"):
+                seen_mask = torch.isin(data.labels, torch.tensor(seen))
+                joint = shuffled_batches(data.images[seen_mask], output_targets(data.labels[seen_mask], outputs),
+                                         per_step, config.seed)
+                model = train_classifier(joint, steps, len(seen), channels, IMAGE_SIZE, config, device,
+                                         progress=progress, desc="joint classifier")
+                scores["joint"] = evaluate_model(model, seen, test_images, test_labels, device)
 
         if "finetune" in methods:
             own = shuffled_batches(data.images[mine], torch.full((int(mine.sum()),), task), per_step, config.seed)
@@ -326,6 +331,8 @@ def _check_resume(out_dir: Path, recipe: str, variant: str, profile: Profile, se
                   train: ImageSet, classes: list[int], base_width: int | None, solver: str) -> dict:
     """The saved results of the run to continue, after checking that it was started with these arguments."""
     saved = saved_run(out_dir)
+    # A Profile field added since the run started was at its default then.
+    saved["profile"] = {field.name: field.default for field in fields(Profile)} | saved.get("profile", {})
     now = {"recipe": recipe, "variant": variant, "profile": asdict(profile), "seed": seed, "methods": list(methods),
            "classes": [{"label": c, "name": train.class_names[c]} for c in classes], "base_width": base_width,
            "solver": solver}
@@ -335,6 +342,14 @@ def _check_resume(out_dir: Path, recipe: str, variant: str, profile: Profile, se
         raise GenmemError(f"{out_dir} was started with other {', '.join(differs)}; resume it with the arguments "
                           f"it was started with")
     return saved
+
+
+@contextmanager
+def _timed(timings: dict[str, float], key: str):
+    """Add the seconds the block takes to timings[key]: what each method's classifier costs, apart."""
+    started = time.perf_counter()
+    yield
+    timings[key] = timings.get(key, 0.0) + time.perf_counter() - started
 
 
 def _state_dir(out_dir: Path, task: int) -> Path:
