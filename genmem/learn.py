@@ -48,6 +48,7 @@ class TrainingConfig:
     solver_replay: int | None = None  # generated images per earlier class in each solver step; None: batch_size
     solver_steps: int = 300  # classification-only steps for the solver after the GAN (0: the paper's solver)
     solver_epochs: float | None = None  # at least this many passes over the solver's images (genmem.solver)
+    solver_augment: str = ""  # genmem.augment policy for the solver phase's batches, e.g. "translation"
     solver_lr: float = 1e-3
     solver: str = "real"  # what the version ships as its task solver: real, replay or none (genmem.solver)
     dp_epsilon: float | None = None  # train the critic with DP-SGD for this epsilon (genmem.private); None: off

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from genmem.augment import diff_augment, parse_policy
 from genmem.errors import InvalidSetting
 from genmem.nets import Classifier, Discriminator, Generator, dcgan_init_
 
@@ -87,12 +88,13 @@ def train_solver(solver: Classifier, images: torch.Tensor, targets: torch.Tensor
     on the newest class; a short classification-only phase fixes that
     (BENCHMARKS.md).
     """
+    policy = parse_policy(config.solver_augment)
     solver.requires_grad_(True)
     solver.train()
     optimiser = torch.optim.Adam(solver.parameters(), lr=config.solver_lr, betas=config.betas)
     for _ in range(solver_steps(config, len(images))):
         pick = torch.randint(len(images), (SOLVER_BATCHES * config.batch_size,), generator=rng, device=images.device)
-        loss = balanced_cross_entropy(solver(images[pick]), targets[pick])
+        loss = balanced_cross_entropy(solver(diff_augment(images[pick], policy, rng)), targets[pick])
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()

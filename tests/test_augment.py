@@ -4,7 +4,9 @@ import pytest
 import torch
 
 from genmem.augment import FILL, cutout, diff_augment, parse_policy, translation
+from genmem.classifier import ClassifierConfig, train_classifier
 from genmem.errors import InvalidSetting
+from genmem.nets import Classifier
 
 
 def rng(seed=0):
@@ -51,3 +53,35 @@ def test_empty_policy_is_the_identity_and_unknown_names_are_refused():
     assert diff_augment(x, parse_policy(""), rng()) is x
     with pytest.raises(InvalidSetting, match="unknown augmentation 'flip'"):
         parse_policy("translation,flip")
+
+
+class Recording(Classifier):
+    """A classifier that keeps every batch it is trained on."""
+
+    def __init__(self):
+        super().__init__(1, 16, 2, width=4)
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, images):
+        self.seen.append(images.detach().clone())
+        return super().forward(images)
+
+
+def test_a_classifier_with_an_augmentation_policy_trains_on_shifted_batches_and_without_one_on_the_images():
+    images = torch.zeros(8, 1, 16, 16, dtype=torch.uint8)
+    images[:, :, 6:10, 6:10] = 255  # a bright square in the middle of every image
+    batches = [(images, torch.arange(8) % 2)] * 5
+    trained = {}
+    for policy in ("", "translation"):
+        model = Recording()
+        train_classifier(iter(batches), 5, 2, 1, 16, ClassifierConfig(augment=policy), model=model)
+        trained[policy] = torch.stack(model.seen)
+    assert torch.equal(trained[""], (images.float() / 127.5 - 1).expand(5, -1, -1, -1, -1))
+    moved = (trained["translation"] != trained[""]).flatten(2).any(2)  # which images were shifted, per step
+    assert moved.float().mean() > 0.5  # most are (a shift of 0 in both directions is 1 in 25)
+    assert torch.equal(trained["translation"].sum((2, 3, 4)), trained[""].sum((2, 3, 4)))  # moved, not cut
+
+
+def test_an_unknown_classifier_augmentation_is_refused_by_name():
+    with pytest.raises(InvalidSetting, match="unknown augmentation 'flip'"):
+        train_classifier(iter([]), 0, 2, 1, 16, ClassifierConfig(augment="flip"))

@@ -88,11 +88,12 @@ def test_a_run_with_a_replay_solver_stores_it_and_a_resume_keeps_it(tmp_path):
         run(tmp_path / "none", solver="none")
 
 
-def test_a_run_from_before_a_profile_field_existed_resumes_while_the_field_keeps_its_default(tmp_path):
+def test_a_run_from_before_a_profile_field_existed_or_its_wording_changed_resumes(tmp_path):
     out = tmp_path / "older"
     results = run(out, num_tasks=1)
     saved = json.loads((out / "results.json").read_text())
     del saved["profile"]["critic_width"]  # as a run written before the field was added
+    saved["profile"]["about"] = "the same budget, described in other words"
     (out / "results.json").write_text(json.dumps(saved))
     assert run(out, num_tasks=1, resume=True)["accuracy"] == results["accuracy"]
     saved["profile"]["solver_steps"] = 7  # a field it did record, recorded otherwise

@@ -87,7 +87,7 @@ class Profile:
     solver_epochs: float | None = None  # the solver phase's passes over its images at least (None: solver_steps)
     critic_width: int | None = None  # the GAN critic's first width (None: the recipe's, 32 for MNIST)
     classifier_width: int = ClassifierConfig.width  # first width of the replay, joint and fine-tuned classifiers
-    classifier_augment: str = ""  # their augmentation (genmem.augment policy), the same for every method
+    classifier_augment: str = ""  # their and the solver phase's augmentation (genmem.augment policy)
     classifier_images_per_class: int | None = None  # real images per class for every classifier; None: all
 
     def with_budget(self, images_per_class: int | None = None, gan_epochs: int | None = None) -> Profile:
@@ -104,9 +104,9 @@ class Profile:
 
 PROFILES = {
     "quick": Profile("quick", 1000, 40, 8, 2.0, "2 CPU cores: the GAN on 1000 images per class for 40 epochs per "
-                     "task; classifiers, the solver's phase included, on every real image for 2 epochs, shifted by "
-                     "up to 4 pixels; critic and classifiers half as wide as the paper's", solver_epochs=2.0,
-                     critic_width=16, classifier_width=16, classifier_augment="translation"),
+                     "task; classifiers on every real image for 2 epochs, shifted by up to 4 pixels; the solver's "
+                     "phase 2 passes over its images; critic and classifiers half as wide as the paper's",
+                     solver_epochs=2.0, critic_width=16, classifier_width=16, classifier_augment="translation"),
     "paper": Profile("paper", None, None, None, 5.0, "the paper's budgets on all the data, for a GPU"),
     "smoke": Profile("smoke", 24, 1, 2, 0.5, "seconds on tiny data: checks the pipeline, not the accuracy",
                      solver_steps=20, classifier_images_per_class=24),
@@ -186,7 +186,7 @@ def run_protocol(train: ImageSet, test: ImageSet, recipe: str, variant: str, pro
     memory = Memory(out_dir / "memory") if dgm else None
     gan = paper_config(recipe, variant, epochs=profile.gan_epochs, solver_replay=profile.solver_replay,
                        solver_steps=profile.solver_steps, solver_epochs=profile.solver_epochs,
-                       critic_width=profile.critic_width,
+                       critic_width=profile.critic_width, solver_augment=profile.classifier_augment,
                        gan_images_per_class=profile.images_per_class, solver=solver)
     cls_config = ClassifierConfig(epochs=profile.classifier_epochs, width=profile.classifier_width,
                                   augment=profile.classifier_augment)
@@ -333,8 +333,9 @@ def _check_resume(out_dir: Path, recipe: str, variant: str, profile: Profile, se
                   train: ImageSet, classes: list[int], base_width: int | None, solver: str) -> dict:
     """The saved results of the run to continue, after checking that it was started with these arguments."""
     saved = saved_run(out_dir)
-    # A Profile field added since the run started was at its default then.
-    saved["profile"] = {field.name: field.default for field in fields(Profile)} | saved.get("profile", {})
+    # A Profile field added since the run started was at its default then; the description may be reworded.
+    saved["profile"] = {field.name: field.default for field in fields(Profile)} | saved.get("profile", {}) \
+        | {"about": profile.about}
     now = {"recipe": recipe, "variant": variant, "profile": asdict(profile), "seed": seed, "methods": list(methods),
            "classes": [{"label": c, "name": train.class_names[c]} for c in classes], "base_width": base_width,
            "solver": solver}
