@@ -87,7 +87,7 @@ class Profile:
     solver_epochs: float | None = None  # the solver phase's passes over its images at least (None: solver_steps)
     critic_width: int | None = None  # the GAN critic's first width (None: the recipe's, 32 for MNIST)
     classifier_width: int = ClassifierConfig.width  # first width of the replay, joint and fine-tuned classifiers
-    classifier_augment: str = ""  # their and the solver phase's augmentation (genmem.augment policy)
+    classifier_augment: str = ""  # their augmentation (genmem.augment policy), the same for every method
     classifier_images_per_class: int | None = None  # real images per class for every classifier; None: all
 
     def with_budget(self, images_per_class: int | None = None, gan_epochs: int | None = None) -> Profile:
@@ -186,7 +186,7 @@ def run_protocol(train: ImageSet, test: ImageSet, recipe: str, variant: str, pro
     memory = Memory(out_dir / "memory") if dgm else None
     gan = paper_config(recipe, variant, epochs=profile.gan_epochs, solver_replay=profile.solver_replay,
                        solver_steps=profile.solver_steps, solver_epochs=profile.solver_epochs,
-                       critic_width=profile.critic_width, solver_augment=profile.classifier_augment,
+                       critic_width=profile.critic_width,
                        gan_images_per_class=profile.images_per_class, solver=solver)
     cls_config = ClassifierConfig(epochs=profile.classifier_epochs, width=profile.classifier_width,
                                   augment=profile.classifier_augment)
