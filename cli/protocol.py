@@ -26,8 +26,8 @@ from genmem.solver import SOLVER_MODES
                    "own generator with DGM's GAN budget; a dgr or mergan step holds twice DGM's batch.")
 @click.option("--profile", type=click.Choice(["quick", "paper", "smoke"]), default="quick", show_default=True,
               help="quick: for 2 CPU cores, the GAN on 1000 images per class for 40 epochs per task, the "
-                   "classifiers on every real image for 2 epochs, shifted by up to 4 pixels, the solver's phase 2 "
-                   "passes over its images, critic and classifiers 16 wide (costs in BENCHMARKS.md); "
+                   "classifiers (the stored solver a fresh one) on every real image for 2 epochs, shifted by up to 4 "
+                   "pixels, critic and classifiers 16 wide (costs in BENCHMARKS.md); "
                    "paper: the paper's budgets on all data, for a GPU; smoke: seconds, checks the pipeline only.")
 @click.option("--images-per-class", type=click.IntRange(1), help="Override the real images per class the GAN "
                                                                      "trains on (to fit a budget, e.g. CIFAR-10 on a "

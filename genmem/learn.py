@@ -29,7 +29,8 @@ from genmem.errors import InvalidSetting
 from genmem.expansion import LayerCapacity, expand_for_next_task, task_capacity
 from genmem.nets import Classifier, Discriminator, Generator, dcgan_init_
 from genmem.private import PrivateCritic
-from genmem.solver import REAL_IMAGE_LOSSES, balanced_cross_entropy, records_real_image_figures, task_solver
+from genmem.solver import (REAL_IMAGE_LOSSES, balanced_cross_entropy, check_start, records_real_image_figures,
+                           task_solver)
 
 
 @dataclass
@@ -49,6 +50,7 @@ class TrainingConfig:
     solver_steps: int = 300  # classification-only steps for the solver after the GAN (0: the paper's solver)
     solver_epochs: float | None = None  # at least this many passes over the solver's images (genmem.solver)
     solver_augment: str = ""  # genmem.augment policy for the solver phase's batches, e.g. "translation"
+    solver_start: str = "critic"  # the real solver starts from the critic's trunk and class head, or "fresh"
     solver_lr: float = 1e-3
     solver: str = "real"  # what the version ships as its task solver: real, replay or none (genmem.solver)
     dp_epsilon: float | None = None  # train the critic with DP-SGD for this epsilon (genmem.private); None: off
@@ -181,6 +183,7 @@ def learn_task(generator: Generator, images: torch.Tensor, class_index: torch.Te
     labels = class_index.to(device)
     gan_rows = first_of_each_class(labels, config.gan_images_per_class)  # the solver phase still uses all
     policy = parse_policy(config.critic_augment)
+    check_start(config.solver_start), parse_policy(config.solver_augment)  # refused now, not after the GAN
     average = GeneratorAverage(generator, task, frozen, config.average_decay) if config.average_decay else None
     replay = to_unit_range(past.images).to(device) if past is not None and earlier > 0 else None
     per_class = config.solver_replay or config.batch_size

@@ -1,8 +1,10 @@
 """The task solver a version ships: a classifier over every class seen, trained in one of three ways.
 
-    real    the critic's trunk and class head, trained during the GAN on the task's real images and on
-            generated images of earlier classes, then on classification alone (the paper's solver). Only
-            the classification parts are kept: the critic's real-or-fake head never leaves training.
+    real    trained on the task's real images and on generated images of earlier classes. It starts
+            (config.solver_start) from the critic's trunk and class head, which learnt them during the GAN
+            (the paper's solver; only the classification parts are kept, the critic's real-or-fake head
+            never leaves training), or from a fresh network, which on MNIST ends more accurate
+            (BENCHMARKS.md).
     replay  a fresh classifier trained only on generated images of every class, the task's own drawn from
             the generator just trained. Nothing it holds has touched a real image except through the
             generator, so it is as private as the generator (post-processing).
@@ -35,6 +37,8 @@ SOLVER_MODES = {
 }
 
 
+SOLVER_STARTS = ("critic", "fresh")
+
 SOLVER_BATCHES = 2  # a solver step classifies this many GAN batches' worth of images
 
 # Figures of training computed on the task's real images (the last batch's critic loss and Wasserstein estimate).
@@ -52,6 +56,12 @@ def check_mode(mode: str) -> str:
     if mode not in SOLVER_MODES:
         raise InvalidSetting(f"unknown solver mode {mode!r}: choose one of {', '.join(SOLVER_MODES)}")
     return mode
+
+
+def check_start(start: str) -> str:
+    if start not in SOLVER_STARTS:
+        raise InvalidSetting(f"unknown solver start {start!r}: choose one of {', '.join(SOLVER_STARTS)}")
+    return start
 
 
 def balanced_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -91,13 +101,17 @@ def train_solver(solver: Classifier, images: torch.Tensor, targets: torch.Tensor
     policy = parse_policy(config.solver_augment)
     solver.requires_grad_(True)
     solver.train()
-    optimiser = torch.optim.Adam(solver.parameters(), lr=config.solver_lr, betas=config.betas)
-    for _ in range(solver_steps(config, len(images))):
+    steps = solver_steps(config, len(images))
+    # As the classifiers train (genmem.classifier): momentum and a cosine-decayed rate, not the GAN's optimiser.
+    optimiser = torch.optim.Adam(solver.parameters(), lr=config.solver_lr, betas=(0.9, 0.999))
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, max(steps, 1))
+    for _ in range(steps):
         pick = torch.randint(len(images), (SOLVER_BATCHES * config.batch_size,), generator=rng, device=images.device)
         loss = balanced_cross_entropy(solver(diff_augment(images[pick], policy, rng)), targets[pick])
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
+        schedule.step()
     solver.requires_grad_(False)
 
 
@@ -146,13 +160,15 @@ def task_solver(config: TrainingConfig, critic: Discriminator, generator: Genera
     if check_mode(config.solver) == "none":
         return None
     if config.solver == "real":
-        solver = classification_part(critic)
         images, targets = torch.cat([real, *past]), torch.cat([real_targets, *past_targets])
     else:
         per_class = replay.shape[1] if replay is not None else -(-len(real_targets) // num_classes)
         own = generated_images(generator, task, num_classes, per_class, rng)
         own_targets = torch.arange(earlier, earlier + num_classes, device=own.device).repeat_interleave(per_class)
         images, targets = torch.cat([*past, own]), torch.cat([*past_targets, own_targets])
+    if config.solver == "real" and check_start(config.solver_start) == "critic":
+        solver = classification_part(critic)
+    else:
         solver = Classifier(generator.spec.channels, generator.spec.image_size, earlier + num_classes,
                             config.critic_width).to(images.device)
         dcgan_init_(solver, rng)

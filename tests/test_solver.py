@@ -119,3 +119,28 @@ def test_the_solver_phase_augments_its_batches_only_when_asked():
     assert (seen[""] == images[0]).all(), "without a policy every batch is the images as they are"
     moved = (seen["translation"] != images[0]).flatten(1).any(1)
     assert moved.float().mean() > 0.5 and torch.equal(seen["translation"].sum((1, 2, 3)), seen[""].sum((1, 2, 3)))
+
+
+@pytest.mark.parametrize("start", ["critic", "fresh"])
+def test_a_fresh_solver_owes_nothing_to_the_critic(tmp_path, monkeypatch, start):
+    """solver_start="fresh" trains a new network: a critic whose weights are all NaN leaves it untouched."""
+    original = genmem.learn.task_solver
+
+    def poisoned_critic(config, critic, *rest):
+        for weight in critic.parameters():
+            weight.data.fill_(float("nan"))
+        return original(config, critic, *rest)
+
+    monkeypatch.setattr(genmem.learn, "task_solver", poisoned_critic)
+    memory = Memory(tmp_path / "m")
+    memory.learn_task(tiny_set(), ["0", "1"], config=tiny_config(solver_start=start), image_size=TINY_SIZE,
+                      base_width=2, progress=False)
+    manifest, files = memory.store.read(memory.versions()[-1])
+    finite = all(torch.isfinite(weight).all() for weight in load_safetensors(files[SOLVER_FILE]).values())
+    assert finite == (start == "fresh")
+
+
+def test_an_unknown_solver_start_is_refused(tmp_path):
+    with pytest.raises(GenmemError, match="solver start 'warm'.*critic, fresh"):
+        Memory(tmp_path / "m").learn_task(tiny_set(), ["0", "1"], config=tiny_config(solver_start="warm"),
+                                          image_size=TINY_SIZE, base_width=2, progress=False)

@@ -85,6 +85,8 @@ class Profile:
     about: str
     solver_steps: int | None = None  # None: TrainingConfig's default
     solver_epochs: float | None = None  # the solver phase's passes over its images at least (None: solver_steps)
+    solver_start: str = "critic"  # the real solver starts from the critic or from a fresh network (genmem.solver)
+    solver_augment: str = ""  # the solver phase's augmentation (genmem.augment policy)
     critic_width: int | None = None  # the GAN critic's first width (None: the recipe's, 32 for MNIST)
     classifier_width: int = ClassifierConfig.width  # first width of the replay, joint and fine-tuned classifiers
     classifier_augment: str = ""  # their augmentation (genmem.augment policy), the same for every method
@@ -104,9 +106,10 @@ class Profile:
 
 PROFILES = {
     "quick": Profile("quick", 1000, 40, 8, 2.0, "2 CPU cores: the GAN on 1000 images per class for 40 epochs per "
-                     "task; classifiers on every real image for 2 epochs, shifted by up to 4 pixels; the solver's "
-                     "phase 2 passes over its images; critic and classifiers half as wide as the paper's",
-                     solver_epochs=2.0, critic_width=16, classifier_width=16, classifier_augment="translation"),
+                     "task; classifiers, the solver a fresh one, on every real image for 2 epochs, shifted by up to "
+                     "4 pixels; critic and classifiers half as wide as the paper's",
+                     solver_epochs=2.0, solver_start="fresh", solver_augment="translation", critic_width=16,
+                     classifier_width=16, classifier_augment="translation"),
     "paper": Profile("paper", None, None, None, 5.0, "the paper's budgets on all the data, for a GPU"),
     "smoke": Profile("smoke", 24, 1, 2, 0.5, "seconds on tiny data: checks the pipeline, not the accuracy",
                      solver_steps=20, classifier_images_per_class=24),
@@ -186,6 +189,7 @@ def run_protocol(train: ImageSet, test: ImageSet, recipe: str, variant: str, pro
     memory = Memory(out_dir / "memory") if dgm else None
     gan = paper_config(recipe, variant, epochs=profile.gan_epochs, solver_replay=profile.solver_replay,
                        solver_steps=profile.solver_steps, solver_epochs=profile.solver_epochs,
+                       solver_start=profile.solver_start, solver_augment=profile.solver_augment,
                        critic_width=profile.critic_width,
                        gan_images_per_class=profile.images_per_class, solver=solver)
     cls_config = ClassifierConfig(epochs=profile.classifier_epochs, width=profile.classifier_width,
