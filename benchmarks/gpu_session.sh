@@ -21,7 +21,7 @@
 # both, and run
 #   pip install --no-index --no-deps --target /tmp/site .whl/*.whl && PYTHONPATH=/tmp/site PATH=/tmp/site/bin:$PATH \
 #     bash benchmarks/gpu_session.sh gpu/data gpu/runs $OUT 410
-# Unpack a previous session's <run>.tar.gz into gpu/runs first to continue its paper runs.
+# Unpack a previous session's <run>.tar.gz (its pieces joined with cat) into gpu/runs first to continue its paper runs.
 set -uo pipefail
 data=$1 runs=$2 pack=$3 limit=$4
 device=${DEVICE:-cuda}
@@ -71,8 +71,14 @@ privacy() {  # name, arguments: a new run of the privacy benchmark on MNIST
 protocol mnist-dgmw-paper --data mnist --variant dgmw "${paper[@]}" &
 protocol mnist-dgma-paper --data mnist --variant dgma "${paper[@]}" &
 protocol cifar10-dgmw-paper --data cifar10 --variant dgmw "${paper[@]}" &
-protocol mnist-dgmw-quick-all --data mnist --variant dgmw "${quick[@]}" \
-  --methods dgm-solver,dgm-replay,dgr,mergan,ewc,joint,finetune &
+# The quick profile with DGM's figures' base width beside each baseline, one process per method (merge them
+# with `genmem bench protocol --combine`).
+protocol mnist-quick-dgmw --data mnist --variant dgmw "${quick[@]}" --width 10 \
+  --methods dgm-solver,dgm-replay,joint,finetune &
+protocol mnist-quick-dgma --data mnist --variant dgma "${quick[@]}" --width 10 --methods dgm-solver,dgm-replay &
+for baseline in dgr mergan ewc; do
+  protocol "mnist-quick-$baseline" --data mnist --variant dgmw "${quick[@]}" --methods "$baseline" &
+done
 protocol cifar10-dgmw-cpu-a --data cifar10 --variant dgmw "${quick[@]}" "${cifar_a[@]}" &
 protocol cifar10-dgmw-cpu-b --data cifar10 --variant dgmw "${quick[@]}" "${cifar_b[@]}" &
 for epsilon in 1 4 10 none; do
@@ -84,7 +90,7 @@ chosen pytest && (OMP_NUM_THREADS=4 timeout -s TERM "$limit" python3 -P -m pytes
   > "$runs/pytest.log" 2>&1; echo "pytest: exit $?" >> "$runs/status.txt") &
 wait
 
-for memory in "$runs"/mnist-dgmw-quick-all/memory "$runs"/mnist-dgmw-paper/memory; do
+for memory in "$runs"/mnist-quick-dgmw/memory "$runs"/mnist-dgmw-paper/memory; do
   if chosen sampling && [ -d "$memory/versions" ]; then
     timeout 90 genmem bench sampling "$memory" --device "$device" --sizes "$sizes" --seconds 1 \
       --record "$runs/sampling.md" > "$runs/sampling.log" 2>&1
@@ -93,14 +99,13 @@ for memory in "$runs"/mnist-dgmw-quick-all/memory "$runs"/mnist-dgmw-paper/memor
   fi
 done
 
-# Everything but the memories in one archive; each paper run whole (to resume it) where it fits the trip back.
+# Everything but the memories in one archive; each paper run whole, to resume it, in pieces of 15 MiB (join
+# them with cat). A resume reads the state of the last finished task only: older states stay behind.
 tar -czf "$pack/summary.tar.gz" --exclude=memory --exclude=state --exclude=versions -C "$runs" .
 for run in mnist-dgmw-paper mnist-dgma-paper cifar10-dgmw-paper; do
-  [ -d "$runs/$run" ] || continue
-  tar -czf "$pack/$run.tar.gz" -C "$runs" "$run"
-  if [ "$(stat -c %s "$pack/$run.tar.gz")" -gt $((15 * 1024 * 1024)) ]; then
-    echo "$run: too large to bring back whole" >> "$runs/status.txt"
-    rm "$pack/$run.tar.gz"
-  fi
+  [ -d "$runs/$run" ] && chosen "$run" || continue
+  find "$runs/$run/state" -mindepth 1 -maxdepth 1 -name 'task*' | sort | head -n -2 | xargs -r rm -rf
+  tar -czf - -C "$runs" "$run" | split -b 15M -d - "$pack/$run.tar.gz.part"
 done
+ls -l "$pack" >> "$runs/status.txt"
 cat "$runs/status.txt"
