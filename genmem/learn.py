@@ -183,7 +183,9 @@ def learn_task(generator: Generator, images: torch.Tensor, class_index: torch.Te
     labels = class_index.to(device)
     gan_rows = first_of_each_class(labels, config.gan_images_per_class)  # the solver phase still uses all
     policy = parse_policy(config.critic_augment)
-    check_start(config.solver_start), parse_policy(config.solver_augment)  # refused now, not after the GAN
+    # The solver's settings are refused now, not after the GAN.
+    check_start(config.solver_start)
+    parse_policy(config.solver_augment)
     average = GeneratorAverage(generator, task, frozen, config.average_decay) if config.average_decay else None
     replay = to_unit_range(past.images).to(device) if past is not None and earlier > 0 else None
     per_class = config.solver_replay or config.batch_size

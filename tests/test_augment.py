@@ -6,7 +6,7 @@ import torch
 from genmem.augment import FILL, cutout, diff_augment, parse_policy, translation
 from genmem.classifier import ClassifierConfig, train_classifier
 from genmem.errors import InvalidSetting
-from genmem.nets import Classifier
+from tiny import RecordingClassifier
 
 
 def rng(seed=0):
@@ -55,17 +55,6 @@ def test_empty_policy_is_the_identity_and_unknown_names_are_refused():
         parse_policy("translation,flip")
 
 
-class Recording(Classifier):
-    """A classifier that keeps every batch it is trained on."""
-
-    def __init__(self):
-        super().__init__(1, 16, 2, width=4)
-        self.seen: list[torch.Tensor] = []
-
-    def forward(self, images):
-        self.seen.append(images.detach().clone())
-        return super().forward(images)
-
 
 def test_a_classifier_with_an_augmentation_policy_trains_on_shifted_batches_and_without_one_on_the_images():
     images = torch.zeros(8, 1, 16, 16, dtype=torch.uint8)
@@ -73,7 +62,7 @@ def test_a_classifier_with_an_augmentation_policy_trains_on_shifted_batches_and_
     batches = [(images, torch.arange(8) % 2)] * 5
     trained = {}
     for policy in ("", "translation"):
-        model = Recording()
+        model = RecordingClassifier()
         train_classifier(iter(batches), 5, 2, 1, 16, ClassifierConfig(augment=policy), model=model)
         trained[policy] = torch.stack(model.seen)
     assert torch.equal(trained[""], (images.float() / 127.5 - 1).expand(5, -1, -1, -1, -1))

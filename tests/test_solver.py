@@ -16,7 +16,7 @@ from genmem.evaluate import solver_score
 from genmem.memory import Memory
 from genmem.nets import Classifier, Discriminator
 from genmem.solver import train_solver
-from tiny import TINY_SIZE, tiny_config, tiny_set
+from tiny import TINY_SIZE, RecordingClassifier, tiny_config, tiny_set
 
 
 class RealImageRead(Exception):
@@ -94,17 +94,6 @@ def test_a_format_1_solver_still_loads_and_its_critic_head_is_found(two_versions
     assert isinstance(decode_shipped_critic(old_manifest, old_files), Discriminator)
 
 
-class Recording(Classifier):
-    """A solver that keeps every batch it is trained on."""
-
-    def __init__(self):
-        super().__init__(1, TINY_SIZE, 2, width=4)
-        self.seen: list[torch.Tensor] = []
-
-    def forward(self, images):
-        self.seen.append(images.detach().clone())
-        return super().forward(images)
-
 
 def test_the_solver_phase_augments_its_batches_only_when_asked():
     images = torch.full((10, 1, TINY_SIZE, TINY_SIZE), -1.0)
@@ -112,7 +101,7 @@ def test_the_solver_phase_augments_its_batches_only_when_asked():
     targets = torch.arange(10) % 2
     seen = {}
     for policy in ("", "translation"):
-        solver = Recording()
+        solver = RecordingClassifier()
         train_solver(solver, images, targets, tiny_config(solver_steps=4, solver_augment=policy),
                      torch.Generator().manual_seed(0))
         seen[policy] = torch.cat(solver.seen)

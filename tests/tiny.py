@@ -10,10 +10,22 @@ import torch
 from genmem.data import ImageSet
 from genmem.learn import TrainingConfig
 from genmem.memory import Memory
-from genmem.nets import GeneratorSpec
+from genmem.nets import Classifier, GeneratorSpec
 
 TINY_SIZE = 16
 TINY_NOISE = 16
+
+
+class RecordingClassifier(Classifier):
+    """A tiny two-class classifier that keeps every batch it is trained on."""
+
+    def __init__(self):
+        super().__init__(1, TINY_SIZE, 2, width=4)
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, images):
+        self.seen.append(images.detach().clone())
+        return super().forward(images)
 
 
 def tiny_spec(variant: str) -> GeneratorSpec:
