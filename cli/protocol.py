@@ -33,6 +33,10 @@ from genmem.solver import SOLVER_MODES
                                                                      "trains on (to fit a budget, e.g. CIFAR-10 on a "
                                                                      "CPU); the classifiers still use all.")
 @click.option("--gan-epochs", type=click.IntRange(1), help="Override the profile's GAN epochs per task.")
+@click.option("--augment", metavar="POLICY",
+              help="Override how the classifiers and the stored solver augment their training images: "
+                   "comma-separated from translation, cutout, colour; '' for none (quick: translation). "
+                   "On CIFAR-10 'translation,cutout' keeps the classifiers from learning that real means newest.")
 @click.option("--width", "base_width", type=click.IntRange(1),
               help="Base width of DGM's initial generator (default: the recipe's, 6 for MNIST DGMw, 20 for "
                    "DGMa and CIFAR-10); DGMa's growth per task scales with it.")
@@ -52,8 +56,8 @@ from genmem.solver import SOLVER_MODES
 @run_options
 @click.pass_context
 @friendly_errors
-def protocol(ctx, source, test_data, data_dir, variant, methods, profile, images_per_class, gan_epochs, base_width,
-             solver_mode, tasks, out, resume, combine, seed, device, record, quiet):
+def protocol(ctx, source, test_data, data_dir, variant, methods, profile, images_per_class, gan_epochs, augment,
+             base_width, solver_mode, tasks, out, resume, combine, seed, device, record, quiet):
     """Run the paper's protocol: one class per task, A_t after every task, against baselines and bounds.
 
     After every task each method's classifier is tested on the real test
@@ -94,7 +98,7 @@ def protocol(ctx, source, test_data, data_dir, variant, methods, profile, images
         raise click.UsageError("give --out NEW_FOLDER for a new run, or --resume OUT to continue one")
     if resume is not None:
         fixed = [name for name in ("source", "test_data", "variant", "methods", "profile", "images_per_class",
-                                   "gan_epochs", "base_width", "solver_mode", "tasks", "seed")
+                                   "gan_epochs", "augment", "base_width", "solver_mode", "tasks", "seed")
                  if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
         if fixed:
             raise click.UsageError(f"--resume continues a run with the options it was started with; drop "
@@ -105,7 +109,7 @@ def protocol(ctx, source, test_data, data_dir, variant, methods, profile, images
         base_width, solver_mode = saved.get("base_width"), saved["gan_config"].get("solver", "real")
         budget, tasks, out = Profile(**saved["profile"]), len(saved["classes"]), resume
     else:
-        budget = PROFILES[profile].with_budget(images_per_class, gan_epochs)
+        budget = PROFILES[profile].with_budget(images_per_class, gan_epochs, augment)
     target = resolve_device(device)
     command = "genmem " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     where = provenance([machine(target)], command)  # now: the code that runs, not the tree at the end

@@ -36,6 +36,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from genmem.augment import parse_policy
 from genmem.benchmarks.baselines import BASE_WIDTH, BASELINES, BaselineReplay, PlainGenerator, learn_baseline_task
 from genmem.benchmarks.methods import DEFAULT_METHODS, DGM_METHODS, METHODS
 from genmem.classifier import (ClassifierConfig, mixed_batches, output_targets, relabelled, shuffled_batches,
@@ -92,16 +93,28 @@ class Profile:
     classifier_augment: str = ""  # their augmentation (genmem.augment policy), the same for every method
     classifier_images_per_class: int | None = None  # real images per class for every classifier; None: all
 
-    def with_budget(self, images_per_class: int | None = None, gan_epochs: int | None = None) -> Profile:
-        """This profile with the GAN on fewer or more real images per class or epochs; the name says it was changed."""
-        if images_per_class is None and gan_epochs is None:
+    def with_budget(self, images_per_class: int | None = None, gan_epochs: int | None = None,
+                    augment: str | None = None) -> Profile:
+        """This profile with another GAN budget, or another augmentation for the classifiers and the solver phase.
+
+        The name says it was changed. Colour images want more than shifts: on
+        CIFAR-10 a classifier shown real images of the newest class only learns
+        "real means newest" unless cutout hides the generator's traces too
+        (BENCHMARKS.md).
+        """
+        if images_per_class is None and gan_epochs is None and augment is None:
             return self
         changed = replace(self, images_per_class=images_per_class or self.images_per_class,
                           gan_epochs=gan_epochs or self.gan_epochs)
+        if augment is not None:
+            parse_policy(augment)
+            changed = replace(changed, classifier_augment=augment, solver_augment=augment)
         images = changed.images_per_class or "all"
         epochs = changed.gan_epochs or "the paper's"
+        shifts = f"; classifiers and solver augmented by {augment or 'nothing'}" if augment is not None else ""
         return replace(changed, name=f"{self.name}, custom budget",
-                       about=f"{self.name} with the GAN on {images} images per class for {epochs} epochs per task")
+                       about=f"{self.name} with the GAN on {images} images per class for {epochs} epochs per task"
+                             + shifts)
 
 
 PROFILES = {
