@@ -16,6 +16,7 @@ from genmem.cli.render import render_summary
 from genmem.cli.report import report
 from genmem.cli.serve import serve
 from genmem.cli.sign import keygen, sign
+from genmem.solver import SOLVER_STARTS
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -71,6 +72,15 @@ def main():
                    "membership attack on it can succeed), replay (trained only on generated images: nothing "
                    "stored has seen a real image except through the generator) or none. Default: real, or "
                    "replay with --dp-epsilon.")
+@click.option("--solver-start", type=click.Choice(list(SOLVER_STARTS)),
+              help="Whether the solver's classification phase starts from the critic's trunk (default, the paper's "
+                   "solver) or from a fresh network (better on MNIST's quick profile, BENCHMARKS.md).")
+@click.option("--solver-epochs", type=click.FloatRange(0, min_open=True),
+              help="Passes over the task's images and replay that the solver's phase makes at least (default: "
+                   "300 steps); a fresh solver wants about 2.")
+@click.option("--solver-augment", metavar="POLICY",
+              help="Augmentation of the solver's training images, comma-separated from translation, cutout, "
+                   "colour (default none); 'translation' helps it read real images after learning from replay.")
 @click.option("--holdout", type=click.FloatRange(0, 1, max_open=True), default=0.0,
               help="Share of the task's images kept out of training, so that `genmem audit --non-members "
                    "holdout` can test them; the manifest records which (by position and seed), never the images.")
@@ -83,7 +93,8 @@ def main():
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @friendly_errors
 def learn_task(memory, source, classes, data_dir, download, variant, epochs, batch_size, lr, sparsity, critic_width,
-               image_size, base_width, seed, device, solver_mode, holdout, dp_epsilon, dp_delta, quiet):
+               image_size, base_width, seed, device, solver_mode, solver_start, solver_epochs, solver_augment, holdout,
+               dp_epsilon, dp_delta, quiet):
     """Learn new classes into MEMORY as the next task and write a new version.
 
     The first task creates MEMORY. Later tasks must bring classes the memory
@@ -130,6 +141,7 @@ def learn_task(memory, source, classes, data_dir, download, variant, epochs, bat
         config = paper_config(recipe, variant_now, epochs=epochs, batch_size=batch_size, lr=lr,
                               sparsity_weight=sparsity, critic_width=critic_width, seed=seed,
                               solver=solver_mode or ("replay" if dp_epsilon is not None else "real"),
+                              solver_start=solver_start, solver_epochs=solver_epochs, solver_augment=solver_augment,
                               dp_epsilon=dp_epsilon, dp_delta=dp_delta)
         version = mem.learn_task(data, wanted, variant=variant, config=config, device=target,
                                  image_size=image_size, base_width=base_width or base_width_for(recipe),

@@ -118,6 +118,17 @@ def test_bad_settings(tmp_path, tiny_npz):
         assert_clear_error(run("learn-task", tmp_path / "m", *source, "--device", "cuda"), "no CUDA GPU")
 
 
+def test_the_solver_phase_is_set_from_the_command_line(tmp_path, tiny_npz):
+    source = ["--data", f"npz:{tiny_npz}", "--classes", "0,1"]
+    phase = ["--solver-start", "fresh", "--solver-epochs", "1.5", "--solver-augment", "translation,cutout"]
+    assert run("learn-task", tmp_path / "m", *source, *phase, *TINY).exit_code == 0
+    training = Memory(tmp_path / "m").manifest()["tasks"][-1]["training"]
+    assert (training["solver_start"], training["solver_epochs"], training["solver_augment"]) == (
+        "fresh", 1.5, "translation,cutout")
+    assert_clear_error(run("learn-task", tmp_path / "n", *source, "--solver-augment", "blur", *TINY),
+                       "unknown augmentation 'blur'")
+
+
 def test_variant_of_an_existing_memory_cannot_change(learned, tiny_npz):
     result = run("learn-task", learned, "--data", f"npz:{tiny_npz}", "--classes", "3", "--variant", "dgma", *TINY)
     assert_clear_error(result, "is dgmw; drop the variant dgma")

@@ -39,8 +39,8 @@ def test_bench_protocol_command_writes_table_plots_and_json(tmp_path):
     out = tmp_path / "run"
     result = CliRunner().invoke(main, ["bench", "protocol", "--data", f"npz:{tmp_path / 'train.npz'}",
                                        "--test-data", f"npz:{tmp_path / 'test.npz'}", "--profile", "smoke",
-                                       "--images-per-class", "5", "--gan-epochs", "2", "--out", str(out),
-                                       "--device", "cpu", "--quiet", "--record", str(tmp_path / "B.md")])
+                                       "--images-per-class", "5", "--gan-epochs", "2", "--augment", "cutout",
+                                       "--out", str(out), "--device", "cpu", "--quiet", "--record", str(tmp_path / "B.md")])
     assert result.exit_code == 0, result.output
     assert "| dgm-replay |" in result.output and "A2" in result.output
     assert "paper" not in result.output, "the paper did not measure this data set"
@@ -49,6 +49,7 @@ def test_bench_protocol_command_writes_table_plots_and_json(tmp_path):
             assert image.size[0] > 200
     results = json.loads((out / "results.json").read_text())
     assert results["gan_config"]["epochs"] == 2 and results["profile"]["images_per_class"] == 5
+    assert results["classifier_config"]["augment"] == "cutout" == results["gan_config"]["solver_augment"]
     assert "smoke, custom budget profile" in (tmp_path / "B.md").read_text(), "a changed budget is named as such"
     again = CliRunner().invoke(main, ["bench", "protocol", "--data", f"npz:{tmp_path / 'train.npz'}",
                                       "--test-data", f"npz:{tmp_path / 'test.npz'}", "--profile", "smoke",
@@ -59,6 +60,9 @@ def test_bench_protocol_command_writes_table_plots_and_json(tmp_path):
     assert finished.exit_code == 0, finished.output
     assert "| dgm-replay |" in finished.output and json.loads((out / "results.json").read_text()) == results
     for wrong, hint in ((["--resume", str(out), "--variant", "dgma"], "drop --variant"),
+                        (["--resume", str(out), "--augment", ""], "drop --augment"),
+                        (["--data", f"npz:{tmp_path / 'train.npz'}", "--test-data", f"npz:{tmp_path / 'test.npz'}",
+                          "--augment", "blur", "--out", str(tmp_path / "blur")], "unknown augmentation 'blur'"),
                         (["--resume", str(tmp_path)], "no protocol run to resume"),
                         ([], "give --out NEW_FOLDER for a new run, or --resume OUT"),
                         (["--data", f"npz:{tmp_path / 'train.npz'}", "--test-data", f"npz:{tmp_path / 'test.npz'}",
