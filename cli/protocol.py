@@ -27,7 +27,8 @@ from genmem.solver import SOLVER_MODES
 @click.option("--profile", type=click.Choice(["quick", "paper", "smoke"]), default="quick", show_default=True,
               help="quick: for 2 CPU cores, the GAN on 1000 images per class for 40 epochs per task, the "
                    "classifiers (the stored solver a fresh one) on every real image for 2 epochs, shifted by up to 4 "
-                   "pixels, critic and classifiers 16 wide (costs in BENCHMARKS.md); "
+                   "pixels, critic and classifiers 16 wide (costs in BENCHMARKS.md; for CIFAR-10 on 2 cores add "
+                   "--images-per-class 5000 --gan-epochs 30 --augment translation,cutout: 88 minutes); "
                    "paper: the paper's budgets on all data, for a GPU; smoke: seconds, checks the pipeline only.")
 @click.option("--images-per-class", type=click.IntRange(1), help="Override the real images per class the GAN "
                                                                      "trains on (to fit a budget, e.g. CIFAR-10 on a "
