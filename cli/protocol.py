@@ -37,7 +37,7 @@ from genmem.solver import SOLVER_MODES
 @click.option("--augment", metavar="POLICY",
               help="Override how the classifiers and the stored solver augment their training images: "
                    "comma-separated from translation, cutout, colour; '' for none (quick: translation). "
-                   "On CIFAR-10 'translation,cutout' keeps the classifiers from learning that real means newest.")
+                   "On CIFAR-10 'translation,cutout' keeps the classifiers from leaning on \"real means newest\".")
 @click.option("--width", "base_width", type=click.IntRange(1),
               help="Base width of DGM's initial generator (default: the recipe's, 6 for MNIST DGMw, 20 for "
                    "DGMa and CIFAR-10); DGMa's growth per task scales with it.")

@@ -29,7 +29,7 @@ from genmem.errors import InvalidSetting
 from genmem.expansion import LayerCapacity, expand_for_next_task, task_capacity
 from genmem.nets import Classifier, Discriminator, Generator, dcgan_init_
 from genmem.private import PrivateCritic
-from genmem.solver import (REAL_IMAGE_LOSSES, balanced_cross_entropy, check_start, records_real_image_figures,
+from genmem.solver import (REAL_IMAGE_LOSSES, balanced_cross_entropy, check_phase, records_real_image_figures,
                            task_solver)
 
 
@@ -183,9 +183,7 @@ def learn_task(generator: Generator, images: torch.Tensor, class_index: torch.Te
     labels = class_index.to(device)
     gan_rows = first_of_each_class(labels, config.gan_images_per_class)  # the solver phase still uses all
     policy = parse_policy(config.critic_augment)
-    # The solver's settings are refused now, not after the GAN.
-    check_start(config.solver_start)
-    parse_policy(config.solver_augment)
+    check_phase(config)
     average = GeneratorAverage(generator, task, frozen, config.average_decay) if config.average_decay else None
     replay = to_unit_range(past.images).to(device) if past is not None and earlier > 0 else None
     per_class = config.solver_replay or config.batch_size

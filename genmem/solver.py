@@ -38,6 +38,7 @@ SOLVER_MODES = {
 
 
 SOLVER_STARTS = ("critic", "fresh")
+MAX_SOLVER_EPOCHS = 1000.0  # far past any plateau; more is a typo, and infinity would never end
 
 SOLVER_BATCHES = 2  # a solver step classifies this many GAN batches' worth of images
 
@@ -62,6 +63,16 @@ def check_start(start: str) -> str:
     if start not in SOLVER_STARTS:
         raise InvalidSetting(f"unknown solver start {start!r}: choose one of {', '.join(SOLVER_STARTS)}")
     return start
+
+
+def check_phase(config: TrainingConfig) -> None:
+    """Refuse the solver phase's settings before the GAN trains, not after it."""
+    check_start(config.solver_start)
+    parse_policy(config.solver_augment)
+    epochs = config.solver_epochs
+    if epochs is not None and not 0 < epochs <= MAX_SOLVER_EPOCHS:
+        raise InvalidSetting(f"solver epochs {epochs} are out of range: give passes over the solver's images above "
+                             f"0 and at most {MAX_SOLVER_EPOCHS:g}")
 
 
 def balanced_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -166,7 +177,7 @@ def task_solver(config: TrainingConfig, critic: Discriminator, generator: Genera
         own = generated_images(generator, task, num_classes, per_class, rng)
         own_targets = torch.arange(earlier, earlier + num_classes, device=own.device).repeat_interleave(per_class)
         images, targets = torch.cat([*past, own]), torch.cat([*past_targets, own_targets])
-    if config.solver == "real" and check_start(config.solver_start) == "critic":
+    if config.solver == "real" and config.solver_start == "critic":
         solver = classification_part(critic)
     else:
         solver = Classifier(generator.spec.channels, generator.spec.image_size, earlier + num_classes,

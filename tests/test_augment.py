@@ -55,7 +55,6 @@ def test_empty_policy_is_the_identity_and_unknown_names_are_refused():
         parse_policy("translation,flip")
 
 
-
 def test_a_classifier_with_an_augmentation_policy_trains_on_shifted_batches_and_without_one_on_the_images():
     images = torch.zeros(8, 1, 16, 16, dtype=torch.uint8)
     images[:, :, 6:10, 6:10] = 255  # a bright square in the middle of every image

@@ -127,6 +127,9 @@ def test_the_solver_phase_is_set_from_the_command_line(tmp_path, tiny_npz):
         "fresh", 1.5, "translation,cutout")
     assert_clear_error(run("learn-task", tmp_path / "n", *source, "--solver-augment", "blur", *TINY),
                        "unknown augmentation 'blur'")
+    for endless in ("inf", "nan", "1e300"):
+        assert_clear_error(run("learn-task", tmp_path / "n", *source, "--solver-epochs", endless, *TINY),
+                           "solver epochs")
 
 
 def test_variant_of_an_existing_memory_cannot_change(learned, tiny_npz):

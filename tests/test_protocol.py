@@ -40,7 +40,8 @@ def test_bench_protocol_command_writes_table_plots_and_json(tmp_path):
     result = CliRunner().invoke(main, ["bench", "protocol", "--data", f"npz:{tmp_path / 'train.npz'}",
                                        "--test-data", f"npz:{tmp_path / 'test.npz'}", "--profile", "smoke",
                                        "--images-per-class", "5", "--gan-epochs", "2", "--augment", "cutout",
-                                       "--out", str(out), "--device", "cpu", "--quiet", "--record", str(tmp_path / "B.md")])
+                                       "--out", str(out), "--device", "cpu", "--quiet",
+                                       "--record", str(tmp_path / "B.md")])
     assert result.exit_code == 0, result.output
     assert "| dgm-replay |" in result.output and "A2" in result.output
     assert "paper" not in result.output, "the paper did not measure this data set"

@@ -94,7 +94,6 @@ def test_a_format_1_solver_still_loads_and_its_critic_head_is_found(two_versions
     assert isinstance(decode_shipped_critic(old_manifest, old_files), Discriminator)
 
 
-
 def test_the_solver_phase_augments_its_batches_only_when_asked():
     images = torch.full((10, 1, TINY_SIZE, TINY_SIZE), -1.0)
     images[:, :, 6:10, 6:10] = 1.0  # a bright square in the middle of every image

@@ -111,10 +111,10 @@ class Profile:
             changed = replace(changed, classifier_augment=augment, solver_augment=augment)
         images = changed.images_per_class or "all"
         epochs = changed.gan_epochs or "the paper's"
-        shifts = f"; classifiers and solver augmented by {augment or 'nothing'}" if augment is not None else ""
+        augmented = f"; classifiers and solver augmented by {augment or 'nothing'}" if augment is not None else ""
         return replace(changed, name=f"{self.name}, custom budget",
                        about=f"{self.name} with the GAN on {images} images per class for {epochs} epochs per task"
-                             + shifts)
+                             + augmented)
 
 
 PROFILES = {
