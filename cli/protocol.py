@@ -29,7 +29,8 @@ from genmem.solver import SOLVER_MODES
                    "classifiers (the stored solver a fresh one) on every real image for 2 epochs, shifted by up to 4 "
                    "pixels, critic and classifiers 16 wide (costs in BENCHMARKS.md; for CIFAR-10 on 2 cores add "
                    "--images-per-class 5000 --gan-epochs 30 --augment translation,cutout: 88 minutes); "
-                   "paper: the paper's budgets on all data, for a GPU; smoke: seconds, checks the pipeline only.")
+                   "paper: the paper's budgets on all data, for a GPU (the stored solver a fresh one, 5 shifted "
+                   "passes); smoke: seconds, checks the pipeline only.")
 @click.option("--images-per-class", type=click.IntRange(1), help="Override the real images per class the GAN "
                                                                      "trains on (to fit a budget, e.g. CIFAR-10 on a "
                                                                      "CPU); the classifiers still use all.")

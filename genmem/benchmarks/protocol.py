@@ -123,7 +123,9 @@ PROFILES = {
                      "4 pixels; critic and classifiers half as wide as the paper's",
                      solver_epochs=2.0, solver_start="fresh", solver_augment="translation", critic_width=16,
                      classifier_width=16, classifier_augment="translation"),
-    "paper": Profile("paper", None, None, None, 5.0, "the paper's budgets on all the data, for a GPU"),
+    "paper": Profile("paper", None, None, None, 5.0, "the paper's budgets on all the data, for a GPU; the solver a "
+                     "fresh one, 5 passes over its images shifted by up to 4 pixels",
+                     solver_epochs=5.0, solver_start="fresh", solver_augment="translation"),
     "smoke": Profile("smoke", 24, 1, 2, 0.5, "seconds on tiny data: checks the pipeline, not the accuracy",
                      solver_steps=20, classifier_images_per_class=24),
 }
