@@ -22,6 +22,8 @@
 #   pip install --no-index --no-deps --target /tmp/site .whl/*.whl && PYTHONPATH=/tmp/site PATH=/tmp/site/bin:$PATH \
 #     bash benchmarks/gpu_session.sh gpu/data gpu/runs $OUT 410
 # Unpack a previous session's <run>.tar.gz (its pieces joined with cat) into gpu/runs first to continue its paper runs.
+# A resume reads only a run's latest version: a run too large for a call's 64 MiB can travel without its older
+# versions, which are put back when it returns (BENCHMARKS.md, "A lent H100").
 set -uo pipefail
 data=$1 runs=$2 pack=$3 limit=$4
 device=${DEVICE:-cuda}

@@ -10,7 +10,6 @@ import json
 import urllib.parse
 
 import pytest
-import schemathesis
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -141,6 +140,9 @@ def test_learn_task_refuses_odd_sources_and_classes_in_one_line(tmp_path, data, 
 
 
 def test_schemathesis_finds_no_server_error_in_any_operation_of_the_openapi_description(two_versions):
+    # The test extra installs it; where only the runtime is (a lent GPU), the other hostile-input tests still run.
+    schemathesis = pytest.importorskip("schemathesis", reason="schemathesis is not installed (pip install "
+                                                              "'genmem[test]')")
     schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(two_versions, watch_interval=0,
                                                                         max_samples=40))
     operations = [result.ok() for result in schema.get_all_operations()]
