@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from genmem.cli.common import friendly_errors
+from genmem.learn import MAX_BATCH_SIZE
 
 
 def counts(text: str, option: str) -> list[int]:
@@ -37,7 +38,7 @@ def publish(table: str, where: str, record: Path | None, title: str) -> None:
 @click.option("--images", type=click.IntRange(1), default=512, show_default=True,
               help="Images of the task, at most (one class of the built-in MNIST digits has about 400).")
 @click.option("--epochs", type=click.IntRange(1), default=3, show_default=True)
-@click.option("--batch-size", type=click.IntRange(2), default=64, show_default=True,
+@click.option("--batch-size", type=click.IntRange(2, MAX_BATCH_SIZE), default=64, show_default=True,
               help="The global batch, split over the ranks.")
 @click.option("--record", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the table as the '## Data-parallel training' section of this file (BENCHMARKS.md).")

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import functools
+import re
 from pathlib import Path
 
 import click
+import torch
 
 from genmem.errors import GenmemError
 
@@ -36,8 +38,26 @@ def friendly_errors(command):
             return command(*args, **kwargs)
         except GenmemError as exc:
             raise click.ClickException(str(exc)) from None
+        except (MemoryError, RuntimeError) as exc:
+            if not out_of_memory(exc):
+                raise
+            raise click.ClickException(out_of_memory_message(exc)) from None
 
     return wrapper
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether an allocation failed: torch's CPU allocator raises a plain RuntimeError, CUDA its own kind."""
+    return isinstance(exc, (MemoryError, torch.OutOfMemoryError)) or "can't allocate memory" in str(exc)
+
+
+def out_of_memory_message(exc: BaseException) -> str:
+    """One line for a failed allocation (a width, image size or batch far too large), with what to do."""
+    asked = re.search(r"tried to allocate ([\d.]+ ?[A-Za-z]+)", str(exc), re.IGNORECASE)
+    amount = f" ({asked.group(1)} at once)" if asked else ""
+    return (f"out of memory: the networks or batches asked for do not fit in this machine's memory{amount}; ask "
+            f"for less (a smaller --width, --critic-width, --image-size or --batch-size, or fewer images per "
+            f"request); finished versions are untouched")
 
 
 def split_classes(text: str | None) -> list[str]:

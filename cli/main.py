@@ -16,6 +16,7 @@ from genmem.cli.render import render_summary
 from genmem.cli.report import report
 from genmem.cli.serve import serve
 from genmem.cli.sign import keygen, sign
+from genmem.learn import MAX_BATCH_SIZE, MAX_EPOCHS
 from genmem.solver import SOLVER_STARTS
 
 
@@ -51,9 +52,9 @@ def main():
 @click.option("--download", is_flag=True, help="Download the data set into --data-dir if it is not there.")
 @click.option("--variant", type=click.Choice(["dgmw", "dgma"]),
               help="Masks on weights (dgmw) or on units (dgma). Set by the first task; default dgmw.")
-@click.option("--epochs", type=click.IntRange(1), help="Epochs over the task's images (default: the paper's: "
-                                                        "101 MNIST, 151 SVHN, 251 CIFAR-10).")
-@click.option("--batch-size", type=click.IntRange(2),
+@click.option("--epochs", type=click.IntRange(1, MAX_EPOCHS), help="Epochs over the task's images (default: the "
+                                                                    "paper's: 101 MNIST, 151 SVHN, 251 CIFAR-10).")
+@click.option("--batch-size", type=click.IntRange(2, MAX_BATCH_SIZE),
               help="Images per step (default 64); under torchrun, the global batch that the ranks share.")
 @click.option("--lr", type=click.FloatRange(0, min_open=True), help="Adam learning rate (default: the paper's).")
 @click.option("--sparsity", type=click.FloatRange(0), help="Weight lambda of the sparsity regulariser; larger "

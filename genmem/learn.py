@@ -33,6 +33,10 @@ from genmem.solver import (REAL_IMAGE_LOSSES, balanced_cross_entropy, check_phas
                            task_solver)
 
 
+MAX_EPOCHS = 100_000  # far past any budget in use (the paper's largest is 251); more is a typo
+MAX_BATCH_SIZE = 65_536  # GAN batches this large are already unusual; larger ones fail for memory after the GAN
+
+
 @dataclass
 class TrainingConfig:
     """Hyperparameters of one task. Defaults are the paper's MNIST DGMw values except the epoch budget and betas."""
@@ -66,6 +70,17 @@ class TrainingConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def check_budget(config: TrainingConfig) -> None:
+    """Refuse budgets that could never finish or fit: the batch is allocated whole in the solver phase and
+    the recalibration after the GAN, so a typo there would fail only after the whole GAN had trained."""
+    if not 1 <= config.epochs <= MAX_EPOCHS:
+        raise InvalidSetting(f"{config.epochs} epochs are out of range: give 1 to {MAX_EPOCHS:,} passes over the "
+                             f"task's images (the paper's are 101 to 251)")
+    if not 2 <= config.batch_size <= MAX_BATCH_SIZE:
+        raise InvalidSetting(f"batch size {config.batch_size} is out of range: give 2 to {MAX_BATCH_SIZE:,} images "
+                             f"per step (the paper's is 64)")
 
 
 @dataclass
@@ -154,6 +169,8 @@ def learn_task(generator: Generator, images: torch.Tensor, class_index: torch.Te
     task's classes only). parallel: this process's rank when several share
     every batch (genmem.distributed); None: one process does all.
     """
+    check_budget(config)
+    check_phase(config)  # before the generator grows in place: a refused task leaves it as it was
     started = time.perf_counter()
     device = torch.device(device)
     spec = generator.spec
@@ -183,7 +200,6 @@ def learn_task(generator: Generator, images: torch.Tensor, class_index: torch.Te
     labels = class_index.to(device)
     gan_rows = first_of_each_class(labels, config.gan_images_per_class)  # the solver phase still uses all
     policy = parse_policy(config.critic_augment)
-    check_phase(config)
     average = GeneratorAverage(generator, task, frozen, config.average_decay) if config.average_decay else None
     replay = to_unit_range(past.images).to(device) if past is not None and earlier > 0 else None
     per_class = config.solver_replay or config.batch_size

@@ -10,9 +10,11 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from genmem.cli.main import main
+from genmem.data import load_source
+from genmem.errors import InvalidSetting
 from genmem.memory import Memory
 
-from tiny import class_images
+from tiny import class_images, tiny_config
 
 TINY = ["--image-size", "16", "--width", "2", "--critic-width", "4", "--epochs", "1", "--batch-size", "8", "--quiet",
         "--device", "cpu"]
@@ -116,6 +118,27 @@ def test_bad_settings(tmp_path, tiny_npz):
     assert not (tmp_path / "m").exists()
     if not torch.cuda.is_available():
         assert_clear_error(run("learn-task", tmp_path / "m", *source, "--device", "cuda"), "no CUDA GPU")
+
+
+def test_networks_too_large_for_memory_are_one_line_and_lose_no_version(learned, tiny_npz):
+    source = ["--data", f"npz:{tiny_npz}", "--classes", "3"]
+    exabyte_critic = TINY[:TINY.index("--critic-width")] + ["--critic-width", str(10**9)] \
+        + TINY[TINY.index("--critic-width") + 2:]
+    assert_clear_error(run("learn-task", learned, *source, *exabyte_critic), "out of memory")
+    assert Memory(learned).versions() == ["v0001", "v0002"]
+    assert run("learn-task", learned, *source, *TINY).exit_code == 0, "the memory still learns afterwards"
+
+
+def test_budgets_that_could_never_finish_or_fit_are_refused_before_training(tmp_path, tiny_npz):
+    """A batch this large would fail only after the whole GAN had trained; such epochs would never end."""
+    for option, value in (("--batch-size", 10**12), ("--epochs", 10**20)):
+        result = run("learn-task", tmp_path / "m", "--data", f"npz:{tiny_npz}", "--classes", "0", option, value)
+        assert_clear_error(result, f"Invalid value for '{option}'")
+    data = load_source(f"npz:{tiny_npz}")  # the Python API refuses them as well
+    for setting in ({"batch_size": 10**12}, {"epochs": 10**20}, {"batch_size": 1}):
+        with pytest.raises(InvalidSetting, match="out of range"):
+            Memory(tmp_path / "m").learn_task(data, [0], config=tiny_config(**setting), image_size=16, base_width=2)
+    assert not (tmp_path / "m").exists()
 
 
 def test_the_solver_phase_is_set_from_the_command_line(tmp_path, tiny_npz):
