@@ -27,8 +27,8 @@ from genmem.solver import SOLVER_MODES
 @click.option("--profile", type=click.Choice(["quick", "paper", "smoke"]), default="quick", show_default=True,
               help="quick: for 2 CPU cores, the GAN on 1000 images per class for 40 epochs per task, the "
                    "classifiers (the stored solver a fresh one) on every real image for 2 epochs, shifted by up to 4 "
-                   "pixels, critic and classifiers 16 wide (costs in BENCHMARKS.md; for CIFAR-10 on 2 cores add "
-                   "--images-per-class 5000 --gan-epochs 30 --augment translation,cutout: 88 minutes); "
+                   "pixels, critic and classifiers 16 wide (costs in BENCHMARKS.md); on CIFAR-10 the GAN on "
+                   "5000 images per class for 30 epochs and the classifiers also cut out (88 minutes); "
                    "paper: the paper's budgets on all data, for a GPU (the stored solver a fresh one, 5 shifted "
                    "passes); smoke: seconds, checks the pipeline only.")
 @click.option("--images-per-class", type=click.IntRange(1), help="Override the real images per class the GAN "
@@ -88,30 +88,30 @@ def protocol(ctx, source, test_data, data_dir, variant, methods, profile, images
       genmem bench protocol --resume runs/mnist-baselines
       genmem bench protocol --combine runs/mnist-baselines --combine runs/mnist-dgma --out runs/mnist-table
     """
-    from genmem.benchmarks.protocol import PROFILES, Profile, describe_data, run_protocol, saved_run
+    from genmem.benchmarks.protocol import Profile, describe_data, profile_for, run_protocol, saved_run
     from genmem.benchmarks.record import CpuWatch, machine, provenance
     from genmem.data import load_source
     from genmem.device import resolve_device
     from genmem.presets import recipe_for
 
     if combine:
+        ignored = given_options(ctx, exclude=("combine", "out", "record", "quiet"))
+        if ignored:
+            raise click.UsageError(f"--combine only reads finished runs (and writes --out and --record); drop "
+                                   f"{', '.join(ignored)}")
         return combined_report(combine, out, record)
     if (out is None) == (resume is None):
         raise click.UsageError("give --out NEW_FOLDER for a new run, or --resume OUT to continue one")
     if resume is not None:
-        fixed = [name for name in ("source", "test_data", "variant", "methods", "profile", "images_per_class",
-                                   "gan_epochs", "augment", "base_width", "solver_mode", "tasks", "seed")
-                 if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
+        fixed = given_options(ctx, exclude=("resume", "data_dir", "device", "record", "quiet"))
         if fixed:
             raise click.UsageError(f"--resume continues a run with the options it was started with; drop "
-                                   f"{', '.join(p.opts[0] for p in ctx.command.params if p.name in fixed)}")
+                                   f"{', '.join(fixed)}")
         saved = saved_run(resume)
         source, test_data = saved["data"]["source"], saved["data"]["test_source"]
         variant, seed, methods = saved["variant"], saved["seed"], ",".join(saved["methods"])
         base_width, solver_mode = saved.get("base_width"), saved["gan_config"].get("solver", "real")
         budget, tasks, out = Profile(**saved["profile"]), len(saved["classes"]), resume
-    else:
-        budget = PROFILES[profile].with_budget(images_per_class, gan_epochs, augment)
     target = resolve_device(device)
     command = "genmem " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     where = provenance([machine(target)], command)  # now: the code that runs, not the tree at the end
@@ -120,11 +120,19 @@ def protocol(ctx, source, test_data, data_dir, variant, methods, profile, images
     train = load_source(source, data_dir, train=True)
     test = load_source(test_data or source, data_dir, train=test_data is not None)
     recipe = recipe_for(source, train.images.shape[1])
+    if resume is None:
+        budget = profile_for(profile, recipe).with_budget(images_per_class, gan_epochs, augment)
     watch = CpuWatch()
     results = run_protocol(train, test, recipe, variant, budget, out, device=target, seed=seed, num_tasks=tasks,
                            progress=not quiet, methods=split_classes(methods), data=describe_data(source, test_data),
                            resume=resume is not None, base_width=base_width, solver=solver_mode)
     report(results, out, budget.name, where, watch.others_share(), record)
+
+
+def given_options(ctx: click.Context, exclude: tuple[str, ...]) -> list[str]:
+    """The options, other than `exclude`, that the command line gave (as their flags)."""
+    return [p.opts[0] for p in ctx.command.params if isinstance(p, click.Option) and p.name not in exclude
+            and ctx.get_parameter_source(p.name) == click.core.ParameterSource.COMMANDLINE]
 
 
 def report(results: dict, out: Path, profile_name: str, where: str, busy: float | None, record: Path | None) -> None:

@@ -6,8 +6,8 @@ import numpy as np
 from click.testing import CliRunner
 from PIL import Image
 
-from genmem.benchmarks.protocol import (DEFAULT_METHODS, PROFILES, describe_data, markdown_table, run_protocol,
-                                       run_title)
+from genmem.benchmarks.protocol import (DEFAULT_METHODS, PROFILES, describe_data, markdown_table, profile_for,
+                                       run_protocol, run_title)
 from genmem.cli.main import main
 
 from tiny import tiny_set
@@ -65,11 +65,22 @@ def test_bench_protocol_command_writes_table_plots_and_json(tmp_path):
                         (["--data", f"npz:{tmp_path / 'train.npz'}", "--test-data", f"npz:{tmp_path / 'test.npz'}",
                           "--augment", "blur", "--out", str(tmp_path / "blur")], "unknown augmentation 'blur'"),
                         (["--resume", str(tmp_path)], "no protocol run to resume"),
+                        (["--combine", str(out), "--width", "4", "--out", str(tmp_path / "table")], "drop --width"),
                         ([], "give --out NEW_FOLDER for a new run, or --resume OUT"),
                         (["--data", f"npz:{tmp_path / 'train.npz'}", "--test-data", f"npz:{tmp_path / 'test.npz'}",
                           "--methods", "dgm-replay,ewk", "--out", str(tmp_path / "typo")], "unknown method ewk")):
         refused = CliRunner().invoke(main, ["bench", "protocol", *wrong])
         assert refused.exit_code != 0 and "Traceback" not in refused.output and hint in refused.output, wrong
+
+
+def test_the_quick_profile_on_cifar10_takes_the_budget_that_does_not_collapse():
+    cifar = profile_for("quick", "cifar10")
+    assert (cifar.images_per_class, cifar.gan_epochs) == (5000, 30) and cifar.name == "quick"
+    assert cifar.classifier_augment == cifar.solver_augment == "translation,cutout"
+    assert "CIFAR-10" in cifar.about
+    assert profile_for("quick", "mnist") == profile_for("quick", "svhn") == PROFILES["quick"]
+    assert profile_for("paper", "cifar10") == PROFILES["paper"]
+    assert cifar.with_budget(gan_epochs=2).images_per_class == 5000, "the user's overrides apply on top"
 
 
 def results_on(source: str, variant: str = "dgmw", methods=("dgm-replay", "dgr", "joint")) -> dict:
