@@ -256,9 +256,11 @@ def model_card(manifest: dict) -> str:
     ]
     for task in manifest["tasks"]:
         names = ", ".join(classes.resolve(label).name for label in task["classes"])
+        processes = task["training"].get("processes", 1)  # absent before it was recorded: one
+        shared = f" on {processes} processes" if processes > 1 else ""
         lines.append(f"| {task['task']} | {names} | {'/'.join(map(str, task['widths']))} | "
                      f"{task['data']['source']} ({task['data']['images']} images) | {task['training']['epochs']} | "
-                     f"{task['seconds']:.0f} |")
+                     f"{task['seconds']:.0f}{shared} |")
     lines += quality_card(manifest)
     lines += ["", *privacy_card(manifest), "", "Load it with `genmem.Memory(path).sampler()` or serve it with `genmem serve`; "
                   "the files are safetensors and JSON, so loading never executes code.", ""]

@@ -109,6 +109,7 @@ class TaskReport:
     final_losses: dict[str, float] = field(default_factory=dict)
     solver: Classifier | None = None  # None: the task ships no solver
     privacy: dict | None = None  # the DP guarantee and its settings (genmem.private), None without DP
+    processes: int = 1  # data-parallel ranks that shared every batch (genmem.distributed)
 
 
 def to_unit_range(images: torch.Tensor) -> torch.Tensor:
@@ -294,7 +295,8 @@ def learn_task(generator: Generator, images: torch.Tensor, class_index: torch.Te
                       iterations=config.epochs * batches_per_epoch, seconds=time.perf_counter() - started,
                       final_losses=losses if records_real_image_figures(config.solver) else
                       {k: v for k, v in losses.items() if k not in REAL_IMAGE_LOSSES},
-                      solver=solver, privacy=private.record() if private is not None else None)
+                      solver=solver, privacy=private.record() if private is not None else None,
+                      processes=ranks.world_size)
 
 
 def replay_batch(replay: torch.Tensor, per_class: int, rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

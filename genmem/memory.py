@@ -175,7 +175,7 @@ class Memory:
             "parameters": parameter_counts(generator),
             "data": {"source": data.source, "images": len(data.labels), "per_class": per_class,
                      "holdout": held_out},
-            "training": {**config.to_dict(), "device": str(device)},
+            "training": {**config.to_dict(), "device": str(device), "processes": report.processes},
             "iterations": report.iterations,
             "seconds": round(report.seconds, 3),
             "final_losses": report.final_losses,

@@ -72,7 +72,10 @@ def test_two_ranks_step_as_one_process_and_learn_a_task_into_one_version_bit_for
     # A whole task: rank 0 wrote one version, and every rank holds exactly its weights and masks.
     assert first_task.versions() == ["v0001", "v0002"]
     assert all("learned v0002" in result.stdout for result in results)
+    assert [first_task.store.manifest(v)["tasks"][-1]["training"]["processes"] for v in ("v0001", "v0002")] == [1, 2]
     stored = first_task.store.read("v0002")[1]
+    card = stored["MODEL_CARD.md"].decode()
+    assert card.count(" on 2 processes |") == 1, "the card names the ranks of the task that had them"
     for name in ("generator.safetensors", "masks.safetensors"):
         written = load_safetensors(stored[name])
         for rank in range(2):
