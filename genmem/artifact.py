@@ -262,7 +262,8 @@ def model_card(manifest: dict) -> str:
                      f"{task['data']['source']} ({task['data']['images']} images) | {task['training']['epochs']} | "
                      f"{task['seconds']:.0f}{shared} |")
     lines += quality_card(manifest)
-    lines += ["", *privacy_card(manifest), "", "Load it with `genmem.Memory(path).sampler()` or serve it with `genmem serve`; "
-                  "the files are safetensors and JSON, so loading never executes code.", ""]
+    lines += ["", *privacy_card(manifest), "",
+              "Load it with `genmem.Memory(path).sampler()` or serve it with `genmem serve`; "
+              "the files are safetensors and JSON, so loading never executes code.", ""]
     return "\n".join(lines)
 
