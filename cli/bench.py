@@ -12,7 +12,7 @@ from genmem.cli.bench_avalanche import avalanche
 from genmem.cli.bench_scale import distributed, replicas
 from genmem.cli.bench_load import serve_load
 from genmem.cli.bench_privacy import privacy
-from genmem.cli.common import friendly_errors
+from genmem.cli.common import FiniteFloatRange, friendly_errors
 from genmem.cli.protocol import protocol
 
 
@@ -28,7 +28,7 @@ def bench():
                    "is measured in float16 and float32, the CPU in float32.")
 @click.option("--sizes", default="1,16,256,4096,65536", show_default=True,
               help="Images per request, comma-separated; the largest is also split into where its time goes.")
-@click.option("--seconds", type=click.FloatRange(0, min_open=True), default=3.0, show_default=True,
+@click.option("--seconds", type=FiniteFloatRange(0, min_open=True), default=3.0, show_default=True,
               help="Time spent timing each point after its warm-up (3 repeats at least); the median is reported.")
 @click.option("--record", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the results as the '## Sampling throughput' section of this file (BENCHMARKS.md).")

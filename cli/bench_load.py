@@ -7,13 +7,13 @@ from pathlib import Path
 
 import click
 
-from genmem.cli.common import friendly_errors
+from genmem.cli.common import FiniteFloatRange, friendly_errors
 
 
 @click.command("serve-load")
 @click.argument("memory", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--clients", type=click.IntRange(1), default=50, show_default=True, help="Concurrent clients.")
-@click.option("--seconds", type=click.FloatRange(1), default=30.0, show_default=True, help="Length of the run.")
+@click.option("--seconds", type=FiniteFloatRange(1), default=30.0, show_default=True, help="Length of the run.")
 @click.option("--batch", type=click.IntRange(1), default=64, show_default=True, help="Images per request.")
 @click.option("--learn", "learn", metavar="ARGS",
               help="Also run `genmem learn-task COPY ARGS` during the run, e.g. \"--data builtin --classes 5 "

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from genmem.cli.common import DEVICE_HELP, friendly_errors
+from genmem.cli.common import DEVICE_HELP, FiniteFloatRange, friendly_errors
 
 
 @click.command()
@@ -17,7 +17,7 @@ from genmem.cli.common import DEVICE_HELP, friendly_errors
               help="A new folder for the memories, results.json and privacy-utility.png.")
 @click.option("--epsilons", default="1,4,10,none", show_default=True,
               help="Comma-separated epsilons; 'none' learns without DP (and the default `real` solver).")
-@click.option("--delta", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=1e-5, show_default=True)
+@click.option("--delta", type=FiniteFloatRange(0, 1, min_open=True, max_open=True), default=1e-5, show_default=True)
 @click.option("--tasks", "num_tasks", type=click.IntRange(1), default=10, show_default=True,
               help="One class per task, in label order.")
 @click.option("--images-per-class", type=click.IntRange(10), default=1000, show_default=True,

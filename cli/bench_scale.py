@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from genmem.cli.common import friendly_errors
+from genmem.cli.common import FiniteFloatRange, friendly_errors
 from genmem.learn import MAX_BATCH_SIZE
 
 
@@ -75,7 +75,7 @@ def distributed(settings, images, epochs, batch_size, record):
 @click.option("--size", type=click.IntRange(1), default=256, show_default=True, help="Images per request.")
 @click.option("--clients", type=click.IntRange(1), default=8, show_default=True,
               help="Client threads, each with its own connection.")
-@click.option("--seconds", type=click.FloatRange(0, min_open=True), default=5.0, show_default=True,
+@click.option("--seconds", type=FiniteFloatRange(0, min_open=True), default=5.0, show_default=True,
               help="Time each setting is loaded for, after a warm-up.")
 @click.option("--record", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the table as the '## Replicated serving' section of this file (BENCHMARKS.md).")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import re
 from pathlib import Path
 
@@ -12,6 +13,17 @@ import torch
 from genmem.errors import GenmemError
 
 DEVICE_HELP = "Where to compute: auto (the GPU if there is one), cpu, cuda or cuda:N."
+
+
+class FiniteFloatRange(click.FloatRange):
+    """A FloatRange that also refuses NaN and infinity: click's bounds checks let NaN through (every comparison
+    with it is false), and a NaN learning rate or weight trains a version of NaN weights."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
 
 
 def run_options(command):

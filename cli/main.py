@@ -10,7 +10,7 @@ import click
 
 from genmem.cli.audit import audit
 from genmem.cli.bench import bench
-from genmem.cli.common import DEVICE_HELP, friendly_errors, split_classes
+from genmem.cli.common import DEVICE_HELP, FiniteFloatRange, friendly_errors, split_classes
 from genmem.cli.evaluate import evaluate
 from genmem.cli.render import render_summary
 from genmem.cli.report import report
@@ -56,8 +56,8 @@ def main():
                                                                     "paper's: 101 MNIST, 151 SVHN, 251 CIFAR-10).")
 @click.option("--batch-size", type=click.IntRange(2, MAX_BATCH_SIZE),
               help="Images per step (default 64); under torchrun, the global batch that the ranks share.")
-@click.option("--lr", type=click.FloatRange(0, min_open=True), help="Adam learning rate (default: the paper's).")
-@click.option("--sparsity", type=click.FloatRange(0), help="Weight lambda of the sparsity regulariser; larger "
+@click.option("--lr", type=FiniteFloatRange(0, min_open=True), help="Adam learning rate (default: the paper's).")
+@click.option("--sparsity", type=FiniteFloatRange(0), help="Weight lambda of the sparsity regulariser; larger "
                                                            "reserves less of the network (default: the paper's).")
 @click.option("--critic-width", type=click.IntRange(1), help="Channels of the critic's first layer, doubling "
                                                               "per layer (default 32; 128 for cifar10).")
@@ -76,20 +76,20 @@ def main():
 @click.option("--solver-start", type=click.Choice(list(SOLVER_STARTS)),
               help="Whether the solver's classification phase starts from the critic's trunk (default, the paper's "
                    "solver) or from a fresh network (better on MNIST's quick profile, BENCHMARKS.md).")
-@click.option("--solver-epochs", type=click.FloatRange(0, min_open=True),
+@click.option("--solver-epochs", type=FiniteFloatRange(0, min_open=True),
               help="Passes over the task's images and replay that the solver's phase makes at least (default: "
                    "300 steps); a fresh solver wants about 2.")
 @click.option("--solver-augment", metavar="POLICY",
               help="Augmentation of the solver's training images, comma-separated from translation, cutout, "
                    "colour (default none); 'translation' helps it read real images after learning from replay.")
-@click.option("--holdout", type=click.FloatRange(0, 1, max_open=True), default=0.0,
+@click.option("--holdout", type=FiniteFloatRange(0, 1, max_open=True), default=0.0,
               help="Share of the task's images kept out of training, so that `genmem audit --non-members "
                    "holdout` can test them; the manifest records which (by position and seed), never the images.")
-@click.option("--dp-epsilon", type=click.FloatRange(0, min_open=True),
+@click.option("--dp-epsilon", type=FiniteFloatRange(0, min_open=True),
               help="Make the version (epsilon, delta)-differentially private with respect to the task's images: "
                    "the critic trains with DP-SGD (Opacus), the generator only sees it. Costs image quality; "
                    "see PRIVACY.md. Needs the dp extra: pip install 'genmem[dp]'.")
-@click.option("--dp-delta", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=1e-5,
+@click.option("--dp-delta", type=FiniteFloatRange(0, 1, min_open=True, max_open=True), default=1e-5,
               show_default=True, help="The delta of --dp-epsilon; keep it well below 1 / the task's image count.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @friendly_errors

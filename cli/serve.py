@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from genmem.cli.common import DEVICE_HELP, friendly_errors
+from genmem.cli.common import DEVICE_HELP, FiniteFloatRange, friendly_errors
 from genmem.service import DEFAULT_BUDGET_MIB, DEFAULT_MAX_SAMPLES
 
 KEEP_ALIVE_SECONDS = 30
@@ -51,10 +51,10 @@ def token_from(token: str | None, token_file: Path | None) -> str | None:
                                       "key; others are named as damaged.")
 @click.option("--max-samples", type=click.IntRange(1), default=DEFAULT_MAX_SAMPLES, show_default=True,
               help="Most images one request may ask for; larger requests get 413.")
-@click.option("--max-in-flight", "budget_mib", type=click.FloatRange(1), default=DEFAULT_BUDGET_MIB,
+@click.option("--max-in-flight", "budget_mib", type=FiniteFloatRange(1), default=DEFAULT_BUDGET_MIB,
               show_default=True, help="MiB of images being generated or sent at once; requests beyond it wait, "
                                       "then get 503 with Retry-After (clients retry).")
-@click.option("--watch-interval", type=click.FloatRange(0), default=2.0, show_default=True,
+@click.option("--watch-interval", type=FiniteFloatRange(0), default=2.0, show_default=True,
               help="Seconds between checks for a new version (0: only POST /genmem/reload picks one up).")
 @click.option("--name", help="Model name in /v2/models/NAME (default: the memory folder's name without .mem).")
 @click.option("--workers", type=click.IntRange(1), default=1, show_default=True,

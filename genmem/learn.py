@@ -13,6 +13,7 @@ never leaves this function).
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -72,9 +73,21 @@ class TrainingConfig:
         return asdict(self)
 
 
-def check_budget(config: TrainingConfig) -> None:
-    """Refuse budgets that could never finish or fit: the batch is allocated whole in the solver phase and
-    the recalibration after the GAN, so a typo there would fail only after the whole GAN had trained."""
+POSITIVE_SETTINGS = ("lr", "s_max", "solver_lr")
+NON_NEGATIVE_SETTINGS = ("sparsity_weight", "gp_weight", "class_loss_weight")
+
+
+def check_settings(config: TrainingConfig) -> None:
+    """Refuse settings that could never finish, fit or learn, before any training.
+
+    A NaN rate or weight trains a version of NaN weights; the batch is allocated whole in the solver phase
+    and the recalibration after the GAN, so a batch too large would fail only after the whole GAN.
+    """
+    for name in POSITIVE_SETTINGS + NON_NEGATIVE_SETTINGS:
+        value = getattr(config, name)
+        if not (math.isfinite(value) and (value > 0 if name in POSITIVE_SETTINGS else value >= 0)):
+            bound = "above 0" if name in POSITIVE_SETTINGS else "0 or more"
+            raise InvalidSetting(f"{name} {value} is out of range: give a finite number {bound}")
     if not 1 <= config.epochs <= MAX_EPOCHS:
         raise InvalidSetting(f"{config.epochs} epochs are out of range: give 1 to {MAX_EPOCHS:,} passes over the "
                              f"task's images (the paper's are 101 to 251)")
@@ -170,7 +183,7 @@ def learn_task(generator: Generator, images: torch.Tensor, class_index: torch.Te
     task's classes only). parallel: this process's rank when several share
     every batch (genmem.distributed); None: one process does all.
     """
-    check_budget(config)
+    check_settings(config)
     check_phase(config)  # before the generator grows in place: a refused task leaves it as it was
     started = time.perf_counter()
     device = torch.device(device)

@@ -24,6 +24,7 @@ What DP-SGD cannot handle is replaced:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -44,8 +45,9 @@ ORDERS = (1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 16.0, 
 
 def check_private_config(config: TrainingConfig) -> None:
     """Refuse DP settings that would void the guarantee or cannot be met, before any training."""
-    if not config.dp_epsilon > 0:
-        raise InvalidSetting(f"--dp-epsilon must be positive, got {config.dp_epsilon}")
+    if not 0 < config.dp_epsilon < math.inf:
+        raise InvalidSetting(f"--dp-epsilon must be a positive, finite number, got {config.dp_epsilon} (an "
+                             f"infinite epsilon guarantees nothing: leave it out to learn without DP)")
     if not 0 < config.dp_delta < 1:
         raise InvalidSetting(f"--dp-delta must lie in (0, 1), got {config.dp_delta}")
     if config.solver == "real":

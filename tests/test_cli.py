@@ -2,6 +2,7 @@
 
 import json
 
+import click
 import numpy as np
 import pytest
 import torch
@@ -9,6 +10,7 @@ from click.testing import CliRunner
 from PIL import Image
 from safetensors.torch import load_file
 
+from genmem.cli.common import FiniteFloatRange
 from genmem.cli.main import main
 from genmem.data import load_source
 from genmem.errors import InvalidSetting
@@ -129,13 +131,18 @@ def test_networks_too_large_for_memory_are_one_line_and_lose_no_version(learned,
     assert run("learn-task", learned, *source, *TINY).exit_code == 0, "the memory still learns afterwards"
 
 
-def test_budgets_that_could_never_finish_or_fit_are_refused_before_training(tmp_path, tiny_npz):
-    """A batch this large would fail only after the whole GAN had trained; such epochs would never end."""
-    for option, value in (("--batch-size", 10**12), ("--epochs", 10**20)):
+def test_settings_that_could_never_finish_fit_or_learn_are_refused_before_training(tmp_path, tiny_npz):
+    """A batch this large would fail only after the whole GAN had trained, such epochs would never end, and a NaN
+    rate or weight (which click's ranges let through) trained a version of NaN weights."""
+    floats = [(option, value) for option in ("--lr", "--sparsity", "--solver-epochs", "--holdout", "--dp-epsilon",
+                                             "--dp-delta") for value in ("nan", "inf", "-nan")]
+    for option, value in [("--batch-size", 10**12), ("--epochs", 10**20), *floats]:
         result = run("learn-task", tmp_path / "m", "--data", f"npz:{tiny_npz}", "--classes", "0", option, value)
         assert_clear_error(result, f"Invalid value for '{option}'")
     data = load_source(f"npz:{tiny_npz}")  # the Python API refuses them as well
-    for setting in ({"batch_size": 10**12}, {"epochs": 10**20}, {"batch_size": 1}):
+    nan, inf = float("nan"), float("inf")
+    for setting in ({"batch_size": 10**12}, {"epochs": 10**20}, {"batch_size": 1}, {"lr": nan},
+                    {"sparsity_weight": nan}, {"gp_weight": inf}, {"solver_lr": -1.0}, {"s_max": 0.0}):
         with pytest.raises(InvalidSetting, match="out of range"):
             Memory(tmp_path / "m").learn_task(data, [0], config=tiny_config(**setting), image_size=16, base_width=2)
     assert not (tmp_path / "m").exists()
@@ -150,9 +157,8 @@ def test_the_solver_phase_is_set_from_the_command_line(tmp_path, tiny_npz):
         "fresh", 1.5, "translation,cutout")
     assert_clear_error(run("learn-task", tmp_path / "n", *source, "--solver-augment", "blur", *TINY),
                        "unknown augmentation 'blur'")
-    for endless in ("inf", "nan", "1e300"):
-        assert_clear_error(run("learn-task", tmp_path / "n", *source, "--solver-epochs", endless, *TINY),
-                           "solver epochs")
+    assert_clear_error(run("learn-task", tmp_path / "n", *source, "--solver-epochs", "1e300", *TINY),
+                       "solver epochs")  # NaN and infinity: the settings test
 
 
 def test_variant_of_an_existing_memory_cannot_change(learned, tiny_npz):
@@ -175,3 +181,19 @@ def test_sampling_errors(learned, tmp_path):
     assert_clear_error(run("sample", learned, "-o", tmp_path / "x.jpg"), "must end in")
     assert_clear_error(run("sample", learned, "--version", "v0009", "-o", tmp_path / "x.png"), "no version 'v0009'")
     assert_clear_error(run("sample", learned, "--float", "-o", tmp_path / "x.png"), "PNG grid needs uint8")
+
+
+def test_every_float_option_of_every_command_refuses_nan_and_infinity():
+    def commands(command, path=("genmem",)):
+        yield path, command
+        for name, sub in getattr(command, "commands", {}).items():
+            yield from commands(sub, (*path, name))
+
+    floats = [(" ".join(path), param) for path, command in commands(main) for param in command.params
+              if isinstance(param.type, click.types.FloatParamType)]
+    assert len(floats) >= 12, "the walk reached the float options of the bench subcommands too"
+    for where, param in floats:
+        assert isinstance(param.type, FiniteFloatRange), f"{where} {param.opts[0]}"
+        for bad in ("nan", "inf", "-inf"):
+            with pytest.raises(click.BadParameter, match="not a finite number|not in the range"):
+                param.type.convert(bad, param, None)

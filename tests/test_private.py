@@ -49,3 +49,13 @@ def test_a_private_task_refuses_a_solver_trained_on_real_images(tmp_path):
         Memory(tmp_path / "m").learn_task(tiny_set(), ["0"], config=tiny_config(dp_epsilon=4.0),
                                           image_size=TINY_SIZE, base_width=2, progress=False)
     assert not (tmp_path / "m").exists()  # refused before anything was written
+
+
+@pytest.mark.parametrize("epsilon, delta", [(float("inf"), 1e-5), (float("nan"), 1e-5), (0.0, 1e-5),
+                                            (4.0, float("nan")), (4.0, 1.0)])
+def test_a_guarantee_that_promises_nothing_is_refused(tmp_path, epsilon, delta):
+    with pytest.raises(InvalidSetting, match="--dp-"):
+        Memory(tmp_path / "m").learn_task(tiny_set(), ["0"], config=tiny_config(dp_epsilon=epsilon, dp_delta=delta,
+                                                                               solver="replay"),
+                                          image_size=TINY_SIZE, base_width=2, progress=False)
+    assert not (tmp_path / "m").exists()
