@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from genmem.cli.common import DEVICE_HELP, friendly_errors
+from genmem.cli.common import DEVICE_HELP, SEED, friendly_errors
 
 
 @click.command()
@@ -30,7 +30,7 @@ from genmem.cli.common import DEVICE_HELP, friendly_errors
               help="Generated images per class the distance attacks search.")
 @click.option("--max-per-class", type=click.IntRange(2), default=500, show_default=True,
               help="At most this many members, non-members and reference images per class (a random subset).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of sampling, subsets and the bootstrap.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of sampling, subsets and the bootstrap.")
 @click.option("--json", "as_json", is_flag=True, help="Print the audit record as JSON.")
 @click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
 @friendly_errors

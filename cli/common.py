@@ -11,6 +11,7 @@ import click
 import torch
 
 from genmem.errors import GenmemError
+from genmem.learn import MAX_SEED
 
 DEVICE_HELP = "Where to compute: auto (the GPU if there is one), cpu, cuda or cuda:N."
 
@@ -26,10 +27,13 @@ class FiniteFloatRange(click.FloatRange):
         return number
 
 
+SEED = click.IntRange(0, MAX_SEED // 2)  # every command's --seed; the rest of torch's 64 bits for what protocols add
+
+
 def run_options(command):
     """--seed, --device, --record and --quiet, which every benchmark run takes alike."""
     options = [
-        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--seed", type=SEED, default=0, show_default=True),
         click.option("--device", default="auto", show_default=True, help=DEVICE_HELP),
         click.option("--record", type=click.Path(dir_okay=False, path_type=Path),
                      help="Also write the results as a section of this file (BENCHMARKS.md), with device, command, "

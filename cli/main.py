@@ -10,7 +10,7 @@ import click
 
 from genmem.cli.audit import audit
 from genmem.cli.bench import bench
-from genmem.cli.common import DEVICE_HELP, FiniteFloatRange, friendly_errors, split_classes
+from genmem.cli.common import DEVICE_HELP, SEED, FiniteFloatRange, friendly_errors, split_classes
 from genmem.cli.evaluate import evaluate
 from genmem.cli.render import render_summary
 from genmem.cli.report import report
@@ -65,7 +65,7 @@ def main():
               help="Image side of a new memory (a power of two); data is resized to it. Set by the first task.")
 @click.option("--width", "base_width", type=click.IntRange(1),
               help="Base width of a new memory's generator (default 6 for dgmw, 20 for dgma, 20 for cifar10).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the task's training; same seed, "
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the task's training; same seed, "
                                                                      "same result on the CPU.")
 @click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
 @click.option("--solver", "solver_mode", type=click.Choice(["real", "replay", "none"]),
@@ -187,7 +187,7 @@ def info(memory, version, as_json):
                    "(and name), which torchvision's ImageFolder reads as is; its class i is the i-th smallest label.")
 @click.option("--classes", metavar="A,B,...", help="Classes to draw, by label or name (default: all).")
 @click.option("--count", type=click.IntRange(1), default=8, show_default=True, help="Images per class.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same images.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Same seed, same images.")
 @click.option("--version", "version", help="Version to sample from (default: the latest).")
 @click.option("--float", "as_float", is_flag=True, help="Floats in [-1, 1] instead of uint8 pixels (not for .png).")
 @click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import click
 
-from genmem.cli.common import friendly_errors
+from genmem.cli.common import SEED, friendly_errors
 
 
 @click.command()
 @click.argument("memory", type=click.Path(path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="The HTML file to write.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sample grids.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the sample grids.")
 @friendly_errors
 def report(memory, output, seed):
     """Write one HTML page about MEMORY that opens offline in any browser.

@@ -36,6 +36,7 @@ from genmem.solver import (REAL_IMAGE_LOSSES, balanced_cross_entropy, check_phas
 
 MAX_EPOCHS = 100_000  # far past any budget in use (the paper's largest is 251); more is a typo
 MAX_BATCH_SIZE = 65_536  # GAN batches this large are already unusual; larger ones fail for memory after the GAN
+MAX_SEED = 2**64 - 1  # seeds are torch generator seeds, which stop at 64 bits
 
 
 @dataclass
@@ -88,6 +89,8 @@ def check_settings(config: TrainingConfig) -> None:
         if not (math.isfinite(value) and (value > 0 if name in POSITIVE_SETTINGS else value >= 0)):
             bound = "above 0" if name in POSITIVE_SETTINGS else "0 or more"
             raise InvalidSetting(f"{name} {value} is out of range: give a finite number {bound}")
+    if not 0 <= config.seed <= MAX_SEED:
+        raise InvalidSetting(f"seed {config.seed} is out of range: give an integer from 0 to {MAX_SEED}")
     if not 1 <= config.epochs <= MAX_EPOCHS:
         raise InvalidSetting(f"{config.epochs} epochs are out of range: give 1 to {MAX_EPOCHS:,} passes over the "
                              f"task's images (the paper's are 101 to 251)")

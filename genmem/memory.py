@@ -23,7 +23,7 @@ from genmem.data import ImageSet, fit_images
 from genmem.distributed import DataParallel, version_writer
 from genmem.errors import DataError
 from genmem.holdout import hold_out
-from genmem.learn import PastReplay, TaskReport, TrainingConfig, learn_task
+from genmem.learn import PastReplay, TaskReport, TrainingConfig, check_settings, learn_task
 from genmem.learned_quality import learned_quality, sample_strip
 from genmem.nets import Generator, GeneratorSpec
 from genmem.presets import paper_config
@@ -107,6 +107,7 @@ class Memory:
             config = config or paper_config("mnist" if spec.channels == 1 else "svhn", spec.variant)
             if solver is not None:
                 config = replace(config, solver=check_mode(solver))
+            check_settings(config)  # before its seed draws the holdout or a first generator
             task_data, held_out = hold_out(task_data, holdout, config.seed) if holdout else (task_data, None)
             if parent is None:
                 generator = Generator(spec, torch.Generator().manual_seed(config.seed))

@@ -136,13 +136,13 @@ def test_settings_that_could_never_finish_fit_or_learn_are_refused_before_traini
     rate or weight (which click's ranges let through) trained a version of NaN weights."""
     floats = [(option, value) for option in ("--lr", "--sparsity", "--solver-epochs", "--holdout", "--dp-epsilon",
                                              "--dp-delta") for value in ("nan", "inf", "-nan")]
-    for option, value in [("--batch-size", 10**12), ("--epochs", 10**20), *floats]:
+    for option, value in [("--batch-size", 10**12), ("--epochs", 10**20), ("--seed", 2**70), ("--seed", -1), *floats]:
         result = run("learn-task", tmp_path / "m", "--data", f"npz:{tiny_npz}", "--classes", "0", option, value)
         assert_clear_error(result, f"Invalid value for '{option}'")
     data = load_source(f"npz:{tiny_npz}")  # the Python API refuses them as well
     nan, inf = float("nan"), float("inf")
     for setting in ({"batch_size": 10**12}, {"epochs": 10**20}, {"batch_size": 1}, {"lr": nan},
-                    {"sparsity_weight": nan}, {"gp_weight": inf}, {"solver_lr": -1.0}, {"s_max": 0.0}):
+                    {"sparsity_weight": nan}, {"gp_weight": inf}, {"solver_lr": -1.0}, {"s_max": 0.0}, {"seed": 2**70}):
         with pytest.raises(InvalidSetting, match="out of range"):
             Memory(tmp_path / "m").learn_task(data, [0], config=tiny_config(**setting), image_size=16, base_width=2)
     assert not (tmp_path / "m").exists()
