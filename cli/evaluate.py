@@ -20,8 +20,9 @@ from genmem.cli.common import DEVICE_HELP, FiniteFloatRange, friendly_errors
 @click.option("--replay-classifier", is_flag=True,
               help="Also train a fresh classifier on replay alone (no real image) from the latest evaluated version "
                    "and test it: how much the memory is worth to a downstream classifier.")
-@click.option("--epochs", type=FiniteFloatRange(0, min_open=True), default=3.0, show_default=True,
-              help="Epochs of the replay classifier, counted in 1000 generated images per class.")
+@click.option("--epochs", type=FiniteFloatRange(0, 1000, min_open=True), default=3.0, show_default=True,
+              help="Epochs of the replay classifier, counted in 1000 generated images per class (at most 1000: "
+                   "far past its plateau).")
 @click.option("--min-confidence", type=FiniteFloatRange(0, 1, max_open=True), metavar="P",
               help="Train the replay classifier only on generated images that the version's own solver puts in "
                    "their class with probability at least P (twice as many are drawn; genmem.filtering).")

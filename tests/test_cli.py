@@ -139,6 +139,8 @@ def test_settings_that_could_never_finish_fit_or_learn_are_refused_before_traini
     for option, value in [("--batch-size", 10**12), ("--epochs", 10**20), ("--seed", 2**70), ("--seed", -1), *floats]:
         result = run("learn-task", tmp_path / "m", "--data", f"npz:{tiny_npz}", "--classes", "0", option, value)
         assert_clear_error(result, f"Invalid value for '{option}'")
+    assert_clear_error(run("evaluate", tmp_path / "m", "--data", f"npz:{tiny_npz}", "--replay-classifier",
+                           "--epochs", "1e9"), "Invalid value for '--epochs'")  # a replay classifier for years
     data = load_source(f"npz:{tiny_npz}")  # the Python API refuses them as well
     nan, inf = float("nan"), float("inf")
     for setting in ({"batch_size": 10**12}, {"epochs": 10**20}, {"batch_size": 1}, {"lr": nan},
