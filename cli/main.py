@@ -74,14 +74,16 @@ def main():
                    "stored has seen a real image except through the generator) or none. Default: real, or "
                    "replay with --dp-epsilon.")
 @click.option("--solver-start", type=click.Choice(list(SOLVER_STARTS)),
-              help="Whether the solver's classification phase starts from the critic's trunk (default, the paper's "
-                   "solver) or from a fresh network (better on MNIST's quick profile, BENCHMARKS.md).")
+              help="Whether the solver's classification phase starts from a fresh network (default) or from the "
+                   "critic's trunk and class head (the paper's solver; on the paper's MNIST budget it fell to 80 "
+                   "at A10 where a fresh one reached 98, BENCHMARKS.md).")
 @click.option("--solver-epochs", type=FiniteFloatRange(0, min_open=True),
-              help="Passes over the task's images and replay that the solver's phase makes at least (default: "
-                   "300 steps); a fresh solver wants about 2.")
+              help="Passes over the task's images and replay that the solver's phase makes, at least 300 steps "
+                   "(default 5).")
 @click.option("--solver-augment", metavar="POLICY",
               help="Augmentation of the solver's training images, comma-separated from translation, cutout, "
-                   "colour (default none); 'translation' helps it read real images after learning from replay.")
+                   "colour; '' for none (default translation, and cutout too for CIFAR-10): shifts help it read "
+                   "real images after learning from replay.")
 @click.option("--holdout", type=FiniteFloatRange(0, 1, max_open=True), default=0.0,
               help="Share of the task's images kept out of training, so that `genmem audit --non-members "
                    "holdout` can test them; the manifest records which (by position and seed), never the images.")

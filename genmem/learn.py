@@ -41,7 +41,8 @@ MAX_SEED = 2**64 - 1  # seeds are torch generator seeds, which stop at 64 bits
 
 @dataclass
 class TrainingConfig:
-    """Hyperparameters of one task. Defaults are the paper's MNIST DGMw values except the epoch budget and betas."""
+    """Hyperparameters of one task. Defaults are the paper's MNIST DGMw values except the epoch budget, the betas
+    and the stored solver, a fresh network trained after the GAN rather than the critic's head (BENCHMARKS.md)."""
 
     epochs: int = 20
     batch_size: int = 64
@@ -54,9 +55,9 @@ class TrainingConfig:
     class_loss_weight: float = 1.0  # AC-GAN loss on generated images, when the class head has several classes
     solver_replay: int | None = None  # generated images per earlier class in each solver step; None: batch_size
     solver_steps: int = 300  # classification-only steps for the solver after the GAN (0: the paper's solver)
-    solver_epochs: float | None = None  # at least this many passes over the solver's images (genmem.solver)
-    solver_augment: str = ""  # genmem.augment policy for the solver phase's batches, e.g. "translation"
-    solver_start: str = "critic"  # the real solver starts from the critic's trunk and class head, or "fresh"
+    solver_epochs: float | None = 5.0  # at least this many passes over the solver's images (genmem.solver)
+    solver_augment: str = "translation"  # genmem.augment policy for the solver phase's batches; "" for none
+    solver_start: str = "fresh"  # a new network, or "critic": the critic's trunk and class head (the paper's)
     solver_lr: float = 1e-3
     solver: str = "real"  # what the version ships as its task solver: real, replay or none (genmem.solver)
     dp_epsilon: float | None = None  # train the critic with DP-SGD for this epsilon (genmem.private); None: off

@@ -16,7 +16,7 @@ RECIPES = {
     "svhn": {"lr": 5e-4, "epochs": 151, "gp_weight": 1.0, "sparsity_weight": {"dgmw": 0.001, "dgma": 0.001},
              "critic_width": 32, "base_width": None},
     "cifar10": {"lr": 2e-4, "epochs": 251, "gp_weight": 0.6, "sparsity_weight": {"dgmw": 0.001, "dgma": 0.001},
-                "critic_width": 128, "base_width": 20},
+                "critic_width": 128, "base_width": 20, "solver_augment": "translation,cutout"},
 }
 SOURCE_RECIPE = {"builtin": "mnist", "mnist": "mnist", "fashion-mnist": "mnist", "svhn": "svhn", "cifar10": "cifar10"}
 
@@ -30,7 +30,8 @@ def paper_config(recipe: str, variant: str, **overrides) -> TrainingConfig:
     """The paper's settings for `recipe` and `variant`, with any field overridden."""
     r = RECIPES[recipe]
     settings = {"lr": r["lr"], "epochs": r["epochs"], "gp_weight": r["gp_weight"], "critic_width": r["critic_width"],
-                "sparsity_weight": r["sparsity_weight"][variant], "s_max": S_MAX[variant]}
+                "sparsity_weight": r["sparsity_weight"][variant], "s_max": S_MAX[variant],
+                "solver_augment": r.get("solver_augment", TrainingConfig.solver_augment)}  # colour wants cutout too
     settings.update({k: v for k, v in overrides.items() if v is not None})
     return TrainingConfig(**settings)
 

@@ -1,9 +1,9 @@
 """The task solver a version ships: a classifier over every class seen, trained in one of three ways.
 
     real    trained on the task's real images and on generated images of earlier classes. It starts
-            (config.solver_start) from the critic's trunk and class head, which learnt them during the GAN
-            (the paper's solver; only the classification parts are kept, the critic's real-or-fake head
-            never leaves training), or from a fresh network, which on MNIST ends more accurate
+            (config.solver_start) from a fresh network (the default), or from the critic's trunk and class
+            head, which learnt them during the GAN (the paper's solver; only the classification parts are
+            kept, the critic's real-or-fake head never leaves training) and ends less accurate on MNIST
             (BENCHMARKS.md).
     replay  a fresh classifier trained only on generated images of every class, the task's own drawn from
             the generator just trained. Nothing it holds has touched a real image except through the

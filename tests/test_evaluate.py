@@ -106,9 +106,10 @@ def test_evaluate_command_reports_a_t_forgetting_and_plots(memory, tmp_path):
 
 def test_the_solver_phase_after_the_gan_trains_the_class_head(tmp_path):
     test = tiny_set(per_class=10)
-    phases = {"none": {"solver_steps": 0}, "80 steps": {"solver_steps": 80},
+    critic = {"solver_start": "critic", "solver_epochs": None, "solver_augment": ""}  # the paper's head, unshifted
+    phases = {"none": {**critic, "solver_steps": 0}, "80 steps": {**critic, "solver_steps": 80},
               # 20 passes over the task's 96 images in steps of 2 batches of 12: the same 80 steps, set by epochs
-              "20 epochs": {"solver_steps": 0, "solver_epochs": 20.0}}
+              "20 epochs": {**critic, "solver_steps": 0, "solver_epochs": 20.0}}
     averages = {}
     for name, phase in phases.items():  # a GAN learning rate so small that only the solver phase can teach the head
         memory = Memory(tmp_path / name.replace(" ", "-"))

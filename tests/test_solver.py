@@ -15,6 +15,7 @@ from genmem.errors import GenmemError
 from genmem.evaluate import solver_score
 from genmem.memory import Memory
 from genmem.nets import Classifier, Discriminator
+from genmem.presets import paper_config
 from genmem.solver import train_solver
 from tiny import TINY_SIZE, RecordingClassifier, tiny_config, tiny_set
 
@@ -109,9 +110,9 @@ def test_the_solver_phase_augments_its_batches_only_when_asked():
     assert moved.float().mean() > 0.5 and torch.equal(seen["translation"].sum((1, 2, 3)), seen[""].sum((1, 2, 3)))
 
 
-@pytest.mark.parametrize("start", ["critic", "fresh"])
+@pytest.mark.parametrize("start", ["critic", "fresh", None])
 def test_a_fresh_solver_owes_nothing_to_the_critic(tmp_path, monkeypatch, start):
-    """solver_start="fresh" trains a new network: a critic whose weights are all NaN leaves it untouched."""
+    """solver_start="fresh", the default (None), trains a new network: a critic of NaN weights leaves it finite."""
     original = genmem.learn.task_solver
 
     def poisoned_critic(config, critic, *rest):
@@ -121,11 +122,17 @@ def test_a_fresh_solver_owes_nothing_to_the_critic(tmp_path, monkeypatch, start)
 
     monkeypatch.setattr(genmem.learn, "task_solver", poisoned_critic)
     memory = Memory(tmp_path / "m")
-    memory.learn_task(tiny_set(), ["0", "1"], config=tiny_config(solver_start=start), image_size=TINY_SIZE,
-                      base_width=2, progress=False)
+    config = tiny_config(**({"solver_start": start} if start else {}))
+    memory.learn_task(tiny_set(), ["0", "1"], config=config, image_size=TINY_SIZE, base_width=2, progress=False)
     manifest, files = memory.store.read(memory.versions()[-1])
     finite = all(torch.isfinite(weight).all() for weight in load_safetensors(files[SOLVER_FILE]).values())
-    assert finite == (start == "fresh")
+    assert finite == (start != "critic")
+
+
+def test_the_default_solver_phase_is_five_shifted_passes_and_cuts_out_colour_images_too():
+    for recipe, augment in (("mnist", "translation"), ("svhn", "translation"), ("cifar10", "translation,cutout")):
+        config = paper_config(recipe, "dgmw")
+        assert (config.solver_start, config.solver_epochs, config.solver_augment) == ("fresh", 5.0, augment)
 
 
 def test_an_unknown_solver_start_is_refused(tmp_path):
