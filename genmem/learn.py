@@ -54,7 +54,7 @@ class TrainingConfig:
     critic_width: int = 32
     class_loss_weight: float = 1.0  # AC-GAN loss on generated images, when the class head has several classes
     solver_replay: int | None = None  # generated images per earlier class in each solver step; None: batch_size
-    solver_steps: int = 300  # classification-only steps for the solver after the GAN (0: the paper's solver)
+    solver_steps: int = 300  # classification-only steps after the GAN, at least (genmem.solver.solver_steps)
     solver_epochs: float | None = 5.0  # at least this many passes over the solver's images (genmem.solver)
     solver_augment: str = "translation"  # genmem.augment policy for the solver phase's batches; "" for none
     solver_start: str = "fresh"  # a new network, or "critic": the critic's trunk and class head (the paper's)
@@ -98,6 +98,7 @@ def check_settings(config: TrainingConfig) -> None:
     if not 2 <= config.batch_size <= MAX_BATCH_SIZE:
         raise InvalidSetting(f"batch size {config.batch_size} is out of range: give 2 to {MAX_BATCH_SIZE:,} images "
                              f"per step (the paper's is 64)")
+    check_phase(config)
 
 
 @dataclass
@@ -187,8 +188,7 @@ def learn_task(generator: Generator, images: torch.Tensor, class_index: torch.Te
     task's classes only). parallel: this process's rank when several share
     every batch (genmem.distributed); None: one process does all.
     """
-    check_settings(config)
-    check_phase(config)  # before the generator grows in place: a refused task leaves it as it was
+    check_settings(config)  # before the generator grows in place: a refused task leaves it as it was
     started = time.perf_counter()
     device = torch.device(device)
     spec = generator.spec
