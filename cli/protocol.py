@@ -30,7 +30,8 @@ from genmem.solver import SOLVER_MODES
                    "pixels, critic and classifiers 16 wide (costs in BENCHMARKS.md); on CIFAR-10 the GAN on "
                    "5000 images per class for 30 epochs and the classifiers also cut out (88 minutes); "
                    "paper: the paper's budgets on all data, for a GPU (the stored solver a fresh one, 5 shifted "
-                   "passes); smoke: seconds, checks the pipeline only.")
+                   "passes; on CIFAR-10 every classifier also shifted and cut out); smoke: seconds, checks the "
+                   "pipeline only.")
 @click.option("--images-per-class", type=click.IntRange(1), help="Override the real images per class the GAN "
                                                                      "trains on (to fit a budget, e.g. CIFAR-10 on a "
                                                                      "CPU); the classifiers still use all.")

@@ -73,13 +73,16 @@ def test_bench_protocol_command_writes_table_plots_and_json(tmp_path):
         assert refused.exit_code != 0 and "Traceback" not in refused.output and hint in refused.output, wrong
 
 
-def test_the_quick_profile_on_cifar10_takes_the_budget_that_does_not_collapse():
+def test_profiles_on_cifar10_shift_and_cut_out_and_the_quick_one_takes_the_budget_that_does_not_collapse():
     cifar = profile_for("quick", "cifar10")
     assert (cifar.images_per_class, cifar.gan_epochs) == (5000, 30) and cifar.name == "quick"
     assert cifar.classifier_augment == cifar.solver_augment == "translation,cutout"
     assert "CIFAR-10" in cifar.about
     assert profile_for("quick", "mnist") == profile_for("quick", "svhn") == PROFILES["quick"]
-    assert profile_for("paper", "cifar10") == PROFILES["paper"]
+    paper = profile_for("paper", "cifar10")
+    assert paper.classifier_augment == paper.solver_augment == "translation,cutout" and "cut out" in paper.about
+    assert (paper.images_per_class, paper.gan_epochs) == (None, None), "the paper's GAN budget is kept"
+    assert profile_for("paper", "mnist") == PROFILES["paper"] and profile_for("smoke", "cifar10") == PROFILES["smoke"]
     assert cifar.with_budget(gan_epochs=2).images_per_class == 5000, "the user's overrides apply on top"
 
 
