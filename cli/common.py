@@ -10,7 +10,8 @@ from pathlib import Path
 import click
 import torch
 
-from genmem.errors import GenmemError
+from genmem.augment import parse_policy
+from genmem.errors import GenmemError, InvalidSetting
 from genmem.learn import MAX_SEED
 
 DEVICE_HELP = "Where to compute: auto (the GPU if there is one), cpu, cuda or cuda:N."
@@ -25,6 +26,20 @@ class FiniteFloatRange(click.FloatRange):
         if not math.isfinite(number):
             self.fail(f"{value!r} is not a finite number.", param, ctx)
         return number
+
+
+class AugmentPolicy(click.ParamType):
+    """A comma-separated augmentation policy (genmem.augment), checked as the command line is read: a typo
+    should not surface only after a data set has loaded."""
+
+    name = "policy"
+
+    def convert(self, value, param, ctx):
+        try:
+            parse_policy(value)
+        except InvalidSetting as exc:
+            self.fail(str(exc), param, ctx)
+        return value
 
 
 SEED = click.IntRange(0, MAX_SEED // 2)  # every command's --seed; the rest of torch's 64 bits for what protocols add
@@ -57,7 +72,8 @@ def friendly_errors(command):
         except (MemoryError, RuntimeError) as exc:
             if not out_of_memory(exc):
                 raise
-            raise click.ClickException(out_of_memory_message(exc)) from None
+            options = {opt for param in click.get_current_context().command.params for opt in param.opts}
+            raise click.ClickException(out_of_memory_message(exc, options)) from None
 
     return wrapper
 
@@ -67,13 +83,20 @@ def out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, (MemoryError, torch.OutOfMemoryError)) or "can't allocate memory" in str(exc)
 
 
-def out_of_memory_message(exc: BaseException) -> str:
-    """One line for a failed allocation (a width, image size or batch far too large), with what to do."""
+# Options that shrink what a command allocates, in the order the advice names them.
+SHRINKING_OPTIONS = ("--width", "--base-width", "--critic-width", "--image-size", "--batch-size", "--count",
+                     "--images-per-class", "--size", "--sizes")
+
+
+def out_of_memory_message(exc: BaseException, options: set[str]) -> str:
+    """One line for a failed allocation (a width, image size or batch far too large), naming what the command
+    that failed can ask for less of."""
     asked = re.search(r"tried to allocate ([\d.]+ ?[A-Za-z]+)", str(exc), re.IGNORECASE)
     amount = f" ({asked.group(1)} at once)" if asked else ""
-    return (f"out of memory: the networks or batches asked for do not fit in this machine's memory{amount}; ask "
-            f"for less (a smaller --width, --critic-width, --image-size or --batch-size, or fewer images per "
-            f"request); finished versions are untouched")
+    smaller = [option for option in SHRINKING_OPTIONS if option in options]
+    advice = f"ask for less (a smaller {', '.join(smaller)})" if smaller else "free memory or use a larger machine"
+    return (f"out of memory: the networks or batches asked for do not fit in this machine's memory{amount}; "
+            f"{advice}; finished versions are untouched")
 
 
 def split_classes(text: str | None) -> list[str]:

@@ -10,7 +10,7 @@ import click
 
 from genmem.cli.audit import audit
 from genmem.cli.bench import bench
-from genmem.cli.common import DEVICE_HELP, SEED, FiniteFloatRange, friendly_errors, split_classes
+from genmem.cli.common import DEVICE_HELP, SEED, AugmentPolicy, FiniteFloatRange, friendly_errors, split_classes
 from genmem.cli.evaluate import evaluate
 from genmem.cli.render import render_summary
 from genmem.cli.report import report
@@ -80,7 +80,7 @@ def main():
 @click.option("--solver-epochs", type=FiniteFloatRange(0, min_open=True),
               help="Passes over the task's images and replay that the solver's phase makes, at least 300 steps "
                    "(default 5).")
-@click.option("--solver-augment", metavar="POLICY",
+@click.option("--solver-augment", type=AugmentPolicy(), metavar="POLICY",
               help="Augmentation of the solver's training images, comma-separated from translation, cutout, "
                    "colour; '' for none (default translation, and cutout too for CIFAR-10): shifts help it read "
                    "real images after learning from replay.")

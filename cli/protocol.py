@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from genmem.benchmarks.methods import DEFAULT_METHODS, METHODS
-from genmem.cli.common import friendly_errors, run_options, split_classes
+from genmem.cli.common import AugmentPolicy, friendly_errors, run_options, split_classes
 from genmem.errors import DataError
 from genmem.solver import SOLVER_MODES
 
@@ -36,7 +36,7 @@ from genmem.solver import SOLVER_MODES
                                                                      "trains on (to fit a budget, e.g. CIFAR-10 on a "
                                                                      "CPU); the classifiers still use all.")
 @click.option("--gan-epochs", type=click.IntRange(1), help="Override the profile's GAN epochs per task.")
-@click.option("--augment", metavar="POLICY",
+@click.option("--augment", type=AugmentPolicy(), metavar="POLICY",
               help="Override how the classifiers and the stored solver augment their training images: "
                    "comma-separated from translation, cutout, colour; '' for none (quick: translation). "
                    "On CIFAR-10 'translation,cutout' keeps the classifiers from leaning on \"real means newest\".")

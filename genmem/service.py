@@ -199,6 +199,12 @@ class ReplayService:
         """The versions on disk that are not known to be damaged, oldest first."""
         return [name for name in self.memory.versions() if name not in self.damaged]
 
+    def alternatives(self) -> str:
+        """What a client asking for a damaged version can do instead."""
+        intact = self.available()
+        return (f"ask for an intact version ({', '.join(intact)}) until it is repaired" if intact
+                else "no version of this memory loads; it must be repaired")
+
     def describe(self) -> str:
         """One line for people: the version served, and every damaged version with why."""
         served = self.version or "no version"
@@ -269,7 +275,14 @@ class ReplayService:
             return latest
         with self._pinned_lock:
             if name not in self._pinned:
-                self._pinned[name] = self._load(name, self._fingerprint(name))
+                signature = self._fingerprint(name)
+                known = self.damaged.get(name)
+                if known is not None and known.signature == signature:  # a client asking again reads nothing
+                    raise CorruptMemory(f"{known.reason}; {self.alternatives()}")
+                try:
+                    self._pinned[name] = self._load(name, signature)
+                except CorruptMemory as exc:
+                    raise CorruptMemory(f"{exc}; {self.alternatives()}") from None
                 if len(self._pinned) > self.cache_size:
                     self._pinned.popitem(last=False)
             self._pinned.move_to_end(name)

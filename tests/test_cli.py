@@ -126,7 +126,9 @@ def test_networks_too_large_for_memory_are_one_line_and_lose_no_version(learned,
     source = ["--data", f"npz:{tiny_npz}", "--classes", "3"]
     exabyte_critic = TINY[:TINY.index("--critic-width")] + ["--critic-width", str(10**9)] \
         + TINY[TINY.index("--critic-width") + 2:]
-    assert_clear_error(run("learn-task", learned, *source, *exabyte_critic), "out of memory")
+    failed = run("learn-task", learned, *source, *exabyte_critic)
+    assert_clear_error(failed, "out of memory")
+    assert "--critic-width" in failed.output and "--count" not in failed.output, "it names only what the command has"
     assert Memory(learned).versions() == ["v0001", "v0002"]
     assert run("learn-task", learned, *source, *TINY).exit_code == 0, "the memory still learns afterwards"
 
@@ -157,7 +159,8 @@ def test_the_solver_phase_is_set_from_the_command_line(tmp_path, tiny_npz):
     training = Memory(tmp_path / "m").manifest()["tasks"][-1]["training"]
     assert (training["solver_start"], training["solver_epochs"], training["solver_augment"]) == (
         "fresh", 1.5, "translation,cutout")
-    assert_clear_error(run("learn-task", tmp_path / "n", *source, "--solver-augment", "blur", *TINY),
+    missing = ["--data", f"npz:{tmp_path / 'missing.npz'}", "--classes", "0"]  # the typo is found before the data
+    assert_clear_error(run("learn-task", tmp_path / "n", *missing, "--solver-augment", "blur", *TINY),
                        "unknown augmentation 'blur'")
     assert_clear_error(run("learn-task", tmp_path / "n", *source, "--solver-epochs", "1e300", *TINY),
                        "solver epochs")  # NaN and infinity: the settings test

@@ -62,7 +62,7 @@ def test_bench_protocol_command_writes_table_plots_and_json(tmp_path):
     assert "| dgm-replay |" in finished.output and json.loads((out / "results.json").read_text()) == results
     for wrong, hint in ((["--resume", str(out), "--variant", "dgma"], "drop --variant"),
                         (["--resume", str(out), "--augment", ""], "drop --augment"),
-                        (["--data", f"npz:{tmp_path / 'train.npz'}", "--test-data", f"npz:{tmp_path / 'test.npz'}",
+                        (["--data", f"npz:{tmp_path / 'missing.npz'}", "--test-data", f"npz:{tmp_path / 'test.npz'}",
                           "--augment", "blur", "--out", str(tmp_path / "blur")], "unknown augmentation 'blur'"),
                         (["--resume", str(tmp_path)], "no protocol run to resume"),
                         (["--combine", str(out), "--width", "4", "--out", str(tmp_path / "table")], "drop --width"),

@@ -156,9 +156,18 @@ def test_a_damaged_pinned_version_is_named_and_left_out(two_versions, tmp_path):
     memory = Memory(shutil.copytree(two_versions, tmp_path / "m"))
     flip_a_byte(memory.path / "versions" / "v0001" / "generator.safetensors")
     service = ReplayService(memory.path)
-    with pytest.raises(CorruptMemory, match="version v0001 could not be loaded: m/versions/v0001/generator"):
+    with pytest.raises(CorruptMemory, match="version v0001 could not be loaded: m/versions/v0001/generator.*"
+                                            r"ask for an intact version \(v0002\)"):
         service.sample(total=1, version="v0001")
     assert service.available() == ["v0002"] and service.version == "v0002"
+
+    loads = []
+    real = service.memory.load
+    service.memory.load = lambda *args: loads.append(args) or real(*args)
+    for _ in range(3):  # a client asking again and again costs a directory listing, not a read of every file
+        with pytest.raises(CorruptMemory, match="could not be loaded"):
+            service.sample(total=1, version="v0001")
+    assert loads == []
 
 
 def test_replies_name_the_memory_never_its_path(two_versions):
