@@ -6,9 +6,10 @@ epoch's permutation, noise, augmentation, gradient-penalty mixing, replay
 picks) is made for the global batch on every rank alike, so the ranks never
 drift apart and a run is the single-process run up to float rounding. Only
 the networks' forward and backward passes are split: while a task trains,
-the generator and the critic compute their outputs for this rank's rows of
-the batch (a contiguous slice) and gather everyone's rows back, and their
-BatchNorms normalise with the statistics of the global batch.
+the generator and the critic (and, in the solver phase after the GAN, the
+solver) compute their outputs for this rank's rows of the batch (a
+contiguous slice) and gather everyone's rows back, and their BatchNorms
+normalise with the statistics of the global batch.
 
 Why explicit collectives rather than DistributedDataParallel: DDP averages
 the gradients of per-rank losses, which equals the single-process gradient
@@ -78,19 +79,26 @@ class DataParallel:
         return _rows_of(self.rank, self.world_size, total)
 
     def shard_batches(self, generator: nn.Module, critic: nn.Module) -> Callable[[], None]:
-        """Make the generator and critic compute this rank's rows and gather all rows; returns the undo.
-
-        The generator's batch arguments are its noise and class indices, the
-        critic's its images. BatchNorms in training mode use the global batch's
-        statistics, as one process would.
-        """
-        patched = [_split_forward(generator, (0, 2), self), _split_forward(critic, (0,), self)]
-        patched += [_sync_norm(norm, self) for module in (generator, critic) for norm in module.modules()
-                    if isinstance(norm, nn.BatchNorm2d)]
+        """Make the generator (batch arguments: its noise and class indices) and the critic (its images) compute
+        this rank's rows and gather all rows; returns the undo."""
+        undo = [self.shard(generator, (0, 2)), self.shard(critic)]
 
         def restore() -> None:
-            for module in patched:
-                del module.forward
+            for each in undo:
+                each()
+
+        return restore
+
+    def shard(self, module: nn.Module, batch_args: tuple[int, ...] = (0,)) -> Callable[[], None]:
+        """Make `module` compute this rank's rows of its batch arguments (by position) and gather every rank's
+        outputs; returns the undo. Its BatchNorms in training mode use the global batch's statistics, as one
+        process would."""
+        patched = [_split_forward(module, batch_args, self)]
+        patched += [_sync_norm(norm, self) for norm in module.modules() if isinstance(norm, nn.BatchNorm2d)]
+
+        def restore() -> None:
+            for patched_module in patched:
+                del patched_module.forward
 
         return restore
 
@@ -145,6 +153,9 @@ class SingleProcess:
     world_size = 1
 
     def shard_batches(self, generator: nn.Module, critic: nn.Module) -> Callable[[], None]:
+        return lambda: None
+
+    def shard(self, module: nn.Module, batch_args: tuple[int, ...] = (0,)) -> Callable[[], None]:
         return lambda: None
 
     def average_gradients(self, parameters: Iterable[torch.Tensor]) -> None:

@@ -307,7 +307,7 @@ def learn_task(generator: Generator, images: torch.Tensor, class_index: torch.Te
     branch.set_masks([plasticity.binarise(e) for e in embeddings])
     recalibrate_norms(generator, task, rng, config.recalibration_batches, config.batch_size)
     generator.eval()
-    solver = task_solver(config, critic, generator, task, num_classes, data, labels + earlier, replay, rng)
+    solver = task_solver(config, critic, generator, task, num_classes, data, labels + earlier, replay, rng, ranks)
     return TaskReport(task=task, widths=branch.widths, capacity=task_capacity(generator, task),
                       iterations=config.epochs * batches_per_epoch, seconds=time.perf_counter() - started,
                       final_losses=losses if records_real_image_figures(config.solver) else

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from genmem.augment import diff_augment, parse_policy
+from genmem.distributed import ONE_PROCESS, DataParallel, SingleProcess
 from genmem.errors import InvalidSetting
 from genmem.nets import Classifier, Discriminator, Generator, dcgan_init_
 
@@ -101,17 +102,19 @@ def solver_steps(config: TrainingConfig, images: int) -> int:
 
 
 def train_solver(solver: Classifier, images: torch.Tensor, targets: torch.Tensor, config: TrainingConfig,
-                 rng: torch.Generator) -> None:
+                 rng: torch.Generator, ranks: DataParallel | SingleProcess = ONE_PROCESS) -> None:
     """Train the solver on classification alone, class-balanced.
 
     For a `real` solver this follows the GAN: while the GAN trains, the
     critic's features serve the Wasserstein estimate and the class head lags
     on the newest class; a short classification-only phase fixes that
-    (BENCHMARKS.md).
+    (BENCHMARKS.md). Under data-parallel learning each rank computes its rows
+    of every batch, as in the GAN (genmem.distributed).
     """
     policy = parse_policy(config.solver_augment)
     solver.requires_grad_(True)
     solver.train()
+    unshard = ranks.shard(solver)
     steps = solver_steps(config, len(images))
     # As the classifiers train (genmem.classifier): momentum and a cosine-decayed rate, not the GAN's optimiser.
     optimiser = torch.optim.Adam(solver.parameters(), lr=config.solver_lr, betas=(0.9, 0.999))
@@ -121,8 +124,10 @@ def train_solver(solver: Classifier, images: torch.Tensor, targets: torch.Tensor
         loss = balanced_cross_entropy(solver(diff_augment(images[pick], policy, rng)), targets[pick])
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
+        ranks.average_gradients(solver.parameters())
         optimiser.step()
         schedule.step()
+    unshard()
     solver.requires_grad_(False)
 
 
@@ -156,13 +161,14 @@ def generated_images(generator: Generator, task: int, num_classes: int, per_clas
 
 
 def task_solver(config: TrainingConfig, critic: Discriminator, generator: Generator, task: int, num_classes: int,
-                real: torch.Tensor, real_targets: torch.Tensor, replay: torch.Tensor | None, rng: torch.Generator
-                ) -> Classifier | None:
+                real: torch.Tensor, real_targets: torch.Tensor, replay: torch.Tensor | None, rng: torch.Generator,
+                ranks: DataParallel | SingleProcess = ONE_PROCESS) -> Classifier | None:
     """The solver this version ships, over every class so far (earlier classes first, then the task's).
 
     real: the task's images in [-1, 1] and their solver outputs (read in mode `real` only); replay:
     generated images of the earlier classes [classes, per_class, C, H, W] in [-1, 1], or None.
-    The generator must be finished (binary masks, eval mode). Mode: config.solver.
+    The generator must be finished (binary masks, eval mode). Mode: config.solver. ranks: this process's
+    place when several learn the task (genmem.distributed).
     """
     earlier = 0 if replay is None else replay.shape[0]
     past = [] if replay is None else [replay.flatten(0, 1)]
@@ -184,7 +190,7 @@ def task_solver(config: TrainingConfig, critic: Discriminator, generator: Genera
                             config.critic_width).to(images.device)
         dcgan_init_(solver, rng)
     if earlier + num_classes > 1 and solver_steps(config, len(images)) > 0:
-        train_solver(solver, images, targets, config, rng)
+        train_solver(solver, images, targets, config, rng, ranks)
     solver.requires_grad_(False)
     recalibrate_solver(solver, images, config.batch_size)
     return solver

@@ -1,7 +1,8 @@
 """Run as one rank of a gloo process group by test_distributed.py (which sets RANK, WORLD_SIZE and the rest).
 
-    python distributed_rank.py learn OUT MEM   one optimisation step of a first task, each rank saving its generator;
-                                               then learn class 2 into MEM, each rank saving the files it encoded
+    python distributed_rank.py learn OUT MEM   one optimisation step of a first task, each rank saving its generator,
+                                               and a few steps of a solver phase, each saving its solver; then learn
+                                               class 2 into MEM, each rank saving the files it encoded
     python distributed_rank.py die OUT MEM     as learn, but rank 1 exits in its second generator step
 """
 
@@ -13,12 +14,13 @@ from safetensors.torch import save_file
 
 import genmem.memory
 from genmem import plasticity
-from genmem.distributed import from_environment, shutdown
+from genmem.distributed import ONE_PROCESS, from_environment, shutdown
 from genmem.learn import learn_task
 from genmem.memory import Memory
-from genmem.nets import Generator
+from genmem.nets import Classifier, Generator, dcgan_init_
+from genmem.solver import train_solver
 
-from tiny import tiny_config, tiny_set, tiny_spec
+from tiny import TINY_SIZE, tiny_config, tiny_set, tiny_spec
 
 STEP_IMAGES = 45  # one step of a first task over 45 images: the rows split 23 / 22 between two ranks
 
@@ -36,6 +38,17 @@ def one_step(parallel=None) -> dict[str, torch.Tensor]:
     state = {name: t.contiguous() for name, t in generator.state_dict().items()}
     state.update({f"mask{i}": m.to(torch.uint8) for i, m in enumerate(generator.tasks[0].masks)})
     return state
+
+
+def solver_phase(parallel=None, steps: int = 3) -> dict[str, torch.Tensor]:
+    """A tiny solver's tensors after a few shifted, class-balanced steps on three classes (batches of 46 rows)."""
+    data = tiny_set(labels=(0, 1, 2))
+    solver = Classifier(1, TINY_SIZE, 3, width=4)
+    dcgan_init_(solver, torch.Generator().manual_seed(0))
+    config = tiny_config(batch_size=23, solver_steps=steps, solver_epochs=None, solver_augment="translation")
+    train_solver(solver, data.images.float() / 127.5 - 1, data.labels, config, torch.Generator().manual_seed(0),
+                 parallel or ONE_PROCESS)
+    return {name: t.contiguous() for name, t in solver.state_dict().items()}
 
 
 def keep_encoded_files(out: str, rank: int) -> None:
@@ -69,6 +82,7 @@ if __name__ == "__main__":
     parallel = from_environment(torch.device("cpu"))
     if scenario == "learn":
         save_file(one_step(parallel), os.path.join(out, f"step-rank{parallel.rank}.safetensors"))
+        save_file(solver_phase(parallel), os.path.join(out, f"solver-rank{parallel.rank}.safetensors"))
     keep_encoded_files(out, parallel.rank)
     if scenario == "die" and parallel.rank == 1:
         die_in_second_generator_step()

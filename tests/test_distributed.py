@@ -13,10 +13,11 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import load_file
 
 from genmem.memory import Memory
+from genmem.nets import Classifier
 from genmem.subprocess_server import free_port
 
-from distributed_rank import one_step
-from tiny import tiny_config, tiny_set
+from distributed_rank import one_step, solver_phase
+from tiny import TINY_SIZE, tiny_config, tiny_set
 
 RANK_SCRIPT = Path(__file__).with_name("distributed_rank.py")
 
@@ -44,6 +45,14 @@ def run_ranks(*args, world: int = 2, timeout: float = 180) -> list[subprocess.Co
     return results
 
 
+def solver_outputs(state: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The logits of a tiny solver with these tensors on its training images, normalised by their own batch."""
+    solver = Classifier(1, TINY_SIZE, 3, width=4)
+    solver.load_state_dict(state)
+    with torch.no_grad():
+        return solver.train()(tiny_set(labels=(0, 1, 2)).images.float() / 127.5 - 1)
+
+
 def check_ok(results):
     for rank, result in enumerate(results):
         assert result.returncode == 0, f"rank {rank} failed:\n{result.stderr[-3000:]}"
@@ -68,6 +77,15 @@ def test_two_ranks_step_as_one_process_and_learn_a_task_into_one_version_bit_for
         assert ranked.keys() == alone.keys()
         for name, tensor in alone.items():
             torch.testing.assert_close(ranked[name], tensor, rtol=1e-4, atol=1e-5, msg=f"rank {rank}: {name}")
+
+    # The solver phase is split the same way: the ranks end with one solver, computing what a single process's
+    # does. (Compared by its outputs: the bias of a convolution before a BatchNorm has a gradient of rounding
+    # noise only, which Adam scales up to full steps, so that parameter differs while the function does not.)
+    alone, ranked = solver_phase(), [load_file(tmp_path / f"solver-rank{rank}.safetensors") for rank in range(2)]
+    assert ranked[0].keys() == ranked[1].keys() == alone.keys()
+    assert all(torch.equal(ranked[0][name], ranked[1][name]) for name in alone)
+    torch.testing.assert_close(solver_outputs(ranked[0]), solver_outputs(alone), rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(solver_outputs(solver_phase(steps=0)), solver_outputs(alone)), "the steps trained it"
 
     # A whole task: rank 0 wrote one version, and every rank holds exactly its weights and masks.
     assert first_task.versions() == ["v0001", "v0002"]
