@@ -41,23 +41,11 @@ def test_a_ray_serve_replica_answers_the_sampling_route(two_versions, tmp_path, 
     # Ray puts the driver's folder on its workers' path: from a checkout, its genmem/ would shadow the installed one.
     monkeypatch.chdir(tmp_path)
     pytest.importorskip("ray.serve", reason="Ray Serve is not installed (pip install 'genmem[ray]'); not tested")
-    import ray
-    from ray import serve
+    from genmem.benchmarks.replicas import on_ray
 
-    from genmem.server.ray_app import deployment
-
-    port = free_port()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-        serve.run(deployment(1, memory_path=two_versions, device="cpu", watch_interval=0), name="genmem",
-                  route_prefix="/")
-        url = f"http://127.0.0.1:{port}"
+    with on_ray(two_versions, replicas=1) as url:  # waits for readiness: a loaded machine starts Ray slowly
         assert httpx.get(f"{url}/v2/health/ready", timeout=30).status_code == 200
         response = httpx.post(f"{url}/genmem/sample", json=PINNED, timeout=60)
-    finally:
-        serve.shutdown()
-        ray.shutdown()
     assert response.status_code == 200, response.text
     assert response.headers["X-Genmem-Version"] == "v0001" and "X-Genmem-Worker" in response.headers
     images, labels = decode_samples(response.content)
