@@ -5,7 +5,7 @@ redoes only the last task's solver phase as `genmem.learn` does it (the task's r
 generated images of every earlier class), from a fresh network, so solver recipes compare on one memory
 without another GAN. The memory is not changed.
 
-Usage: python benchmarks/last_solver.py RUN_DIR DATA_DIR [--epochs 5] [--augment translation]
+Usage: python benchmarks/last_solver.py RUN_DIR DATA_DIR [--epochs 5] [--augment translation] [--solver real]
 """
 
 from __future__ import annotations
@@ -25,15 +25,17 @@ from genmem.memory import Memory
 from genmem.solver import task_solver
 
 
-def retrain_last_solver(run: Path, train: ImageSet, test: ImageSet, epochs: float, augment: str) -> dict:
-    """The stored solver's A_T and a fresh one's, trained on the last task's images and the memory's replay."""
+def retrain_last_solver(run: Path, train: ImageSet, test: ImageSet, epochs: float, augment: str,
+                        mode: str = "real") -> dict:
+    """The stored solver's A_T and a fresh one's, trained on the last task's images (mode `real`) or the
+    generator's images of it (`replay`), and the memory's replay of the earlier classes."""
     results = json.loads((run / "results.json").read_text())
     memory = Memory(run / "memory")
     generator, manifest = memory.load()
     task = len(manifest["tasks"]) - 1
     saved = {k: v for k, v in results["gan_config"].items() if k in TrainingConfig.__dataclass_fields__}
     config = replace(TrainingConfig(**saved | {"betas": tuple(saved["betas"])}), seed=results["seed"] + task,
-                     solver_start="fresh", solver_epochs=epochs, solver_augment=augment)
+                     solver_start="fresh", solver_epochs=epochs, solver_augment=augment, solver=mode)
     spec = generator.spec
     *earlier, newest = manifest["classes"]
     real = fit_images(train.images[train.labels == newest["label"]], spec.channels, spec.image_size, train.source)
@@ -60,13 +62,15 @@ def main() -> None:
     parser.add_argument("data_dir", help="where the run's data set is (as --data-dir)")
     parser.add_argument("--epochs", type=float, default=5.0, help="the solver phase's passes over its images")
     parser.add_argument("--augment", default="translation", help="a genmem.augment policy ('' for none)")
+    parser.add_argument("--solver", choices=("real", "replay"), default="real",
+                        help="real: the task's real images; replay: as many generated ones (genmem.solver)")
     args = parser.parse_args()
     data = json.loads((args.run / "results.json").read_text())["data"]
     train = load_source(data["source"], args.data_dir, train=True)
     test = load_source(data["test_source"] or data["source"], args.data_dir, train=data["test_source"] is not None)
-    scores = retrain_last_solver(args.run, train, test, args.epochs, args.augment)
-    print(f"| {args.run.name} | {scores['stored']:.2f} | {scores['retrained']:.2f} | {args.epochs:g} passes, "
-          f"augment {args.augment or 'none'} | {scores['seconds']:.0f} s |")
+    scores = retrain_last_solver(args.run, train, test, args.epochs, args.augment, args.solver)
+    print(f"| {args.run.name} | {scores['stored']:.2f} | {scores['retrained']:.2f} | {args.solver} solver, "
+          f"{args.epochs:g} passes, augment {args.augment or 'none'} | {scores['seconds']:.0f} s |")
 
 
 if __name__ == "__main__":
