@@ -28,7 +28,8 @@ from genmem.solver import SOLVER_MODES
               help="quick: for 2 CPU cores, the GAN on 1000 images per class for 40 epochs per task, the "
                    "classifiers (the stored solver a fresh one) on every real image for 2 epochs, shifted by up to 4 "
                    "pixels, critic and classifiers 16 wide (costs in BENCHMARKS.md); on CIFAR-10 the GAN on "
-                   "5000 images per class for 30 epochs and the classifiers also cut out (88 minutes); "
+                   "5000 images per class for 30 epochs at learning rate 1e-3 and the classifiers also cut out (88 "
+                   "minutes); "
                    "paper: the paper's budgets on all data, for a GPU (the stored solver a fresh one, 5 shifted "
                    "passes; on CIFAR-10 every classifier also shifted and cut out); smoke: seconds, checks the "
                    "pipeline only.")

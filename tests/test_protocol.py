@@ -1,6 +1,7 @@
 """The protocol runner and its command on a tiny profile: every method after every task, and its outputs."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 from click.testing import CliRunner
@@ -9,6 +10,8 @@ from PIL import Image
 from genmem.benchmarks.protocol import (DEFAULT_METHODS, PROFILES, describe_data, markdown_table, profile_for,
                                        run_protocol, run_title)
 from genmem.cli.main import main
+from genmem.memory import Memory
+from genmem.presets import paper_config
 
 from tiny import tiny_set
 
@@ -77,7 +80,7 @@ def test_profiles_on_cifar10_shift_and_cut_out_and_the_quick_one_takes_the_budge
     cifar = profile_for("quick", "cifar10")
     assert (cifar.images_per_class, cifar.gan_epochs) == (5000, 30) and cifar.name == "quick"
     assert cifar.classifier_augment == cifar.solver_augment == "translation,cutout"
-    assert "CIFAR-10" in cifar.about
+    assert cifar.gan_lr == 1e-3 and "CIFAR-10" in cifar.about and "1e-3" in cifar.about
     assert profile_for("quick", "mnist") == profile_for("quick", "svhn") == PROFILES["quick"]
     paper = profile_for("paper", "cifar10")
     assert paper.classifier_augment == paper.solver_augment == "translation,cutout" and "cut out" in paper.about
@@ -90,6 +93,17 @@ def results_on(source: str, variant: str = "dgmw", methods=("dgm-replay", "dgr",
     """A hand-made results.json after five tasks."""
     return {"recipe": "mnist", "variant": variant, "methods": list(methods), "data": describe_data(source),
             "accuracy": {m: [100.0, 99.0, 98.0, 97.0, 96.0] for m in methods}}
+
+
+def test_a_profile_sets_the_gans_learning_rate_or_leaves_the_recipes(tmp_path):
+    data, test = tiny_set(labels=(0, 1)), tiny_set(labels=(0, 1), per_class=8)
+    for lr, expected in ((None, paper_config("mnist", "dgmw").lr), (0.0123, 0.0123)):
+        profile = replace(PROFILES["smoke"], gan_lr=lr)
+        out = tmp_path / str(lr)
+        results = run_protocol(data, test, "mnist", "dgmw", profile, out, methods=("dgm-solver",), num_tasks=1,
+                               progress=False)
+        trained = Memory(out / "memory").manifest()["tasks"][-1]["training"]["lr"]
+        assert results["gan_config"]["lr"] == trained == expected
 
 
 def test_paper_figures_and_titles_follow_the_data_set_not_the_recipe():
