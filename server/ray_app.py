@@ -15,6 +15,9 @@ replica's pid), as with `genmem serve --workers`.
 
 from __future__ import annotations
 
+import os
+from unittest import mock
+
 from fastapi import FastAPI
 from ray import serve
 from ray.serve import Application
@@ -78,10 +81,23 @@ def build(args: dict[str, str]) -> Application:
     return deployment(**settings)
 
 
-def serve_on_ray(replicas: int, host: str, port: int, **settings) -> None:
-    """Start Serve on the Ray cluster this process can reach (a local one if none) and serve until Ctrl-C."""
+def init_ray(**options) -> None:
+    """ray.init, with a patient proxy where it starts a local instance.
+
+    Ray Serve kills an HTTP proxy that is not ready 5 s after it starts, and serve.start then fails: on a busy
+    machine with few cores a proxy takes longer than that. A local instance's processes inherit this process's
+    environment as it is when they start, so they get a minute unless the user set
+    RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S; a cluster started with `ray start` keeps its own setting.
+    """
     import ray
 
-    ray.init()
+    setting = "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S"
+    with mock.patch.dict(os.environ, {setting: os.environ.get(setting, "60")}):
+        ray.init(**options)
+
+
+def serve_on_ray(replicas: int, host: str, port: int, **settings) -> None:
+    """Start Serve on the Ray cluster this process can reach (a local one if none) and serve until Ctrl-C."""
+    init_ray()
     serve.start(http_options={"host": host, "port": port})
     serve.run(deployment(replicas, **settings), name="genmem", route_prefix="/", blocking=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import httpx
 import pytest
 
@@ -51,3 +53,22 @@ def test_a_ray_serve_replica_answers_the_sampling_route(two_versions, tmp_path, 
     images, labels = decode_samples(response.content)
     local_images, local_labels = expected_images(two_versions)
     assert images.equal(local_images) and labels.equal(local_labels)
+
+
+@pytest.mark.parametrize("users_setting, seen", [(None, "60"), ("7", "7")])
+def test_a_local_ray_instance_starts_with_a_patient_proxy_unless_the_user_chose(users_setting, seen, monkeypatch):
+    pytest.importorskip("ray.serve", reason="Ray Serve is not installed (pip install 'genmem[ray]'); not tested")
+    import ray
+
+    from genmem.server.ray_app import init_ray
+
+    setting = "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S"
+    if users_setting is None:
+        monkeypatch.delenv(setting, raising=False)
+    else:
+        monkeypatch.setenv(setting, users_setting)
+    started_with = {}
+    monkeypatch.setattr(ray, "init", lambda **options: started_with.update(os.environ, options=options))
+    init_ray(num_cpus=2)
+    assert started_with[setting] == seen and started_with["options"] == {"num_cpus": 2}
+    assert os.environ.get(setting) == users_setting  # this process's environment is as it was

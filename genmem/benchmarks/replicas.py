@@ -11,13 +11,11 @@ same machine as the servers, so they share its cores.
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from unittest import mock
 
 import httpx
 
@@ -27,9 +25,6 @@ from genmem.replay import balanced_counts
 from genmem.subprocess_server import free_port, is_ready, serving
 
 OPTIONS = ["--device", "cpu", "--watch-interval", "0"]
-# Ray Serve kills an HTTP proxy that is not ready 5 s after it starts, and then serve.start fails; a proxy
-# starting beside a busy process on two cores takes longer than that.
-PROXY_READY_SECONDS = "60"
 
 
 @dataclass
@@ -72,14 +67,10 @@ def on_ray(memory: Path, replicas: int) -> Iterator[str]:
     import ray
     from ray import serve
 
-    from genmem.server.ray_app import deployment
+    from genmem.server.ray_app import deployment, init_ray
 
     port = free_port()
-    # The local instance's processes inherit the driver's environment as it is when they start.
-    patience = {"RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": os.environ.get("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S",
-                                                                         PROXY_READY_SECONDS)}
-    with mock.patch.dict(os.environ, patience):
-        ray.init(num_cpus=max(replicas, 2), include_dashboard=False, log_to_driver=False)
+    init_ray(num_cpus=max(replicas, 2), include_dashboard=False, log_to_driver=False)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         serve.run(deployment(replicas, memory_path=memory, device="cpu", watch_interval=0), name="genmem",
