@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from genmem.benchmarks.methods import DEFAULT_METHODS, METHODS
-from genmem.cli.common import AugmentPolicy, friendly_errors, run_options, split_classes
+from genmem.cli.common import AugmentPolicy, FiniteFloatRange, friendly_errors, run_options, split_classes
 from genmem.errors import DataError
 from genmem.solver import SOLVER_MODES
 
@@ -28,7 +28,7 @@ from genmem.solver import SOLVER_MODES
               help="quick: for 2 CPU cores, the GAN on 1000 images per class for 40 epochs per task, the "
                    "classifiers (the stored solver a fresh one) on every real image for 2 epochs, shifted by up to 4 "
                    "pixels, critic and classifiers 16 wide (costs in BENCHMARKS.md); on CIFAR-10 the GAN on "
-                   "5000 images per class for 30 epochs at learning rate 1e-3 and the classifiers also cut out (88 "
+                   "5000 images per class for 30 epochs at learning rate 1e-3 and the classifiers also cut out (90 "
                    "minutes); "
                    "paper: the paper's budgets on all data, for a GPU (the stored solver a fresh one, 5 shifted "
                    "passes; on CIFAR-10 every classifier also shifted and cut out); smoke: seconds, checks the "
@@ -41,6 +41,10 @@ from genmem.solver import SOLVER_MODES
               help="Override how the classifiers and the stored solver augment their training images: "
                    "comma-separated from translation, cutout, colour; '' for none (quick: translation). "
                    "On CIFAR-10 'translation,cutout' keeps the classifiers from leaning on \"real means newest\".")
+@click.option("--classifier-epochs", type=FiniteFloatRange(0, min_open=True), metavar="E",
+              help="Override the passes of every classifier and of the stored solver's phase (quick: 2, paper: 5). "
+                   "On CIFAR-10 four to six passes gave the stored solver two points more at A10 than two, "
+                   "for a few more minutes (BENCHMARKS.md).")
 @click.option("--width", "base_width", type=click.IntRange(1),
               help="Base width of DGM's initial generator (default: the recipe's, 6 for MNIST DGMw, 20 for "
                    "DGMa and CIFAR-10); DGMa's growth per task scales with it.")
@@ -61,7 +65,7 @@ from genmem.solver import SOLVER_MODES
 @click.pass_context
 @friendly_errors
 def protocol(ctx, source, test_data, data_dir, variant, methods, profile, images_per_class, gan_epochs, augment,
-             base_width, solver_mode, tasks, out, resume, combine, seed, device, record, quiet):
+             classifier_epochs, base_width, solver_mode, tasks, out, resume, combine, seed, device, record, quiet):
     """Run the paper's protocol: one class per task, A_t after every task, against baselines and bounds.
 
     After every task each method's classifier is tested on the real test
@@ -123,7 +127,7 @@ def protocol(ctx, source, test_data, data_dir, variant, methods, profile, images
     test = load_source(test_data or source, data_dir, train=test_data is not None)
     recipe = recipe_for(source, train.images.shape[1])
     if resume is None:
-        budget = profile_for(profile, recipe).with_budget(images_per_class, gan_epochs, augment)
+        budget = profile_for(profile, recipe).with_budget(images_per_class, gan_epochs, augment, classifier_epochs)
     watch = CpuWatch()
     results = run_protocol(train, test, recipe, variant, budget, out, device=target, seed=seed, num_tasks=tasks,
                            progress=not quiet, methods=split_classes(methods), data=describe_data(source, test_data),

@@ -43,7 +43,7 @@ def test_bench_protocol_command_writes_table_plots_and_json(tmp_path):
     result = CliRunner().invoke(main, ["bench", "protocol", "--data", f"npz:{tmp_path / 'train.npz'}",
                                        "--test-data", f"npz:{tmp_path / 'test.npz'}", "--profile", "smoke",
                                        "--images-per-class", "5", "--gan-epochs", "2", "--augment", "cutout",
-                                       "--out", str(out), "--device", "cpu", "--quiet",
+                                       "--classifier-epochs", "0.75", "--out", str(out), "--device", "cpu", "--quiet",
                                        "--record", str(tmp_path / "B.md")])
     assert result.exit_code == 0, result.output
     assert "| dgm-replay |" in result.output and "A2" in result.output
@@ -54,6 +54,7 @@ def test_bench_protocol_command_writes_table_plots_and_json(tmp_path):
     results = json.loads((out / "results.json").read_text())
     assert results["gan_config"]["epochs"] == 2 and results["profile"]["images_per_class"] == 5
     assert results["classifier_config"]["augment"] == "cutout" == results["gan_config"]["solver_augment"]
+    assert results["classifier_config"]["epochs"] == 0.75 == results["gan_config"]["solver_epochs"]
     assert "smoke, custom budget profile" in (tmp_path / "B.md").read_text(), "a changed budget is named as such"
     again = CliRunner().invoke(main, ["bench", "protocol", "--data", f"npz:{tmp_path / 'train.npz'}",
                                       "--test-data", f"npz:{tmp_path / 'test.npz'}", "--profile", "smoke",
@@ -65,6 +66,7 @@ def test_bench_protocol_command_writes_table_plots_and_json(tmp_path):
     assert "| dgm-replay |" in finished.output and json.loads((out / "results.json").read_text()) == results
     for wrong, hint in ((["--resume", str(out), "--variant", "dgma"], "drop --variant"),
                         (["--resume", str(out), "--augment", ""], "drop --augment"),
+                        (["--resume", str(out), "--classifier-epochs", "3"], "drop --classifier-epochs"),
                         (["--data", f"npz:{tmp_path / 'missing.npz'}", "--test-data", f"npz:{tmp_path / 'test.npz'}",
                           "--augment", "blur", "--out", str(tmp_path / "blur")], "unknown augmentation 'blur'"),
                         (["--resume", str(tmp_path)], "no protocol run to resume"),
