@@ -16,7 +16,6 @@ replica's pid), as with `genmem serve --workers`.
 from __future__ import annotations
 
 import os
-from unittest import mock
 
 from fastapi import FastAPI
 from ray import serve
@@ -92,8 +91,13 @@ def init_ray(**options) -> None:
     import ray
 
     setting = "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S"
-    with mock.patch.dict(os.environ, {setting: os.environ.get(setting, "60")}):
+    chosen = setting in os.environ
+    os.environ.setdefault(setting, "60")
+    try:
         ray.init(**options)
+    finally:
+        if not chosen:
+            del os.environ[setting]
 
 
 def serve_on_ray(replicas: int, host: str, port: int, **settings) -> None:
