@@ -43,8 +43,10 @@ fi
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || echo "no nvidia-smi"
   python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
   nproc; date -u; } > "$runs/device.txt" 2>&1
-# Unpack MNIST once, before several processes would race to do it.
-python3 -P -c "from genmem.data import load_source as l; l('mnist', '$data', train=True); l('mnist', '$data', train=False)"
+# Unpack MNIST once, before several processes would race to do it (where it was carried: a CIFAR-10-only session
+# need not carry it).
+[ -d "$data/MNIST" ] && python3 -P -c "from genmem.data import load_source as l
+l('mnist', '$data', train=True); l('mnist', '$data', train=False)"
 
 chosen() { [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" $1 "* ]]; }
 job() {  # name, genmem arguments: one process, stopped after $limit seconds
