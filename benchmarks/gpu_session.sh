@@ -12,6 +12,9 @@
 #
 # Usage: benchmarks/gpu_session.sh DATA_DIR RUNS PACK SECONDS
 #   SMOKE=1 swaps every budget for seconds-long ones, to try this script on any machine.
+#   TASKS_PER_CALL=N stops each protocol run once it has finished N more tasks, rather than cut off a task it
+#   started: with 15 minutes of device time and 10 per call, two calls of one task each (the second on the warm
+#   machine, whose ignored RUNS folder is still there) finish two tasks where one call of 10 minutes finishes one.
 #   ONLY="name ..." runs only the named jobs (the names of their logs: mnist-dgmw-paper, privacy-10, pytest, ...).
 #
 # On this workplace's lent GPU (whose Python has torch but not genmem's serving stack): copy MNIST's .gz files
@@ -49,20 +52,38 @@ fi
 l('mnist', '$data', train=True); l('mnist', '$data', train=False)"
 
 chosen() { [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" $1 "* ]]; }
-job() {  # name, genmem arguments: one process, stopped after $limit seconds
+progress() {  # results.json: tasks finished and tasks in all, 0 0 before the first (it is replaced whole)
+  python3 -c "import json, sys; r = json.load(open(sys.argv[1]))
+print(len(next(iter(r['per_class'].values()))), len(r['classes']))" "$1" 2>/dev/null || echo 0 0
+}
+stop_after_tasks() {  # pid, results.json: stop the process once TASKS_PER_CALL more tasks are finished, bar the last
+  local pid=$1 results=$2 start done total
+  read -r start total < <(progress "$results")
+  while kill -0 "$pid" 2>/dev/null; do
+    sleep 2
+    read -r done total < <(progress "$results")
+    if [ "$done" -ge $((start + TASKS_PER_CALL)) ] && [ "$done" -lt "$total" ]; then kill -TERM "$pid"; return; fi
+  done
+}
+job() {  # name, genmem arguments: one process, stopped after $limit seconds (see TASKS_PER_CALL)
   local name=$1; shift
   chosen "$name" || return 0
-  timeout -s TERM "$limit" genmem "$@" > "$runs/$name.log" 2>&1
+  timeout -s TERM "$limit" genmem "$@" > "$runs/$name.log" 2>&1 &
+  local pid=$!
+  if [ -n "${TASKS_PER_CALL:-}" ] && [ -n "${results:-}" ]; then stop_after_tasks "$pid" "$results" & fi
+  wait "$pid"
   echo "$name: exit $?" >> "$runs/status.txt"
 }
 protocol() {  # name, arguments of a new run: continued where RUNS holds one with results
   local name=$1; shift
   chosen "$name" || return 0
-  if [ -f "$runs/$name/results.json" ]; then
-    job "$name" bench protocol --resume "$runs/$name" --data-dir "$data" --device "$device" --quiet
+  local results=$runs/$name/results.json
+  if [ -f "$results" ]; then
+    results=$results job "$name" bench protocol --resume "$runs/$name" --data-dir "$data" --device "$device" --quiet
   else
     rm -rf "${runs:?}/$name"
-    job "$name" bench protocol "$@" --out "$runs/$name" --data-dir "$data" --device "$device" --quiet
+    results=$results job "$name" bench protocol "$@" --out "$runs/$name" --data-dir "$data" --device "$device" \
+      --quiet
   fi
 }
 privacy() {  # name, arguments: a new run of the privacy benchmark on MNIST
