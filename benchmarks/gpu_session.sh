@@ -24,7 +24,8 @@
 # both, and run
 #   pip install --no-index --no-deps --target /tmp/site .whl/*.whl && PYTHONPATH=/tmp/site PATH=/tmp/site/bin:$PATH \
 #     bash benchmarks/gpu_session.sh gpu/data gpu/runs $OUT 410
-# Unpack a previous session's <run>.tar.gz (its pieces joined with cat) into gpu/runs first to continue its paper runs.
+# Unpack a previous session's <run>.tar.gz (its pieces joined with cat) into gpu/runs first to continue its paper runs
+# (`[ -d gpu/runs/RUN ] || tar ...`: a second call on the warm machine finds the first call's progress there).
 # A resume reads only a run's latest version: a run too large for a call's 64 MiB can travel without its older
 # versions, which are put back when it returns (BENCHMARKS.md, "A lent H100").
 set -uo pipefail
