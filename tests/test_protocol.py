@@ -67,6 +67,8 @@ def test_bench_protocol_command_writes_table_plots_and_json(tmp_path):
     for wrong, hint in ((["--resume", str(out), "--variant", "dgma"], "drop --variant"),
                         (["--resume", str(out), "--augment", ""], "drop --augment"),
                         (["--resume", str(out), "--classifier-epochs", "3"], "drop --classifier-epochs"),
+                        (["--data", f"npz:{tmp_path / 'train.npz'}", "--test-data", f"npz:{tmp_path / 'test.npz'}",
+                          "--classifier-epochs", "1e300", "--out", str(tmp_path / "forever")], "--classifier-epochs"),
                         (["--data", f"npz:{tmp_path / 'missing.npz'}", "--test-data", f"npz:{tmp_path / 'test.npz'}",
                           "--augment", "blur", "--out", str(tmp_path / "blur")], "unknown augmentation 'blur'"),
                         (["--resume", str(tmp_path)], "no protocol run to resume"),
