@@ -11,7 +11,7 @@ import click
 from genmem.benchmarks.methods import DEFAULT_METHODS, METHODS
 from genmem.cli.common import AugmentPolicy, FiniteFloatRange, friendly_errors, run_options, split_classes
 from genmem.errors import DataError
-from genmem.solver import MAX_SOLVER_EPOCHS, SOLVER_MODES
+from genmem.solver import MAX_CLASSIFIER_EPOCHS, SOLVER_MODES
 
 
 @click.command()
@@ -41,7 +41,7 @@ from genmem.solver import MAX_SOLVER_EPOCHS, SOLVER_MODES
               help="Override how the classifiers and the stored solver augment their training images: "
                    "comma-separated from translation, cutout, colour; '' for none (quick: translation). "
                    "On CIFAR-10 'translation,cutout' keeps the classifiers from leaning on \"real means newest\".")
-@click.option("--classifier-epochs", type=FiniteFloatRange(0, min_open=True, max=MAX_SOLVER_EPOCHS), metavar="E",
+@click.option("--classifier-epochs", type=FiniteFloatRange(0, min_open=True, max=MAX_CLASSIFIER_EPOCHS), metavar="E",
               help="Override the passes of every classifier and of the stored solver's phase (quick: 2, paper: 5). "
                    "On CIFAR-10 four to six passes gave the stored solver two points more at A10 than two, "
                    "for a few more minutes (BENCHMARKS.md).")

@@ -8,6 +8,7 @@ the same path users train with) or a mix of both go through one loop.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 
@@ -16,8 +17,10 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from genmem.augment import diff_augment, parse_policy
+from genmem.errors import InvalidSetting
 from genmem.learn import to_unit_range
 from genmem.nets import Classifier, dcgan_init_
+from genmem.solver import MAX_CLASSIFIER_EPOCHS
 
 
 @dataclass
@@ -28,6 +31,19 @@ class ClassifierConfig:
     epochs: float = 3.0  # passes over the images of the classes trained on (real and replayed alike)
     augment: str = ""  # genmem.augment policy for every training batch, e.g. "translation"; "" for none
     seed: int = 0
+
+    def __post_init__(self):
+        """Refuse what could never train or finish here, not after a memory has been sampled for it."""
+        if self.width < 1 or self.batch_size < 1:
+            raise InvalidSetting(f"classifier width {self.width} and batch size {self.batch_size} must be 1 or more")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise InvalidSetting(f"classifier learning rate {self.lr} is out of range: give a finite number above 0")
+        if not 0 < self.epochs <= MAX_CLASSIFIER_EPOCHS:
+            raise InvalidSetting(f"classifier epochs {self.epochs} are out of range: give passes over its images "
+                                 f"above 0 and at most {MAX_CLASSIFIER_EPOCHS:g}")
+        if self.seed < 0:
+            raise InvalidSetting(f"classifier seed {self.seed} is negative: give 0 or more")
+        parse_policy(self.augment)
 
     def to_dict(self) -> dict:
         return asdict(self)

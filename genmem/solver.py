@@ -39,7 +39,9 @@ SOLVER_MODES = {
 
 
 SOLVER_STARTS = ("critic", "fresh")
-MAX_SOLVER_EPOCHS = 1000.0  # far past any plateau; more is a typo, and infinity would never end
+# Passes over its images for any classifier genmem trains (the solver, evaluation and the benchmarks'):
+# far past any plateau, so more is a typo, and infinity would never end.
+MAX_CLASSIFIER_EPOCHS = 1000.0
 
 SOLVER_BATCHES = 2  # a solver step classifies this many GAN batches' worth of images
 
@@ -71,9 +73,9 @@ def check_phase(config: TrainingConfig) -> None:
     check_start(config.solver_start)
     parse_policy(config.solver_augment)
     epochs = config.solver_epochs
-    if epochs is not None and not 0 < epochs <= MAX_SOLVER_EPOCHS:
+    if epochs is not None and not 0 < epochs <= MAX_CLASSIFIER_EPOCHS:
         raise InvalidSetting(f"solver epochs {epochs} are out of range: give passes over the solver's images above "
-                             f"0 and at most {MAX_SOLVER_EPOCHS:g}")
+                             f"0 and at most {MAX_CLASSIFIER_EPOCHS:g}")
 
 
 def balanced_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

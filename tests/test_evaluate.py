@@ -5,7 +5,7 @@ import torch
 
 from genmem.classifier import ClassifierConfig
 from genmem.data import ImageSet
-from genmem.errors import DataError
+from genmem.errors import DataError, InvalidSetting
 from genmem.evaluate import (average_accuracy, confusion_matrix, forgetting, images_of_classes, per_class_accuracy,
                              replay_classifier_score, solver_score)
 from genmem.memory import Memory
@@ -25,6 +25,20 @@ def test_a_t_is_the_unweighted_mean_of_per_class_accuracies():
 def test_a_class_without_test_images_is_an_error():
     with pytest.raises(DataError, match="no images of class 3"):
         per_class_accuracy(torch.tensor([0]), torch.tensor([0]), [0, 3])
+
+
+@pytest.mark.parametrize("setting, message", [
+    ({"epochs": float("inf")}, "epochs inf are out of range"), ({"epochs": float("nan")}, "epochs nan"),
+    ({"epochs": 0}, "epochs 0"), ({"epochs": 1e300}, "at most 1000"), ({"lr": float("nan")}, "learning rate nan"),
+    ({"lr": 0}, "learning rate 0"), ({"width": 0}, "width 0"), ({"batch_size": 0}, "batch size 0"),
+    ({"seed": -1}, "seed -1"), ({"augment": "flip"}, "flip"),
+])
+def test_a_classifier_config_that_could_never_train_or_finish_is_refused_when_made(setting, message):
+    """The CLI bounds these; the Python API must too, before a memory is sampled for a classifier that would
+    never finish (infinite epochs) or would learn NaN weights."""
+    with pytest.raises(InvalidSetting, match=message):
+        ClassifierConfig(**setting)
+    assert ClassifierConfig(epochs=1000, lr=1e-3, width=1, batch_size=1).epochs == 1000
 
 
 def test_forgetting_is_best_earlier_minus_last():
