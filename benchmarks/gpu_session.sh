@@ -37,11 +37,9 @@ if [ "${SMOKE:-0}" = 1 ]; then
   paper=(--profile smoke --tasks 2) quick=(--profile smoke --tasks 2)
   private=(--tasks 2 --images-per-class 10 --epochs 1) private_more=(--tasks 2 --images-per-class 20 --epochs 1)
   sizes=1,16 tests=tests/test_learn.py
-  quick_dgma=()
 else
   paper=(--profile paper) quick=(--profile quick) private=() private_more=(--images-per-class 5000 --epochs 8)
   sizes=1,256,4096,65536 tests=tests
-  quick_dgma=(--width 8)  # the CPU figure's width; its 38 epochs would keep it out of the baselines' table
 fi
 
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || echo "no nvidia-smi"
@@ -97,11 +95,10 @@ privacy() {  # name, arguments: a new run of the privacy benchmark on MNIST
 protocol mnist-dgmw-paper --data mnist --variant dgmw "${paper[@]}" &
 protocol mnist-dgma-paper --data mnist --variant dgma "${paper[@]}" &
 protocol cifar10-dgmw-paper --data cifar10 --variant dgmw "${paper[@]}" &
-# The quick profile with DGM's figures' base width beside each baseline, one process per method (merge them
-# with `genmem bench protocol --combine`).
-protocol mnist-quick-dgmw --data mnist --variant dgmw "${quick[@]}" --width 10 \
-  --methods dgm-solver,dgm-replay,joint,finetune &
-protocol mnist-quick-dgma --data mnist --variant dgma "${quick[@]}" "${quick_dgma[@]}" --methods dgm-solver,dgm-replay &
+# The quick profile (DGM at the base widths of its CPU figures) beside each baseline, one process per method
+# (merge them with `genmem bench protocol --combine`).
+protocol mnist-quick-dgmw --data mnist --variant dgmw "${quick[@]}" --methods dgm-solver,dgm-replay,joint,finetune &
+protocol mnist-quick-dgma --data mnist --variant dgma "${quick[@]}" --methods dgm-solver,dgm-replay &
 for baseline in dgr mergan ewc; do
   protocol "mnist-quick-$baseline" --data mnist --variant dgmw "${quick[@]}" --methods "$baseline" &
 done

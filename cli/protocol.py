@@ -43,11 +43,12 @@ from genmem.solver import MAX_CLASSIFIER_EPOCHS, SOLVER_MODES
                    "On CIFAR-10 'translation,cutout' keeps the classifiers from leaning on \"real means newest\".")
 @click.option("--classifier-epochs", type=FiniteFloatRange(0, min_open=True, max=MAX_CLASSIFIER_EPOCHS), metavar="E",
               help="Override the passes of every classifier and of the stored solver's phase (quick: 2, paper: 5). "
-                   "On CIFAR-10 four to six passes gave the stored solver two points more at A10 than two, "
-                   "for a few more minutes (BENCHMARKS.md).")
+                   "On CIFAR-10 six passes lifted DGM's A2 to A8 by 1 to 8 points but A10 by 0 to 2.4, and "
+                   "joint training's A10 by 7, for 18 % more time (BENCHMARKS.md).")
 @click.option("--width", "base_width", type=click.IntRange(1),
-              help="Base width of DGM's initial generator (default: the recipe's, 6 for MNIST DGMw, 20 for "
-                   "DGMa and CIFAR-10); DGMa's growth per task scales with it.")
+              help="Base width of DGM's initial generator. Default: the quick profile's, 10 for DGMw and 8 for "
+                   "DGMa (CIFAR-10: 20 and 10), else the recipe's, the paper's 6 for MNIST DGMw and 20 for DGMa "
+                   "and CIFAR-10. DGMa's growth per task scales with it, and its time with the growth's square.")
 @click.option("--solver", "solver_mode", type=click.Choice(list(SOLVER_MODES)), default="real", show_default=True,
               help="What DGM's versions store as their solver: real (trained on the task's real images), replay "
                    "(on generated images only: nothing stored saw a real image) or none (then drop dgm-solver).")

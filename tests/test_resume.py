@@ -1,6 +1,7 @@
 """A protocol run killed after a task and resumed ends with the results.json of an uninterrupted run."""
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -73,6 +74,10 @@ def test_a_chosen_base_width_shapes_dgms_generator_and_a_resume_keeps_it(tmp_pat
     with pytest.raises(GenmemError, match="started with other base_width"):
         run(tmp_path / "narrow", num_tasks=1, resume=True)
     assert run(tmp_path / "narrow", num_tasks=1, base_width=3, resume=True)["growth"] == results["growth"]
+    budget = replace(PROFILES["smoke"], base_widths={"dgmw": 2, "dgma": 5})
+    profiled = run_protocol(tiny_set(labels=LABELS), tiny_set(labels=LABELS, per_class=8), "mnist", "dgmw", budget,
+                            tmp_path / "profiled", progress=False, methods=("dgm-replay",), num_tasks=1)
+    assert profiled["growth"][0]["widths"] == [8, 4, 2], "the profile's width for the variant, none being chosen"
 
 
 def test_a_run_with_a_replay_solver_stores_it_and_a_resume_keeps_it(tmp_path):
