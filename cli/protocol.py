@@ -47,7 +47,7 @@ from genmem.solver import MAX_CLASSIFIER_EPOCHS, SOLVER_MODES
                    "joint training's A10 by 7, for 18 % more time (BENCHMARKS.md).")
 @click.option("--width", "base_width", type=click.IntRange(1),
               help="Base width of DGM's initial generator. Default: the quick profile's, 10 for DGMw and 8 for "
-                   "DGMa (CIFAR-10: 20 and 10), else the recipe's, the paper's 6 for MNIST DGMw and 20 for DGMa "
+                   "DGMa (CIFAR-10: 10 for both), else the recipe's, the paper's 6 for MNIST DGMw and 20 for DGMa "
                    "and CIFAR-10. DGMa's growth per task scales with it, and its time with the growth's square.")
 @click.option("--solver", "solver_mode", type=click.Choice(list(SOLVER_MODES)), default="real", show_default=True,
               help="What DGM's versions store as their solver: real (trained on the task's real images), replay "
