@@ -21,7 +21,8 @@ from genmem.solver import MAX_CLASSIFIER_EPOCHS
 @click.option("--replay-classifier", is_flag=True,
               help="Also train a fresh classifier on replay alone (no real image) from the latest evaluated version "
                    "and test it: how much the memory is worth to a downstream classifier.")
-@click.option("--epochs", type=FiniteFloatRange(0, MAX_CLASSIFIER_EPOCHS, min_open=True), default=3.0, show_default=True,
+@click.option("--epochs", type=FiniteFloatRange(0, MAX_CLASSIFIER_EPOCHS, min_open=True), default=3.0,
+              show_default=True,
               help="Epochs of the replay classifier, counted in 1000 generated images per class (at most 1000: "
                    "far past its plateau).")
 @click.option("--min-confidence", type=FiniteFloatRange(0, 1, max_open=True), metavar="P",

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from genmem.augment import diff_augment, parse_policy
 from genmem.errors import InvalidSetting
-from genmem.learn import to_unit_range
+from genmem.learn import MAX_SEED, to_unit_range
 from genmem.nets import Classifier, dcgan_init_
 from genmem.solver import MAX_CLASSIFIER_EPOCHS
 
@@ -41,8 +41,8 @@ class ClassifierConfig:
         if not 0 < self.epochs <= MAX_CLASSIFIER_EPOCHS:
             raise InvalidSetting(f"classifier epochs {self.epochs} are out of range: give passes over its images "
                                  f"above 0 and at most {MAX_CLASSIFIER_EPOCHS:g}")
-        if self.seed < 0:
-            raise InvalidSetting(f"classifier seed {self.seed} is negative: give 0 or more")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise InvalidSetting(f"classifier seed {self.seed} is out of range: give an integer from 0 to {MAX_SEED}")
         parse_policy(self.augment)
 
     def to_dict(self) -> dict:

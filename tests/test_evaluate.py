@@ -31,7 +31,8 @@ def test_a_class_without_test_images_is_an_error():
     ({"epochs": float("inf")}, "epochs inf are out of range"), ({"epochs": float("nan")}, "epochs nan"),
     ({"epochs": 0}, "epochs 0"), ({"epochs": 1e300}, "at most 1000"), ({"lr": float("nan")}, "learning rate nan"),
     ({"lr": 0}, "learning rate 0"), ({"width": 0}, "width 0"), ({"batch_size": 0}, "batch size 0"),
-    ({"seed": -1}, "seed -1"), ({"augment": "flip"}, "flip"),
+    ({"seed": -1}, "seed -1 is out of range"), ({"seed": 2**70}, "seed 11805916207174113034"),
+    ({"augment": "flip"}, "flip"),
 ])
 def test_a_classifier_config_that_could_never_train_or_finish_is_refused_when_made(setting, message):
     """The CLI bounds these; the Python API must too, before a memory is sampled for a classifier that would

@@ -29,7 +29,7 @@ import math
 import os
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
@@ -160,9 +160,8 @@ def profile_for(name: str, recipe: str) -> Profile:
     real images on a short budget and A10 from 43 to 49 on this one
     (BENCHMARKS.md, "The GAN's learning rate on CIFAR-10"). At base width 10
     instead of the recipe's 20, DGMw's A10 rose from 48.8 to 50.5 in a third
-    of the GAN time, and DGMa's full run fit the budget where at 20 it needed
-    seven tasks' time for ten of DGMw's (BENCHMARKS.md, "DGMa on CIFAR-10 at
-    base width 10").
+    of the GAN time, and DGMa's ten tasks took 2,427 s where at 20 its first
+    seven took 5,012 s (BENCHMARKS.md, "DGMa on CIFAR-10 at base width 10").
     """
     profile = PROFILES[name]
     if recipe != "cifar10" or name == "smoke":
@@ -402,8 +401,8 @@ def _check_resume(out_dir: Path, recipe: str, variant: str, profile: Profile, se
     """The saved results of the run to continue, after checking that it was started with these arguments."""
     saved = saved_run(out_dir)
     # A Profile field added since the run started was at its default then; the description may be reworded.
-    saved["profile"] = {field.name: field.default for field in fields(Profile)} | saved.get("profile", {}) \
-        | {"about": profile.about}
+    defaults = {f.name: f.default if f.default_factory is MISSING else f.default_factory() for f in fields(Profile)}
+    saved["profile"] = defaults | saved.get("profile", {}) | {"about": profile.about}
     now = {"recipe": recipe, "variant": variant, "profile": asdict(profile), "seed": seed, "methods": list(methods),
            "classes": [{"label": c, "name": train.class_names[c]} for c in classes], "base_width": base_width,
            "solver": solver}
