@@ -25,7 +25,7 @@ from genmem.solver import MAX_CLASSIFIER_EPOCHS, SOLVER_MODES
               help=f"Comma-separated, from {', '.join(METHODS)}. dgr, mergan and ewc (EWC-M) train their "
                    "own generator with DGM's GAN budget; a dgr or mergan step holds twice DGM's batch.")
 @click.option("--profile", type=click.Choice(["quick", "paper", "smoke"]), default="quick", show_default=True,
-              help="quick: for 2 CPU cores, the GAN on 1000 images per class for 40 epochs per task, the "
+              help="quick: for 2 CPU cores, the GAN on 1000 images per class for 40 epochs per task (DGMa 38), the "
                    "classifiers (the stored solver a fresh one) on every real image for 2 epochs, shifted by up to 4 "
                    "pixels, critic and classifiers 16 wide (costs in BENCHMARKS.md); on CIFAR-10 the GAN on "
                    "5000 images per class for 30 epochs at learning rate 1e-3 and the classifiers also cut out (90 "

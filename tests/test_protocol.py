@@ -101,6 +101,16 @@ def test_the_quick_profile_starts_dgm_at_the_base_widths_its_figures_were_measur
     assert mnist.base_width("dgma", "mnist", chosen=4) == cifar.base_width("dgmw", "cifar10", chosen=4) == 4
 
 
+def test_the_quick_profile_gives_dgma_the_gan_epochs_that_fit_its_time_target_and_an_override_applies_to_both():
+    mnist, cifar = profile_for("quick", "mnist"), profile_for("quick", "cifar10")
+    assert (mnist.gan_epochs_for("dgmw"), mnist.gan_epochs_for("dgma")) == (40, 38) and "DGMa 38" in mnist.about
+    assert (cifar.gan_epochs_for("dgmw"), cifar.gan_epochs_for("dgma")) == (30, 30), "measured at 30 on CIFAR-10"
+    assert profile_for("paper", "mnist").gan_epochs_for("dgma") is None, "the paper's"
+    chosen = mnist.with_budget(gan_epochs=12)
+    assert (chosen.gan_epochs_for("dgmw"), chosen.gan_epochs_for("dgma")) == (12, 12) and "DGMa" not in chosen.about
+    assert "40 (dgma 38) epochs" in mnist.with_budget(images_per_class=50).about
+
+
 def results_on(source: str, variant: str = "dgmw", methods=("dgm-replay", "dgr", "joint")) -> dict:
     """A hand-made results.json after five tasks."""
     return {"recipe": "mnist", "variant": variant, "methods": list(methods), "data": describe_data(source),

@@ -80,6 +80,16 @@ def test_a_chosen_base_width_shapes_dgms_generator_and_a_resume_keeps_it(tmp_pat
     assert profiled["growth"][0]["widths"] == [8, 4, 2], "the profile's width for the variant, none being chosen"
 
 
+def test_a_profiles_gan_epochs_for_the_variant_are_the_ones_dgm_trains_for(tmp_path):
+    budget = replace(PROFILES["smoke"], gan_epochs=1, variant_gan_epochs={"dgmw": 2})
+    for variant, epochs in [("dgmw", 2), ("dgma", 1)]:
+        out = tmp_path / variant
+        run_protocol(tiny_set(labels=LABELS), tiny_set(labels=LABELS, per_class=8), "mnist", variant, budget, out,
+                     progress=False, methods=("dgm-replay",), num_tasks=1)
+        trained = Memory(out / "memory").manifest()["tasks"][0]["training"]["epochs"]
+        assert trained == epochs, f"{variant} trained {trained} epochs, its profile says {epochs}"
+
+
 def test_a_run_with_a_replay_solver_stores_it_and_a_resume_keeps_it(tmp_path):
     out = tmp_path / "replay"
     run_protocol(tiny_set(labels=LABELS), tiny_set(labels=LABELS, per_class=8), "mnist", "dgmw", PROFILES["smoke"],

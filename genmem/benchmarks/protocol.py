@@ -72,8 +72,9 @@ class Profile:
 
     Every method may use every real image of the current class, so only the
     GAN's budget is cut to fit a machine: it trains on `images_per_class` of
-    them for `gan_epochs`. The classifiers (the solver's classification
-    phase, the replay classifier, joint training, fine-tuning) train on
+    them for `gan_epochs` (`variant_gan_epochs` where a variant's differ).
+    The classifiers (the solver's classification phase, the replay
+    classifier, joint training, fine-tuning) train on
     `classifier_images_per_class` real images of the current class (None: all)
     for `classifier_epochs` passes over the images of the classes they learn.
     """
@@ -96,11 +97,17 @@ class Profile:
     # DGM's initial generator base width per variant on this budget ({}: the recipe's). DGMa's growth per task
     # scales with it and its time with the growth's square, so a CPU budget wants it small.
     base_widths: dict[str, int] = field(default_factory=dict)
+    # GAN epochs per task for a variant where they differ from `gan_epochs` ({}: none differs).
+    variant_gan_epochs: dict[str, int] = field(default_factory=dict)
 
     def base_width(self, variant: str, recipe: str, chosen: int | None = None) -> int | None:
         """DGM's initial base width: the one chosen, else this budget's for the variant, else the recipe's
         (None: the variant's own default)."""
         return chosen or self.base_widths.get(variant) or base_width_for(recipe)
+
+    def gan_epochs_for(self, variant: str) -> int | None:
+        """The GAN's epochs per task for DGM's variant (None: the paper's)."""
+        return self.variant_gan_epochs.get(variant, self.gan_epochs)
 
     def with_budget(self, images_per_class: int | None = None, gan_epochs: int | None = None,
                     augment: str | None = None, classifier_epochs: float | None = None) -> Profile:
@@ -114,8 +121,9 @@ class Profile:
         """
         if images_per_class is None and gan_epochs is None and augment is None and classifier_epochs is None:
             return self
-        changed = replace(self, images_per_class=images_per_class or self.images_per_class,
-                          gan_epochs=gan_epochs or self.gan_epochs)
+        changed = replace(self, images_per_class=images_per_class or self.images_per_class)
+        if gan_epochs is not None:
+            changed = replace(changed, gan_epochs=gan_epochs, variant_gan_epochs={})
         if augment is not None:
             parse_policy(augment)
             changed = replace(changed, classifier_augment=augment, solver_augment=augment)
@@ -123,6 +131,8 @@ class Profile:
             changed = replace(changed, classifier_epochs=classifier_epochs, solver_epochs=classifier_epochs)
         images = changed.images_per_class or "all"
         epochs = changed.gan_epochs or "the paper's"
+        if changed.variant_gan_epochs:
+            epochs = f"{epochs} ({', '.join(f'{v} {e}' for v, e in changed.variant_gan_epochs.items())})"
         augmented = f"; classifiers and solver augmented by {augment or 'nothing'}" if augment is not None else ""
         passes = (f"; classifiers and solver for {classifier_epochs:g} passes" if classifier_epochs is not None
                   else "")
@@ -133,11 +143,12 @@ class Profile:
 
 PROFILES = {
     "quick": Profile("quick", 1000, 40, 8, 2.0, "2 CPU cores: the GAN on 1000 images per class for 40 epochs per "
-                     "task, DGMw at base width 10 and DGMa at 8; classifiers, the solver a fresh one, on every real "
-                     "image for 2 epochs, shifted by up to 4 pixels; critic and classifiers half as wide as the "
-                     "paper's",
+                     "task (DGMa 38), DGMw at base width 10 and DGMa at 8; classifiers, the solver a fresh one, on "
+                     "every real image for 2 epochs, shifted by up to 4 pixels; critic and classifiers half as wide "
+                     "as the paper's",
                      solver_epochs=2.0, solver_start="fresh", solver_augment="translation", critic_width=16,
-                     classifier_width=16, classifier_augment="translation", base_widths={"dgmw": 10, "dgma": 8}),
+                     classifier_width=16, classifier_augment="translation", base_widths={"dgmw": 10, "dgma": 8},
+                     variant_gan_epochs={"dgma": 38}),
     "paper": Profile("paper", None, None, None, 5.0, "the paper's budgets on all the data, for a GPU; the solver a "
                      "fresh one, 5 passes over its images shifted by up to 4 pixels",
                      solver_epochs=5.0, solver_start="fresh", solver_augment="translation"),
@@ -169,7 +180,7 @@ def profile_for(name: str, recipe: str) -> Profile:
     colour = "translation,cutout"
     if name == "quick":
         return replace(profile, images_per_class=5000, gan_epochs=30, gan_lr=1e-3, classifier_augment=colour,
-                       solver_augment=colour, base_widths={"dgmw": 10, "dgma": 10},
+                       solver_augment=colour, base_widths={"dgmw": 10, "dgma": 10}, variant_gan_epochs={},
                        about="2 CPU cores, CIFAR-10: the GAN on all 5000 images per class for 30 epochs per task "
                              "at learning rate 1e-3, DGM at base width 10; "
                              "classifiers, the solver a fresh one, on every real image for 2 epochs, shifted by up "
@@ -250,7 +261,7 @@ def run_protocol(train: ImageSet, test: ImageSet, recipe: str, variant: str, pro
     dgm = any(m in DGM_METHODS for m in methods)
     baselines = [m for m in methods if m in BASELINES]
     memory = Memory(out_dir / "memory") if dgm else None
-    gan = paper_config(recipe, variant, epochs=profile.gan_epochs, solver_replay=profile.solver_replay,
+    gan = paper_config(recipe, variant, epochs=profile.gan_epochs_for(variant), solver_replay=profile.solver_replay,
                        solver_steps=profile.solver_steps, solver_epochs=profile.solver_epochs,
                        solver_start=profile.solver_start, solver_augment=profile.solver_augment,
                        critic_width=profile.critic_width, lr=profile.gan_lr,
