@@ -120,7 +120,7 @@ def learn_task(memory, source, classes, data_dir, download, variant, epochs, bat
     """
     from genmem.data import load_source
     from genmem.device import resolve_device
-    from genmem.distributed import from_environment, shutdown, version_writer
+    from genmem.distributed import finish, from_environment, shutdown, version_writer
     from genmem.memory import Memory
     from genmem.presets import base_width_for, paper_config, recipe_for
 
@@ -150,14 +150,14 @@ def learn_task(memory, source, classes, data_dir, download, variant, epochs, bat
                                  image_size=image_size, base_width=base_width or base_width_for(recipe),
                                  progress=not quiet and not (parallel and parallel.rank), writer=writer,
                                  parallel=parallel, holdout=holdout)
-    if parallel and parallel.rank:
-        return  # rank 0 reports
-    task = mem.manifest(version)["tasks"][-1]
-    new = sum(layer["new"] for layer in task["capacity"])
-    reused = sum(layer["reused"] for layer in task["capacity"])
-    click.echo(f"learned task {task['task']} (classes {', '.join(wanted)}) into {memory} as {version} in "
-               f"{task['seconds']:.0f} s: widths {'/'.join(map(str, task['widths']))}, newly reserved {new:,}, "
-               f"reused {reused:,}")
+    if not (parallel and parallel.rank):  # rank 0 reports
+        task = mem.manifest(version)["tasks"][-1]
+        new = sum(layer["new"] for layer in task["capacity"])
+        reused = sum(layer["reused"] for layer in task["capacity"])
+        click.echo(f"learned task {task['task']} (classes {', '.join(wanted)}) into {memory} as {version} in "
+                   f"{task['seconds']:.0f} s: widths {'/'.join(map(str, task['widths']))}, newly reserved {new:,}, "
+                   f"reused {reused:,}")
+    finish(parallel)
 
 
 @main.command()

@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 
 import genmem.memory
 from genmem import plasticity
-from genmem.distributed import ONE_PROCESS, from_environment, shutdown
+from genmem.distributed import ONE_PROCESS, finish, from_environment
 from genmem.learn import learn_task
 from genmem.memory import Memory
 from genmem.nets import Classifier, Generator, dcgan_init_
@@ -89,4 +89,4 @@ if __name__ == "__main__":
     version = Memory(memory).learn_task(tiny_set(), ["2"], config=tiny_config(seed=1), progress=False,
                                         parallel=parallel)
     print(f"rank {parallel.rank} learned {version}")
-    shutdown(parallel)
+    finish(parallel)

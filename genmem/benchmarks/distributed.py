@@ -101,7 +101,7 @@ def _rank_main() -> None:
     import torch.distributed as dist
 
     from genmem.data import fit_images, load_source
-    from genmem.distributed import from_environment, shutdown
+    from genmem.distributed import finish, from_environment
     from genmem.learn import learn_task
     from genmem.nets import Generator, GeneratorSpec
     from genmem.presets import paper_config
@@ -123,7 +123,7 @@ def _rank_main() -> None:
     seconds = time.perf_counter() - start
     if parallel is None or parallel.rank == 0:
         print(RESULT + json.dumps({"seconds": seconds, "images": args.epochs * len(images)}), flush=True)
-    shutdown(parallel)
+    finish(parallel)
 
 
 if __name__ == "__main__":
