@@ -1,4 +1,5 @@
-"""Data-parallel learn-task: two gloo ranks on loopback, each a subprocess with torchrun's environment."""
+"""Data-parallel learn-task: two gloo ranks on loopback, each a subprocess with torchrun's environment, and the
+`genmem learn-task` command under torchrun itself, as the README shows it."""
 
 from __future__ import annotations
 
@@ -114,3 +115,19 @@ def test_a_rank_that_dies_fails_the_run_and_writes_nothing(first_task, tmp_path)
     assert results[0].returncode != 0, results[0].stdout
     assert first_task.versions() == ["v0001"]
     assert not list((first_task.path / "versions").glob(".incomplete*"))
+
+
+def test_the_learn_task_command_under_torchrun_writes_one_version_and_exits_cleanly(first_task, tiny_npz, tmp_path):
+    """The README's command: torchrun's own launcher, two CPU ranks, the CLI's summary from rank 0 only."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+               "-m", "genmem.cli.main", "learn-task", str(first_task.path), "--data", f"npz:{tiny_npz}",
+               "--classes", "2", "--image-size", "16", "--width", "2", "--critic-width", "4", "--epochs", "1",
+               "--batch-size", "8", "--device", "cpu", "--quiet"]
+    # Started outside the checkout: `-m` puts the working directory first on the import path, where the repository's
+    # genmem/ (whose cli/ is mapped in at install) would shadow the installed package.
+    result = subprocess.run(command, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"}, text=True,
+                            capture_output=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert first_task.versions() == ["v0001", "v0002"]
+    assert result.stdout.count("learned task 1 (classes 2)") == 1, result.stdout
+    assert first_task.store.manifest("v0002")["tasks"][-1]["training"]["processes"] == 2
