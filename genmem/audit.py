@@ -45,7 +45,6 @@ from genmem.holdout import split_recorded
 from genmem.learn import to_unit_range
 from genmem.memory import Memory
 from genmem.nets import conv_trunk, dcgan_init_
-from genmem.sampler import to_uint8
 
 COPY_QUANTILE = 0.05  # a generated image is a near-copy if closer to a training image than 95 % of fresh real ones
 FEATURE_SEED = 0

@@ -41,7 +41,7 @@ from genmem.admission import Admission, Claim
 from genmem.artifact import ClassTable
 from genmem.device import resolve_device
 from genmem.encoding import FORMATS, encode_samples
-from genmem.errors import CorruptMemory, GenmemError, InvalidRequest, ServiceUnavailable, TooManySamples
+from genmem.errors import CorruptMemory, InvalidRequest, ServiceUnavailable, TooManySamples
 from genmem.memory import Memory
 from genmem.names import shown
 from genmem.replay import balanced_counts

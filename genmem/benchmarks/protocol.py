@@ -49,7 +49,7 @@ from genmem.memory import Memory
 from genmem.nets import Classifier
 from genmem.presets import base_width_for, paper_config
 from genmem.replay import ReplayStream
-from genmem.solver import SOLVER_MODES, check_mode
+from genmem.solver import check_mode
 
 IMAGE_SIZE = 32
 RESULTS_FILE = "results.json"
