@@ -93,11 +93,16 @@ def main():
                    "see PRIVACY.md. Needs the dp extra: pip install 'genmem[dp]'.")
 @click.option("--dp-delta", type=FiniteFloatRange(0, 1, min_open=True, max_open=True), default=1e-5,
               show_default=True, help="The delta of --dp-epsilon; keep it well below 1 / the task's image count.")
+@click.option("--checkpoint-every", type=FiniteFloatRange(0), metavar="SECONDS",
+              help="Save the task's training state inside MEMORY at the first epoch end after this many seconds "
+                   "(0: every epoch). Rerun the same command after a kill and the task continues from it, ending "
+                   "bit-identical to an uninterrupted run; the next version removes it. One process without "
+                   "--dp-epsilon only. Default: no checkpoints (a matching one is still continued).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @friendly_errors
 def learn_task(memory, source, classes, data_dir, download, variant, epochs, batch_size, lr, sparsity, critic_width,
                image_size, base_width, seed, device, solver_mode, solver_start, solver_epochs, solver_augment, holdout,
-               dp_epsilon, dp_delta, quiet):
+               dp_epsilon, dp_delta, checkpoint_every, quiet):
     """Learn new classes into MEMORY as the next task and write a new version.
 
     The first task creates MEMORY. Later tasks must bring classes the memory
@@ -149,14 +154,15 @@ def learn_task(memory, source, classes, data_dir, download, variant, epochs, bat
         version = mem.learn_task(data, wanted, variant=variant, config=config, device=target,
                                  image_size=image_size, base_width=base_width or base_width_for(recipe),
                                  progress=not quiet and not (parallel and parallel.rank), writer=writer,
-                                 parallel=parallel, holdout=holdout)
+                                 parallel=parallel, holdout=holdout, checkpoint_every=checkpoint_every)
     if not (parallel and parallel.rank):  # rank 0 reports
         task = mem.manifest(version)["tasks"][-1]
         new = sum(layer["new"] for layer in task["capacity"])
         reused = sum(layer["reused"] for layer in task["capacity"])
+        resumed = f" after epoch {task['resumed_after_epoch']} of a checkpoint" if "resumed_after_epoch" in task else ""
         click.echo(f"learned task {task['task']} (classes {', '.join(wanted)}) into {memory} as {version} in "
-                   f"{task['seconds']:.0f} s: widths {'/'.join(map(str, task['widths']))}, newly reserved {new:,}, "
-                   f"reused {reused:,}")
+                   f"{task['seconds']:.0f} s{resumed}: widths {'/'.join(map(str, task['widths']))}, newly reserved "
+                   f"{new:,}, reused {reused:,}")
     finish(parallel)
 
 

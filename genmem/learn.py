@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from genmem import plasticity
 from genmem.augment import diff_augment, parse_policy
+from genmem.checkpoint import Checkpointing, Progress, TrainingState
 from genmem.distributed import ONE_PROCESS, DataParallel
 from genmem.ema import GeneratorAverage
 from genmem.errors import InvalidSetting
@@ -128,6 +129,7 @@ class TaskReport:
     solver: Classifier | None = None  # None: the task ships no solver
     privacy: dict | None = None  # the DP guarantee and its settings (genmem.private), None without DP
     processes: int = 1  # data-parallel ranks that shared every batch (genmem.distributed)
+    resumed_after_epoch: int | None = None  # the epoch of the checkpoint it continued from (genmem.checkpoint)
 
 
 def to_unit_range(images: torch.Tensor) -> torch.Tensor:
@@ -179,7 +181,8 @@ def recalibrate_norms(generator: Generator, task: int, rng: torch.Generator, bat
 @torch.enable_grad()
 def learn_task(generator: Generator, images: torch.Tensor, class_index: torch.Tensor, num_classes: int,
                config: TrainingConfig, device: str | torch.device = "cpu", progress: bool = True,
-               past: PastReplay | None = None, parallel: DataParallel | None = None) -> TaskReport:
+               past: PastReplay | None = None, parallel: DataParallel | None = None,
+               checkpoint: Checkpointing | None = None) -> TaskReport:
     """Learn one new task into `generator` (in place) and return its report.
 
     images: uint8 [N, C, H, W] at the generator's image size; class_index: [N]
@@ -187,6 +190,8 @@ def learn_task(generator: Generator, images: torch.Tensor, class_index: torch.Te
     earlier classes' generated images for the solver (None: a solver of this
     task's classes only). parallel: this process's rank when several share
     every batch (genmem.distributed); None: one process does all.
+    checkpoint: where and how often to save the task's state, and a saved
+    state to continue from (genmem.checkpoint); None: no checkpoints.
     """
     check_settings(config)  # before the generator grows in place: a refused task leaves it as it was
     started = time.perf_counter()
@@ -229,13 +234,17 @@ def learn_task(generator: Generator, images: torch.Tensor, class_index: torch.Te
     ranks = parallel or ONE_PROCESS
     if private is not None and ranks.world_size > 1:
         raise InvalidSetting("differentially private training runs in one process; start it without torchrun")
+    if checkpoint is not None and (private is not None or ranks.world_size > 1):
+        raise InvalidSetting("checkpoints are taken in one process without DP only; drop the checkpoint interval")
+    state = TrainingState(generator, critic, embeddings, {"generator": opt_g, "critic": opt_d}, average, rng)
+    resumed = checkpoint.restore(state) if checkpoint is not None else None
+    start = resumed or Progress(epoch=0, step=0, losses={})
     unshard = ranks.shard_batches(generator, critic)  # each rank computes its rows of every batch
-    bar = tqdm(total=config.epochs * batches_per_epoch, desc=f"task {task}", unit="it", disable=not progress,
-               dynamic_ncols=True, leave=True)
+    bar = tqdm(total=config.epochs * batches_per_epoch, initial=start.step, desc=f"task {task}", unit="it",
+               disable=not progress, dynamic_ncols=True, leave=True)
     branch.train()
-    losses: dict[str, float] = {}
-    step = 0
-    for epoch in range(config.epochs):
+    losses, step = start.losses, start.step
+    for epoch in range(start.epoch, config.epochs):
         top = plasticity.epoch_scale(epoch, config.epochs, config.s_max)
         order = gan_rows[torch.randperm(n, generator=rng, device=device)]
         batches = (order[offset: offset + config.batch_size] for offset in range(0, n, config.batch_size)) \
@@ -299,6 +308,8 @@ def learn_task(generator: Generator, images: torch.Tensor, class_index: torch.Te
                   "sparsity": penalty.item()}
         bar.set_postfix(epoch=f"{epoch + 1}/{config.epochs}", D=f"{losses['critic']:.3f}",
                         G=f"{losses['generator']:.3f}", used=f"{_used_fraction(embeddings):.1%}")
+        if checkpoint is not None:
+            checkpoint.after_epoch(state, Progress(epoch + 1, step, losses), last=epoch + 1 == config.epochs)
     bar.close()
     unshard()
 
@@ -313,7 +324,7 @@ def learn_task(generator: Generator, images: torch.Tensor, class_index: torch.Te
                       final_losses=losses if records_real_image_figures(config.solver) else
                       {k: v for k, v in losses.items() if k not in REAL_IMAGE_LOSSES},
                       solver=solver, privacy=private.record() if private is not None else None,
-                      processes=ranks.world_size)
+                      processes=ranks.world_size, resumed_after_epoch=resumed.epoch if resumed else None)
 
 
 def replay_batch(replay: torch.Tensor, per_class: int, rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

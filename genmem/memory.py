@@ -16,12 +16,14 @@ from importlib.metadata import PackageNotFoundError, version as package_version
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from genmem.artifact import (CARD_FILE, FORMAT, FORMAT_VERSION, SAMPLES_FILE, SOLVER_FILE, ClassInfo, ClassTable,
                              decode_generator, encode_generator, encode_solver, model_card)
+from genmem.checkpoint import Checkpointing, task_key
 from genmem.data import ImageSet, fit_images
 from genmem.distributed import DataParallel, version_writer
-from genmem.errors import DataError
+from genmem.errors import DataError, InvalidSetting
 from genmem.holdout import hold_out
 from genmem.learn import PastReplay, TaskReport, TrainingConfig, check_settings, learn_task
 from genmem.learned_quality import learned_quality, sample_strip
@@ -72,7 +74,7 @@ class Memory:
                    config: TrainingConfig | None = None, device: str | torch.device = "cpu",
                    image_size: int = 32, base_width: int | None = None, progress: bool = True,
                    writer: VersionWriter | None = None, solver: str | None = None, holdout: float = 0.0,
-                   parallel: DataParallel | None = None) -> str:
+                   parallel: DataParallel | None = None, checkpoint_every: float | None = None) -> str:
         """Learn `classes` of `data` as the next task and write it as a new version; returns its name.
 
         The first task creates the memory with `variant` (default dgmw), the
@@ -87,6 +89,11 @@ class Memory:
         `genmem audit`; the manifest records which, never the images.
         `parallel`: this process's rank in data-parallel training
         (genmem.distributed): every rank trains, only rank 0 writes.
+        `checkpoint_every`: save the task's training state inside the memory
+        at the first epoch end after this many seconds (0: every epoch), so
+        that a rerun after a kill continues it (genmem.checkpoint); one
+        process without DP only. A checkpoint of this very task is continued
+        from whether or not this is set.
         """
         lock = contextlib.nullcontext(writer) if writer is not None else version_writer(self.store, parallel)
         with lock as writer:
@@ -108,6 +115,10 @@ class Memory:
             if solver is not None:
                 config = replace(config, solver=check_mode(solver))
             check_settings(config)  # before its seed draws the holdout or a first generator
+            one_process = (parallel is None or parallel.world_size == 1) and config.dp_epsilon is None
+            if checkpoint_every is not None and not one_process:
+                raise InvalidSetting("checkpoints are taken in one process without DP only; drop the checkpoint "
+                                     "interval (under torchrun or with a DP epsilon)")
             task_data, held_out = hold_out(task_data, holdout, config.seed) if holdout else (task_data, None)
             if parent is None:
                 generator = Generator(spec, torch.Generator().manual_seed(config.seed))
@@ -117,8 +128,13 @@ class Memory:
             class_index = torch.tensor([labels.index(int(label)) for label in task_data.labels])
             past = self._past_replay(generator, history, parent, len(images) // len(labels), config.seed, device)
 
+            checkpoint = Checkpointing(writer, task_key(history.get("manifest_sha256"), labels,
+                                                        {"config": config.to_dict(), "spec": asdict(spec)},
+                                                        torch.device(device), images, class_index),
+                                       checkpoint_every, notice=tqdm.write if progress else lambda line: None) \
+                if one_process and (checkpoint_every is not None or self.store.checkpoint() is not None) else None
             report = learn_task(generator, images, class_index, len(labels), config, device, progress, past,
-                                parallel)
+                                parallel, checkpoint)
 
             manifest = self._next_manifest(writer.next_version(), parent, spec, history, new_classes, report,
                                            task_data, config, device, generator, held_out)
@@ -181,6 +197,7 @@ class Memory:
             "seconds": round(report.seconds, 3),
             "final_losses": report.final_losses,
             "privacy": report.privacy,
+            **({"resumed_after_epoch": report.resumed_after_epoch} if report.resumed_after_epoch else {}),
         }
         return {
             "format": FORMAT,

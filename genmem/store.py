@@ -7,6 +7,8 @@
           manifest.json         what the version is, with the sha256 and size of every other file
           ...                   the files the artifact layer writes (see artifact.py and FORMAT.md)
         .incomplete-v0002-PID/  a version being written; ignored by readers, removed by the next writer
+      task-checkpoint.safetensors  the state of the task being learned on top of the latest version, if it asked
+                                for checkpoints (genmem.checkpoint); replaced atomically, removed by the next commit
 
 A version appears by renaming its finished, fsynced directory into place, so
 every `vNNNN` directory is complete, and the latest version is simply the
@@ -40,6 +42,7 @@ from genmem.errors import CorruptMemory, MemoryBusy, MemoryNotFound
 from genmem.names import shown, version_name
 
 MANIFEST = "manifest.json"
+CHECKPOINT = "task-checkpoint.safetensors"
 VERSION_NAME = re.compile(r"v[0-9]{4,9}", re.ASCII)
 INCOMPLETE_PREFIX = ".incomplete-"
 
@@ -66,17 +69,20 @@ def _write_synced(path: Path, data: bytes) -> None:
 
 
 def _read_regular_file(path: Path, version: str) -> bytes:
-    """The bytes of a plain file, never through a link, a pipe or a device (which could block or lie)."""
+    """The bytes of a plain file, never through a link, a pipe or a device (which could block or lie).
+
+    version: what the file belongs to, named in the error ("version v0003", say).
+    """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
-        raise CorruptMemory(f"{path} is missing; version {version} is damaged") from None
+        raise CorruptMemory(f"{path} is missing; {version} is damaged") from None
     except OSError as exc:
         raise CorruptMemory(f"{path} cannot be opened ({exc.strerror}; a symbolic link?); "
-                            f"version {version} is damaged") from None
+                            f"{version} is damaged") from None
     with os.fdopen(fd, "rb") as file:
         if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
-            raise CorruptMemory(f"{path} is not a plain file; version {version} is damaged")
+            raise CorruptMemory(f"{path} is not a plain file; {version} is damaged")
         return file.read()
 
 
@@ -148,7 +154,7 @@ class MemoryStore:
             if Path(file).name != file or file == MANIFEST:
                 raise CorruptMemory(f"{folder / MANIFEST} lists the file {shown(file)}, which is not a file of its "
                                     f"own folder; version {name} is damaged")
-            data = _read_regular_file(path, name)
+            data = _read_regular_file(path, f"version {name}")
             if len(data) != expected["bytes"]:
                 raise CorruptMemory(f"{path} is {len(data)} bytes but the manifest records {expected['bytes']} "
                                     f"(truncated or damaged); version {name} cannot be loaded")
@@ -166,7 +172,7 @@ class MemoryStore:
         _refuse_link(folder, "a version folder")
         path = folder / MANIFEST
         try:
-            manifest = json.loads(_read_regular_file(path, folder.name))
+            manifest = json.loads(_read_regular_file(path, f"version {folder.name}"))
         except (ValueError, UnicodeDecodeError) as exc:
             raise CorruptMemory(f"{path} is not valid JSON ({exc}); version {folder.name} is damaged") from None
         if not isinstance(manifest, dict) or "manifest_sha256" not in manifest or "files" not in manifest:
@@ -180,6 +186,13 @@ class MemoryStore:
         if not isinstance(manifest["files"], dict):
             raise CorruptMemory(f"{path} is not a genmem manifest")
         return manifest
+
+    def checkpoint(self) -> bytes | None:
+        """The bytes of the unfinished task's checkpoint, None if there is none (never through a link)."""
+        path = self.path / CHECKPOINT
+        if not path.exists() and not path.is_symlink():
+            return None
+        return _read_regular_file(path, "the task checkpoint")
 
     @contextlib.contextmanager
     def writer(self) -> Iterator["VersionWriter"]:
@@ -204,7 +217,8 @@ class MemoryStore:
                 self._remove_incomplete()
                 yield VersionWriter(self)
             except BaseException:
-                if created and not self.versions():  # a failed first task leaves no empty memory behind
+                # A failed first task leaves no empty memory behind, unless it checkpointed work to continue.
+                if created and not self.versions() and not (self.path / CHECKPOINT).exists():
                     shutil.rmtree(self.path, ignore_errors=True)
                 raise
             finally:
@@ -229,6 +243,8 @@ class MemoryStore:
         """Leftovers of writers that crashed; safe to delete because we hold the lock."""
         for leftover in self.versions_dir.glob(INCOMPLETE_PREFIX + "*"):
             shutil.rmtree(leftover, ignore_errors=True)
+        for leftover in self.path.glob(f"{INCOMPLETE_PREFIX}{CHECKPOINT}-*"):
+            leftover.unlink(missing_ok=True)
 
 
 class VersionWriter:
@@ -260,7 +276,21 @@ class VersionWriter:
         _fsync_dir(staging)
         os.rename(staging, self.store.versions_dir / name)
         _fsync_dir(self.store.versions_dir)
+        self.clear_checkpoint()  # it belonged to the task now committed
         return name
+
+    def save_checkpoint(self, data: bytes) -> None:
+        """Replace the unfinished task's checkpoint atomically: a kill leaves the old one or the new one whole."""
+        path = self.store.path / CHECKPOINT
+        _refuse_link(path, "the task checkpoint")
+        staging = self.store.path / f"{INCOMPLETE_PREFIX}{CHECKPOINT}-{os.getpid()}"
+        staging.unlink(missing_ok=True)
+        _write_synced(staging, data)
+        os.replace(staging, path)
+        _fsync_dir(self.store.path)
+
+    def clear_checkpoint(self) -> None:
+        (self.store.path / CHECKPOINT).unlink(missing_ok=True)
 
 
 AUDITS = "audits"
@@ -308,10 +338,10 @@ def read_audits(store: MemoryStore, version: str | None = None) -> list[dict]:
     for audit in sorted((p for p in folder.iterdir() if AUDIT_NAME.fullmatch(p.name)), key=lambda p: int(p.name[1:])):
         path = audit / AUDIT_RECORD
         try:
-            record = json.loads(_read_regular_file(path, name))
+            record = json.loads(_read_regular_file(path, f"version {name}'s audit"))
             body = {k: v for k, v in record.items() if k != "manifest_sha256"}
             intact = sha256(_canonical(body)) == record["manifest_sha256"] and all(
-                sha256(_read_regular_file(audit / file, name)) == expected["sha256"]
+                sha256(_read_regular_file(audit / file, f"version {name}'s audit")) == expected["sha256"]
                 for file, expected in record["files"].items())
         except (ValueError, UnicodeDecodeError, KeyError, TypeError, AttributeError, CorruptMemory):
             intact = False

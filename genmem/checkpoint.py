@@ -1,0 +1,166 @@
+"""Checkpoints inside a task: a learn-task that is killed continues from its last saved epoch.
+
+A version is written only when its task ends, so without checkpoints a task
+that a pre-empted or time-limited machine cuts off is lost whole (a task of
+the paper's CIFAR-10 profile takes minutes of a GPU, more with every class).
+With them, `learn_task` saves at epoch boundaries, at most every so many
+seconds, everything its remaining epochs read: the generator (grown, with the
+task's branch), the critic, the mask embeddings, both Adam optimisers'
+moments, the moving average, the random generator's state and the epoch and
+step counters. Restored into the same objects, the rest of the task takes the
+very steps an uninterrupted one would, so the version it writes is
+bit-identical (tests/test_checkpoint.py). A save after the last epoch lets a
+kill in the solver phase skip the GAN.
+
+A checkpoint belongs to one task: its key is a digest of the parent version,
+the classes, every training setting, the device type and the task's images.
+One with another key, or a damaged one, is not used, and this task's first
+save replaces it. It is one safetensors file of the memory with its counters
+as JSON metadata (no pickle), written atomically and removed when the next
+version is committed (genmem.store).
+
+Not checkpointed: differentially private tasks (Opacus keeps per-sample and
+accountant state of its own) and data-parallel ones (the ranks would have to
+agree on when to save).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_tensors
+from torch import nn
+
+from genmem import canonical
+from genmem.ema import GeneratorAverage
+from genmem.nets import Generator
+from genmem.store import VersionWriter
+
+METADATA_KEY = "genmem_checkpoint"
+
+
+def task_key(parent_sha256: str | None, labels: list[int], config: dict, device: torch.device,
+             images: torch.Tensor, class_index: torch.Tensor) -> str:
+    """A digest of everything that decides a task's training; a checkpoint continues only a task with its key."""
+    digest = hashlib.sha256(json.dumps({"parent": parent_sha256, "labels": labels, "config": config,
+                                        "device": device.type}, sort_keys=True).encode())
+    for tensor in (images, class_index):
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+@dataclass
+class TrainingState:
+    """The live objects of a task's GAN training that later epochs read: saved from, and restored into, in place."""
+
+    generator: Generator
+    critic: nn.Module
+    embeddings: list[nn.Parameter]
+    optimisers: dict[str, torch.optim.Optimizer]
+    average: GeneratorAverage | None
+    rng: torch.Generator
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        found = {f"generator.{k}": v for k, v in self.generator.state_dict().items()}
+        found |= {f"critic.{k}": v for k, v in self.critic.state_dict().items()}
+        found |= {f"embedding.{i}": e for i, e in enumerate(self.embeddings)}
+        for name, optimiser in self.optimisers.items():
+            for index, entries in optimiser.state_dict()["state"].items():
+                found |= {f"optimiser.{name}.{index}.{k}": v for k, v in entries.items()}
+        if self.average is not None:
+            found |= {f"average.{i}": s for i, s in enumerate(self.average.average.shadow)}
+        found["rng"] = self.rng.get_state()
+        return {k: v.detach().cpu().contiguous().clone() for k, v in found.items()}
+
+    @torch.no_grad()
+    def load(self, tensors: dict[str, torch.Tensor], average_steps: int) -> None:
+        """Overwrite every object with the saved tensors; a missing or misshapen one raises KeyError or RuntimeError."""
+        self.generator.load_state_dict(_under(tensors, "generator."))
+        self.critic.load_state_dict(_under(tensors, "critic."))
+        for index, embedding in enumerate(self.embeddings):
+            embedding.copy_(tensors[f"embedding.{index}"])
+        for name, optimiser in self.optimisers.items():
+            state: dict[int, dict[str, torch.Tensor]] = {}
+            for key, value in _under(tensors, f"optimiser.{name}.").items():
+                index, entry = key.split(".", 1)
+                state.setdefault(int(index), {})[entry] = value
+            optimiser.load_state_dict({**optimiser.state_dict(), "state": state})
+        if self.average is not None:
+            for index, shadow in enumerate(self.average.average.shadow):
+                shadow.copy_(tensors[f"average.{index}"])
+            self.average.average.steps = average_steps
+        self.rng.set_state(tensors["rng"])
+
+
+def _under(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+@dataclass
+class Progress:
+    """Where a restored task stands: the next epoch to run, optimiser steps taken, the last epoch's losses."""
+
+    epoch: int
+    step: int
+    losses: dict[str, float]
+
+
+class Checkpointing:
+    """Saves a task's state into its memory every `every` seconds (None: never), and restores a matching one.
+
+    notice: where to say that a checkpoint was used or passed over (a progress bar's write, say).
+    """
+
+    def __init__(self, writer: VersionWriter, key: str, every: float | None,
+                 notice: Callable[[str], None] = lambda line: None):
+        self.writer, self.key, self.every, self.notice = writer, key, every, notice
+        self.saved_at = time.monotonic()
+
+    def restore(self, state: TrainingState) -> Progress | None:
+        """Load the memory's checkpoint into `state` if it is this task's; None (state untouched) otherwise."""
+        data = self.writer.store.checkpoint()
+        if data is None:
+            return None
+        try:
+            meta = json.loads(_metadata(data)[METADATA_KEY])
+            if meta["key"] != self.key:
+                self.notice(f"not using {self.writer.store.path} task checkpoint: it was taken for another task or "
+                            f"other settings; this task starts at epoch 1 and replaces it when it saves")
+                return None
+            tensors = load_tensors(data)
+            progress = Progress(int(meta["epoch"]), int(meta["step"]), dict(meta["losses"]))
+            snapshot = state.tensors()  # to put back if the checkpoint turns out not to fit
+            try:
+                state.load(tensors, int(meta["average_steps"]))
+            except (KeyError, RuntimeError, ValueError):
+                state.load(snapshot, state.average.average.steps if state.average is not None else 0)
+                raise
+        except (SafetensorError, KeyError, RuntimeError, ValueError, TypeError, UnicodeDecodeError):
+            self.notice(f"not using {self.writer.store.path} task checkpoint: it is damaged; this task starts at "
+                        f"epoch 1 and replaces it when it saves")
+            return None
+        self.notice(f"continuing from the task checkpoint after epoch {progress.epoch}")
+        return progress
+
+    def after_epoch(self, state: TrainingState, progress: Progress, last: bool) -> None:
+        """Save if `every` seconds have passed since the last save (always after the last epoch, if saving)."""
+        if self.every is None or (not last and time.monotonic() - self.saved_at < self.every):
+            return
+        average_steps = state.average.average.steps if state.average is not None else 0
+        meta = {"key": self.key, "epoch": progress.epoch, "step": progress.step, "losses": progress.losses,
+                "average_steps": average_steps}
+        self.writer.save_checkpoint(canonical.save(state.tensors(), {METADATA_KEY: json.dumps(meta)}))
+        self.saved_at = time.monotonic()
+
+
+def _metadata(data: bytes) -> dict[str, str]:
+    """The JSON metadata of safetensors bytes (the library reads it only from files)."""
+    size = int.from_bytes(data[:8], "little")
+    return json.loads(data[8: 8 + size])["__metadata__"]

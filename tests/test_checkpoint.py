@@ -1,0 +1,143 @@
+"""Checkpoints inside a task: a learn-task stopped mid-way continues to the version an uninterrupted run writes."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from genmem.checkpoint import Checkpointing
+from genmem.errors import InvalidSetting
+from genmem.memory import Memory
+from genmem.store import CHECKPOINT, VersionWriter
+
+from tiny import tiny_config, tiny_set
+
+TASKS = (["0", "1"], ["2"])
+EPOCHS = 4
+VERSION_FILES = ("generator.safetensors", "masks.safetensors", "solver.safetensors", "samples.png")
+
+
+class Stopped(Exception):
+    """Stands for a kill after a checkpoint was saved."""
+
+
+def learn(memory: Memory, task: int, seed: int = 0, **options) -> str:
+    return memory.learn_task(tiny_set(), TASKS[task], config=tiny_config(epochs=EPOCHS, seed=seed), image_size=16,
+                             base_width=2, progress=False, **options)
+
+
+def stop_after_epoch(monkeypatch, epoch: int) -> None:
+    """Make Checkpointing raise Stopped right after it handled `epoch`'s end (and saved, if it was due)."""
+    handle = Checkpointing.after_epoch
+
+    def after_epoch_then_stop(self, state, progress, last):
+        handle(self, state, progress, last)
+        if progress.epoch == epoch:
+            raise Stopped
+
+    monkeypatch.setattr(Checkpointing, "after_epoch", after_epoch_then_stop)
+
+
+def version_bytes(memory: Memory, version: str) -> dict[str, bytes]:
+    files = memory.store.read(version)[1]
+    return {name: files[name] for name in VERSION_FILES}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """Both tasks learned without checkpoints: the versions every interrupted run must end at."""
+    memory = Memory(tmp_path_factory.mktemp("uninterrupted") / "m")
+    return [version_bytes(memory, learn(memory, task)) for task in range(2)]
+
+
+@pytest.mark.parametrize("task", [0, 1])
+def test_a_task_stopped_after_a_checkpoint_continues_to_the_uninterrupted_version_bit_for_bit(
+        task, tmp_path, monkeypatch, uninterrupted):
+    memory = Memory(tmp_path / "m")
+    for earlier in range(task):
+        learn(memory, earlier)
+    with monkeypatch.context() as patch:
+        stop_after_epoch(patch, 2)
+        with pytest.raises(Stopped):
+            learn(memory, task, checkpoint_every=0)
+    assert len(memory.versions()) == task, "a stopped task writes no version"
+    assert (memory.path / CHECKPOINT).is_file(), "not even a first task's stop deletes its checkpoint"
+
+    version = learn(memory, task)  # the rerun needs no option to continue its own task's checkpoint
+    record = memory.manifest(version)["tasks"][-1]
+    assert record["resumed_after_epoch"] == 2
+    assert version_bytes(memory, version) == uninterrupted[task]
+    assert not (memory.path / CHECKPOINT).exists(), "the committed version removes the checkpoint"
+
+
+def test_a_checkpoint_of_other_settings_or_a_damaged_one_is_not_used(tmp_path, monkeypatch, uninterrupted):
+    memory = Memory(tmp_path / "m")
+    with monkeypatch.context() as patch:
+        stop_after_epoch(patch, 2)
+        with pytest.raises(Stopped):
+            learn(memory, 0, seed=5, checkpoint_every=0)
+    version = learn(memory, 0)  # seed 0, not the checkpoint's 5: starts afresh
+    assert "resumed_after_epoch" not in memory.manifest(version)["tasks"][-1]
+    assert version_bytes(memory, version) == uninterrupted[0]
+
+    with monkeypatch.context() as patch:
+        stop_after_epoch(patch, 3)
+        with pytest.raises(Stopped):
+            learn(memory, 1, checkpoint_every=0)
+    checkpoint = memory.path / CHECKPOINT
+    checkpoint.write_bytes(checkpoint.read_bytes()[:-100])  # truncated
+    version = learn(memory, 1)
+    assert "resumed_after_epoch" not in memory.manifest(version)["tasks"][-1]
+    assert version_bytes(memory, version) == uninterrupted[1]
+
+
+def test_checkpoints_are_saved_only_as_often_as_asked(tmp_path, monkeypatch):
+    memory = Memory(tmp_path / "m")
+    saves = []
+    monkeypatch.setattr(VersionWriter, "save_checkpoint", lambda writer, data: saves.append(len(data)))
+    learn(memory, 0, checkpoint_every=3600)
+    assert len(saves) == 1, "an hour's interval saves only after the last epoch, for a kill in the solver phase"
+    learn(memory, 1, checkpoint_every=0)
+    assert len(saves) == 1 + EPOCHS
+
+
+def test_checkpoints_are_refused_with_dp_before_any_training(tmp_path):
+    memory = Memory(tmp_path / "m")
+    config = tiny_config(dp_epsilon=10.0)
+    with pytest.raises(InvalidSetting, match="one process without DP"):
+        memory.learn_task(tiny_set(), ["0"], config=config, image_size=16, base_width=2, progress=False,
+                          checkpoint_every=60)
+    assert not memory.path.exists()
+
+
+def test_learn_task_killed_with_sigkill_continues_from_its_checkpoint(tmp_path, tiny_npz):
+    """The real thing: the command killed outright mid-task, then run again, ends where one run ends."""
+    options = ["--data", f"npz:{tiny_npz}", "--classes", "0,1", "--image-size", "16", "--width", "2",
+               "--critic-width", "4", "--epochs", "40", "--batch-size", "8", "--device", "cpu", "--quiet"]
+
+    def command(memory, *extra):
+        return [sys.executable, "-m", "genmem.cli.main", "learn-task", str(memory), *options, *extra]
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # Outside the checkout: `-m` would import the repository's genmem/ (without its cli/) before the installed one.
+    run = dict(cwd=tmp_path, env=env, text=True, capture_output=True, timeout=300)
+    whole = subprocess.run(command(tmp_path / "whole"), **run)
+    assert whole.returncode == 0, whole.stderr
+
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(command(killed, "--checkpoint-every", "0"), cwd=tmp_path, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while not (killed / CHECKPOINT).exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert (killed / CHECKPOINT).is_file() and not Memory(killed).versions(), "killed mid-task, after a save"
+
+    again = subprocess.run(command(killed), **run)
+    assert again.returncode == 0, again.stderr
+    assert "of a checkpoint" in again.stdout, again.stdout
+    assert version_bytes(Memory(killed), "v0001") == version_bytes(Memory(tmp_path / "whole"), "v0001")
