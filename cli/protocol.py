@@ -57,8 +57,13 @@ from genmem.solver import MAX_CLASSIFIER_EPOCHS, SOLVER_MODES
               help="New folder for the run: memory/, samples/, state/, results.json, accuracy.png, growth.png, "
                    "confusion.png.")
 @click.option("--resume", type=click.Path(file_okay=False, path_type=Path), metavar="OUT",
-              help="Continue the run in OUT from its last finished task, with the options it was started with "
-                   "(only --data-dir, --device, --record and --quiet may be given).")
+              help="Continue the run in OUT from its last finished task (or DGM's last checkpoint inside the next "
+                   "one), with the options it was started with (only --data-dir, --device, --checkpoint-every, "
+                   "--record and --quiet may be given).")
+@click.option("--checkpoint-every", type=FiniteFloatRange(0), metavar="SECONDS",
+              help="Also save DGM's training state inside a task this often (0: every epoch; genmem learn-task "
+                   "--checkpoint-every), so --resume continues a killed task from its last save rather than its "
+                   "start: for machines that are taken back sooner than a task ends. Results are unchanged.")
 @click.option("--combine", type=click.Path(file_okay=False, path_type=Path), multiple=True, metavar="RUN",
               help="Instead of running: one table and one A_t plot (into --out) from finished runs of one data "
                    "set, profile and seed, e.g. a DGMw run with the baselines and a DGMa run; repeat per run.")
@@ -66,7 +71,8 @@ from genmem.solver import MAX_CLASSIFIER_EPOCHS, SOLVER_MODES
 @click.pass_context
 @friendly_errors
 def protocol(ctx, source, test_data, data_dir, variant, methods, profile, images_per_class, gan_epochs, augment,
-             classifier_epochs, base_width, solver_mode, tasks, out, resume, combine, seed, device, record, quiet):
+             classifier_epochs, base_width, solver_mode, tasks, out, resume, checkpoint_every, combine, seed, device,
+             record, quiet):
     """Run the paper's protocol: one class per task, A_t after every task, against baselines and bounds.
 
     After every task each method's classifier is tested on the real test
@@ -110,7 +116,7 @@ def protocol(ctx, source, test_data, data_dir, variant, methods, profile, images
     if (out is None) == (resume is None):
         raise click.UsageError("give --out NEW_FOLDER for a new run, or --resume OUT to continue one")
     if resume is not None:
-        fixed = given_options(ctx, exclude=("resume", "data_dir", "device", "record", "quiet"))
+        fixed = given_options(ctx, exclude=("resume", "data_dir", "device", "record", "quiet", "checkpoint_every"))
         if fixed:
             raise click.UsageError(f"--resume continues a run with the options it was started with; drop "
                                    f"{', '.join(fixed)}")
@@ -132,7 +138,8 @@ def protocol(ctx, source, test_data, data_dir, variant, methods, profile, images
     watch = CpuWatch()
     results = run_protocol(train, test, recipe, variant, budget, out, device=target, seed=seed, num_tasks=tasks,
                            progress=not quiet, methods=split_classes(methods), data=describe_data(source, test_data),
-                           resume=resume is not None, base_width=base_width, solver=solver_mode)
+                           resume=resume is not None, base_width=base_width, solver=solver_mode,
+                           checkpoint_every=checkpoint_every)
     report(results, out, budget.name, where, watch.others_share(), record)
 
 

@@ -1,4 +1,5 @@
-"""A protocol run killed after a task and resumed ends with the results.json of an uninterrupted run."""
+"""A protocol run killed after a task, or inside one after a checkpoint, and resumed ends with the results.json of
+an uninterrupted run."""
 
 import json
 from dataclasses import replace
@@ -7,6 +8,7 @@ import pytest
 
 from genmem.benchmarks import protocol
 from genmem.benchmarks.protocol import METHODS, PROFILES, RUN_TIME_FIELDS, run_protocol
+from genmem.checkpoint import Checkpointing
 from genmem.errors import GenmemError
 from genmem.memory import Memory
 
@@ -19,9 +21,9 @@ class Killed(Exception):
     """Stands for the process being killed."""
 
 
-def run(out, **kwargs):
+def run(out, profile=PROFILES["smoke"], **kwargs):
     return run_protocol(tiny_set(labels=LABELS), tiny_set(labels=LABELS, per_class=8), "mnist", "dgmw",
-                        PROFILES["smoke"], out, progress=False, methods=METHODS, seed=5, **kwargs)
+                        profile, out, progress=False, methods=METHODS, seed=5, **kwargs)
 
 
 def outcome(out) -> dict:
@@ -57,6 +59,30 @@ def test_a_run_killed_in_its_second_task_resumes_to_the_results_of_an_uninterrup
         assert resumed.read_bytes() == whole.read_bytes(), f"{resumed.name} is what an uninterrupted run holds"
     assert len(Memory(tmp_path / "killed" / "memory").versions()) == 2, "the killed run's version is kept"
     assert run(tmp_path / "killed", resume=True)["accuracy"] == outcome(tmp_path / "whole")["accuracy"]
+
+
+def test_a_run_killed_inside_a_task_resumes_from_dgms_checkpoint_to_the_uninterrupted_results(tmp_path, monkeypatch):
+    profile = replace(PROFILES["smoke"], gan_epochs=3)
+    run(tmp_path / "whole", profile)
+
+    handle, stops = Checkpointing.after_epoch, []
+
+    def killed_after_second_tasks_first_epoch(self, state, progress, last):
+        handle(self, state, progress, last)
+        if len(state.generator.tasks) == 2 and progress.epoch == 1:
+            stops.append(progress.epoch)
+            raise Killed
+
+    monkeypatch.setattr(Checkpointing, "after_epoch", killed_after_second_tasks_first_epoch)
+    with pytest.raises(Killed):
+        run(tmp_path / "killed", profile, checkpoint_every=0)
+    monkeypatch.setattr(Checkpointing, "after_epoch", handle)
+    memory = Memory(tmp_path / "killed" / "memory")
+    assert stops == [1] and len(memory.versions()) == 1
+
+    run(tmp_path / "killed", profile, resume=True)
+    assert memory.manifest("v0002")["tasks"][-1]["resumed_after_epoch"] == 1
+    assert outcome(tmp_path / "killed") == outcome(tmp_path / "whole")
 
 
 def test_resume_refuses_a_folder_without_a_run_or_a_run_started_otherwise(tmp_path):

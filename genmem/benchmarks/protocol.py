@@ -230,7 +230,8 @@ def saved_run(out_dir: Path) -> dict:
 def run_protocol(train: ImageSet, test: ImageSet, recipe: str, variant: str, profile: Profile, out_dir: Path, *,
                  device: str | torch.device = "cpu", seed: int = 0, num_tasks: int | None = None,
                  progress: bool = True, methods=DEFAULT_METHODS, data: dict | None = None,
-                 resume: bool = False, base_width: int | None = None, solver: str = "real") -> dict:
+                 resume: bool = False, base_width: int | None = None, solver: str = "real",
+                 checkpoint_every: float | None = None) -> dict:
     """Learn one class per task, test every chosen method after every task; write results after each.
 
     A new run needs a new out_dir. resume=True continues the run in out_dir,
@@ -239,7 +240,9 @@ def run_protocol(train: ImageSet, test: ImageSet, recipe: str, variant: str, pro
     training set's source name, compared with nothing). base_width: DGM's
     initial generator base width (None: `Profile.base_width`). solver: what DGM's
     versions store as their solver (genmem.solver: real, replay or none; with
-    none the dgm-solver method cannot be run).
+    none the dgm-solver method cannot be run). checkpoint_every: DGM's
+    checkpoints inside a task (Memory.learn_task), which a resume continues;
+    the results are the same with or without them.
     """
     out_dir = Path(out_dir)
     methods = chosen_methods(methods)
@@ -296,7 +299,8 @@ def run_protocol(train: ImageSet, test: ImageSet, recipe: str, variant: str, pro
             learned = memory.versions()
             version = learned[task] if len(learned) > task else memory.learn_task(  # kept from a killed run
                 data, [label], variant=variant, config=replace(gan, seed=seed + task), device=device,
-                image_size=IMAGE_SIZE, base_width=profile.base_width(variant, recipe, base_width), progress=progress)
+                image_size=IMAGE_SIZE, base_width=profile.base_width(variant, recipe, base_width), progress=progress,
+                checkpoint_every=checkpoint_every)
             timings["gan"] += time.perf_counter() - started
         for name in baselines:
             started = time.perf_counter()
