@@ -15,7 +15,8 @@
 #   TASKS_PER_CALL=N stops each protocol run once it has finished N more tasks, rather than cut off a task it
 #   started: with 15 minutes of device time and 10 per call, two calls of one task each (the second on the warm
 #   machine, whose ignored RUNS folder is still there) finish two tasks where one call of 10 minutes finishes one.
-#   CHECKPOINT_EVERY=SECONDS: how often DGM's protocol runs save the state of the task in progress (default 60).
+#   CHECKPOINT_EVERY=SECONDS: how often DGM's protocol runs save the state of the task in progress (default 60;
+#   empty: never).
 #   ONLY="name ..." runs only the named jobs (the names of their logs: mnist-dgmw-paper, privacy-10, pytest, ...).
 #
 # On this workplace's lent GPU (whose Python has torch but not genmem's serving stack): copy MNIST's .gz files
@@ -33,8 +34,9 @@ set -uo pipefail
 data=$1 runs=$2 pack=$3 limit=$4
 device=${DEVICE:-cuda}
 # DGM saves its task's state this often, so a task the time limit cuts off continues in the next call instead of
-# starting again (the checkpoint travels inside the run's memory folder; a finished task removes it).
-checkpoint_every=${CHECKPOINT_EVERY:-60}
+# starting again (the checkpoint travels inside the run's memory folder; a finished task removes it). It is 53 MiB
+# on CIFAR-10's paper profile (BENCHMARKS.md): CHECKPOINT_EVERY= (empty) turns it off where that cannot travel.
+checkpoint_every=${CHECKPOINT_EVERY-60}
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 PYTHONUNBUFFERED=1
 mkdir -p "$runs" "$pack"
 if [ "${SMOKE:-0}" = 1 ]; then
@@ -83,11 +85,11 @@ protocol() {  # name, arguments of a new run: continued where RUNS holds one wit
   local results=$runs/$name/results.json
   if [ -f "$results" ]; then
     results=$results job "$name" bench protocol --resume "$runs/$name" --data-dir "$data" --device "$device" --quiet \
-      --checkpoint-every "$checkpoint_every"
+      ${checkpoint_every:+--checkpoint-every "$checkpoint_every"}
   else
     rm -rf "${runs:?}/$name"
     results=$results job "$name" bench protocol "$@" --out "$runs/$name" --data-dir "$data" --device "$device" \
-      --quiet --checkpoint-every "$checkpoint_every"
+      --quiet ${checkpoint_every:+--checkpoint-every "$checkpoint_every"}
   fi
 }
 privacy() {  # name, arguments: a new run of the privacy benchmark on MNIST
