@@ -44,7 +44,20 @@ def render_summary(s: dict) -> str:
         f"storage   weights {_kb(s['storage_bytes']['weights'])}, bit-packed masks {_kb(s['storage_bytes']['masks'])}, "
         f"version total {_kb(s['storage_bytes']['total'])}",
     ]
-    return "\n".join(lines + quality_lines(s) + privacy_lines(s))
+    return "\n".join(lines + quality_lines(s) + privacy_lines(s) + unfinished_lines(s))
+
+
+def unfinished_lines(s: dict) -> list[str]:
+    """A task stopped after a checkpoint: what it is and how to continue it."""
+    task = s.get("unfinished_task")
+    if task is None:
+        return []
+    if task["damaged"]:
+        return ["", f"unfinished a damaged task checkpoint ({_kb(task['bytes'])}): the next learn-task starts afresh "
+                    f"and replaces it"]
+    classes = ", ".join(map(str, task["classes"]))
+    return ["", f"unfinished a task of labels {classes}, checkpointed after epoch {task['epoch']} of {task['epochs']} "
+                f"({_kb(task['bytes'])}): rerun its learn-task to continue it"]
 
 
 def quality_lines(s: dict) -> list[str]:

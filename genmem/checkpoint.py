@@ -40,7 +40,7 @@ from torch import nn
 from genmem import canonical
 from genmem.ema import GeneratorAverage
 from genmem.nets import Generator
-from genmem.store import VersionWriter
+from genmem.store import MemoryStore, VersionWriter
 
 METADATA_KEY = "genmem_checkpoint"
 
@@ -115,12 +115,14 @@ class Progress:
 class Checkpointing:
     """Saves a task's state into its memory every `every` seconds (None: never), and restores a matching one.
 
-    notice: where to say that a checkpoint was used or passed over (a progress bar's write, say).
+    classes, epochs: the task's labels and epochs, recorded for `pending`. notice: where to say that a
+    checkpoint was used or passed over (a progress bar's write, say).
     """
 
-    def __init__(self, writer: VersionWriter, key: str, every: float | None,
+    def __init__(self, writer: VersionWriter, key: str, every: float | None, classes: list[int], epochs: int,
                  notice: Callable[[str], None] = lambda line: None):
         self.writer, self.key, self.every, self.notice = writer, key, every, notice
+        self.about = {"classes": classes, "epochs": epochs}  # for people (`genmem info`); the key decides
         self.saved_at = time.monotonic()
 
     def restore(self, state: TrainingState) -> Progress | None:
@@ -155,9 +157,23 @@ class Checkpointing:
             return
         average_steps = state.average.average.steps if state.average is not None else 0
         meta = {"key": self.key, "epoch": progress.epoch, "step": progress.step, "losses": progress.losses,
-                "average_steps": average_steps}
+                "average_steps": average_steps, **self.about}
         self.writer.save_checkpoint(canonical.save(state.tensors(), {METADATA_KEY: json.dumps(meta)}))
         self.saved_at = time.monotonic()
+
+
+def pending(store: MemoryStore) -> dict | None:
+    """What the memory's checkpoint holds, for people: its classes, epoch and epochs and size (or that it is
+    damaged); None without one."""
+    data = store.checkpoint()
+    if data is None:
+        return None
+    try:
+        meta = json.loads(_metadata(data)[METADATA_KEY])
+        return {"classes": list(meta["classes"]), "epoch": int(meta["epoch"]), "epochs": int(meta["epochs"]),
+                "bytes": len(data), "damaged": False}
+    except (KeyError, ValueError, TypeError, UnicodeDecodeError):
+        return {"bytes": len(data), "damaged": True}
 
 
 def _metadata(data: bytes) -> dict[str, str]:

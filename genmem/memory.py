@@ -131,7 +131,8 @@ class Memory:
             checkpoint = Checkpointing(writer, task_key(history.get("manifest_sha256"), labels,
                                                         {"config": config.to_dict(), "spec": asdict(spec)},
                                                         torch.device(device), images, class_index),
-                                       checkpoint_every, notice=tqdm.write if progress else lambda line: None) \
+                                       checkpoint_every, labels, config.epochs,
+                                       notice=tqdm.write if progress else lambda line: None) \
                 if one_process and (checkpoint_every is not None or self.store.checkpoint() is not None) else None
             report = learn_task(generator, images, class_index, len(labels), config, device, progress, past,
                                 parallel, checkpoint)

@@ -131,7 +131,9 @@ class MemoryStore:
         versions = self.versions()
         if version in (None, "latest"):
             if not versions:
-                raise MemoryNotFound(f"memory {self.path} has no finished version yet; learn a task first")
+                stopped = (" (its first task stopped after a checkpoint: rerun that learn-task to continue it)"
+                           if (self.path / CHECKPOINT).exists() else "")
+                raise MemoryNotFound(f"memory {self.path} has no finished version yet{stopped}; learn a task first")
             return versions[-1]
         name = version_name(version)
         if name not in versions:

@@ -9,6 +9,7 @@ import math
 
 from genmem.artifact import (MASKS_FILE, SAMPLES_FILE, WEIGHTS_FILE, replay_quality, solver_mode,
                              spec_from_manifest)
+from genmem.checkpoint import pending
 from genmem.expansion import plan_widths
 from genmem.memory import Memory
 from genmem.store import read_audits
@@ -46,6 +47,8 @@ def summarise(memory: Memory, version: str | None = None) -> dict:
                                           "worst_auc", "copy_rate")} for audit in read_audits(memory.store, version)],
         "samples": str(memory.store.versions_dir / manifest["version"] / SAMPLES_FILE)
                    if SAMPLES_FILE in manifest["files"] else None,
+        # A task stopped after a checkpoint, to be learned on top of the latest version (none for older ones).
+        "unfinished_task": pending(memory.store) if manifest["version"] == memory.versions()[-1] else None,
         "storage_bytes": {"weights": manifest["files"][WEIGHTS_FILE]["bytes"],
                           "masks": manifest["files"][MASKS_FILE]["bytes"],
                           "total": sum(f["bytes"] for f in manifest["files"].values())},

@@ -9,8 +9,10 @@ import time
 import pytest
 
 from genmem.checkpoint import Checkpointing
-from genmem.errors import InvalidSetting
+from genmem.cli.render import render_summary
+from genmem.errors import InvalidSetting, MemoryNotFound
 from genmem.memory import Memory
+from genmem.summary import summarise
 from genmem.store import CHECKPOINT, VersionWriter
 
 from tiny import tiny_config, tiny_set
@@ -65,12 +67,21 @@ def test_a_task_stopped_after_a_checkpoint_continues_to_the_uninterrupted_versio
             learn(memory, task, checkpoint_every=0)
     assert len(memory.versions()) == task, "a stopped task writes no version"
     assert (memory.path / CHECKPOINT).is_file(), "not even a first task's stop deletes its checkpoint"
+    if task == 0:
+        with pytest.raises(MemoryNotFound, match="first task stopped after a checkpoint: rerun that learn-task"):
+            summarise(memory)
+    else:
+        summary = summarise(memory)
+        assert summary["unfinished_task"] == {"classes": [2], "epoch": 2, "epochs": EPOCHS, "damaged": False,
+                                              "bytes": (memory.path / CHECKPOINT).stat().st_size}
+        assert "unfinished a task of labels 2, checkpointed after epoch 2 of 4" in render_summary(summary)
 
     version = learn(memory, task)  # the rerun needs no option to continue its own task's checkpoint
     record = memory.manifest(version)["tasks"][-1]
     assert record["resumed_after_epoch"] == 2
     assert version_bytes(memory, version) == uninterrupted[task]
     assert not (memory.path / CHECKPOINT).exists(), "the committed version removes the checkpoint"
+    assert summarise(memory)["unfinished_task"] is None
 
 
 def test_a_checkpoint_of_other_settings_or_a_damaged_one_is_not_used(tmp_path, monkeypatch, uninterrupted):
@@ -92,6 +103,10 @@ def test_a_checkpoint_of_other_settings_or_a_damaged_one_is_not_used(tmp_path, m
     version = learn(memory, 1)
     assert "resumed_after_epoch" not in memory.manifest(version)["tasks"][-1]
     assert version_bytes(memory, version) == uninterrupted[1]
+
+    checkpoint.write_bytes(b"\0" * 100)  # not even its header reads
+    assert summarise(memory)["unfinished_task"] == {"bytes": 100, "damaged": True}
+    assert "a damaged task checkpoint" in render_summary(summarise(memory))
 
 
 def test_checkpoints_are_saved_only_as_often_as_asked(tmp_path, monkeypatch):
