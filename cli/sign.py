@@ -1,4 +1,5 @@
-"""`genmem keygen` and `genmem sign`: Ed25519 signatures over versions, checked by `genmem serve --require-signature`."""
+"""`genmem keygen` and `genmem sign`: Ed25519 signatures over versions, checked by `genmem serve
+--require-signature`."""
 
 from __future__ import annotations
 

@@ -11,7 +11,8 @@ BUDGET = {"classes": [0, 1], "images_per_class": 10, "epochs": 1, "holdout": 0.2
 
 def row(epsilon, accuracy):
     setting = "no DP" if epsilon is None else f"epsilon {epsilon:g}"
-    return {"setting": setting, "epsilon": epsilon, "spent": epsilon, "noise_multiplier": None if epsilon is None else 1.0,
+    return {"setting": setting, "epsilon": epsilon, "spent": epsilon,
+            "noise_multiplier": None if epsilon is None else 1.0,
             "replay_classifier": accuracy, "recognised": accuracy, "worst_auc": 0.5, "copy_rate": 0.0,
             "solver": "real" if epsilon is None else "replay",
             "attacks": [{"part": "generator", "attack": "pixel distance", "auc": 0.5}]}

@@ -84,8 +84,8 @@ def measure(settings: list[Setting], images: int, epochs: int, batch_size: int,
 
 def report(results: list[Result], epochs: int, batch_size: int, others: float | None) -> str:
     base = results[0]
-    lines = [f"One task: {base.images // epochs} images of one class, {epochs} epochs, global batch {batch_size}, the paper's MNIST "
-             f"recipe (DGMw, 32 px), no solver phase.", "",
+    lines = [f"One task: {base.images // epochs} images of one class, {epochs} epochs, global batch {batch_size}, "
+             f"the paper's MNIST recipe (DGMw, 32 px), no solver phase.", "",
              "| ranks | threads per rank | seconds per task | images/s | ratio to the first row |",
              "|---:|---:|---:|---:|---:|"]
     for r in results:
