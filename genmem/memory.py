@@ -133,7 +133,7 @@ class Memory:
                                                         torch.device(device), images, class_index),
                                        checkpoint_every, labels, config.epochs,
                                        notice=tqdm.write if progress else lambda line: None) \
-                if one_process and (checkpoint_every is not None or self.store.checkpoint() is not None) else None
+                if one_process and (checkpoint_every is not None or self.store.has_checkpoint()) else None
             report = learn_task(generator, images, class_index, len(labels), config, device, progress, past,
                                 parallel, checkpoint)
 

@@ -132,7 +132,7 @@ class MemoryStore:
         if version in (None, "latest"):
             if not versions:
                 stopped = (" (its first task stopped after a checkpoint: rerun that learn-task to continue it)"
-                           if (self.path / CHECKPOINT).exists() else "")
+                           if self.has_checkpoint() else "")
                 raise MemoryNotFound(f"memory {self.path} has no finished version yet{stopped}; learn a task first")
             return versions[-1]
         name = version_name(version)
@@ -189,12 +189,15 @@ class MemoryStore:
             raise CorruptMemory(f"{path} is not a genmem manifest")
         return manifest
 
+    def has_checkpoint(self) -> bool:
+        path = self.path / CHECKPOINT
+        return path.exists() or path.is_symlink()
+
     def checkpoint(self) -> bytes | None:
         """The bytes of the unfinished task's checkpoint, None if there is none (never through a link)."""
-        path = self.path / CHECKPOINT
-        if not path.exists() and not path.is_symlink():
+        if not self.has_checkpoint():
             return None
-        return _read_regular_file(path, "the task checkpoint")
+        return _read_regular_file(self.path / CHECKPOINT, "the task checkpoint")
 
     @contextlib.contextmanager
     def writer(self) -> Iterator["VersionWriter"]:
@@ -220,7 +223,7 @@ class MemoryStore:
                 yield VersionWriter(self)
             except BaseException:
                 # A failed first task leaves no empty memory behind, unless it checkpointed work to continue.
-                if created and not self.versions() and not (self.path / CHECKPOINT).exists():
+                if created and not self.versions() and not self.has_checkpoint():
                     shutil.rmtree(self.path, ignore_errors=True)
                 raise
             finally:

@@ -55,14 +55,14 @@ def uninterrupted(tmp_path_factory):
     return [version_bytes(memory, learn(memory, task)) for task in range(2)]
 
 
-@pytest.mark.parametrize("task", [0, 1])
+@pytest.mark.parametrize("task, epoch", [(0, 2), (1, 2), (1, EPOCHS)])  # the last: stopped in the solver phase
 def test_a_task_stopped_after_a_checkpoint_continues_to_the_uninterrupted_version_bit_for_bit(
-        task, tmp_path, monkeypatch, uninterrupted):
+        task, epoch, tmp_path, monkeypatch, uninterrupted):
     memory = Memory(tmp_path / "m")
     for earlier in range(task):
         learn(memory, earlier)
     with monkeypatch.context() as patch:
-        stop_after_epoch(patch, 2)
+        stop_after_epoch(patch, epoch)
         with pytest.raises(Stopped):
             learn(memory, task, checkpoint_every=0)
     assert len(memory.versions()) == task, "a stopped task writes no version"
@@ -72,13 +72,13 @@ def test_a_task_stopped_after_a_checkpoint_continues_to_the_uninterrupted_versio
             summarise(memory)
     else:
         summary = summarise(memory)
-        assert summary["unfinished_task"] == {"classes": [2], "epoch": 2, "epochs": EPOCHS, "damaged": False,
+        assert summary["unfinished_task"] == {"classes": [2], "epoch": epoch, "epochs": EPOCHS, "damaged": False,
                                               "bytes": (memory.path / CHECKPOINT).stat().st_size}
-        assert "unfinished a task of labels 2, checkpointed after epoch 2 of 4" in render_summary(summary)
+        assert f"unfinished a task of labels 2, checkpointed after epoch {epoch} of 4" in render_summary(summary)
 
     version = learn(memory, task)  # the rerun needs no option to continue its own task's checkpoint
     record = memory.manifest(version)["tasks"][-1]
-    assert record["resumed_after_epoch"] == 2
+    assert record["resumed_after_epoch"] == epoch
     assert version_bytes(memory, version) == uninterrupted[task]
     assert not (memory.path / CHECKPOINT).exists(), "the committed version removes the checkpoint"
     assert summarise(memory)["unfinished_task"] is None
