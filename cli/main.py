@@ -96,8 +96,9 @@ def main():
 @click.option("--checkpoint-every", type=FiniteFloatRange(0), metavar="SECONDS",
               help="Save the task's training state inside MEMORY at the first epoch end after this many seconds "
                    "(0: every epoch). Rerun the same command after a kill and the task continues from it, ending "
-                   "bit-identical to an uninterrupted run; the next version removes it. One process without "
-                   "--dp-epsilon only. Default: no checkpoints (a matching one is still continued).")
+                   "bit-identical to an uninterrupted run; the next version removes it. Under torchrun rank 0 "
+                   "saves and every rank restores; not with --dp-epsilon. Default: no checkpoints (a matching one "
+                   "is still continued).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @friendly_errors
 def learn_task(memory, source, classes, data_dir, download, variant, epochs, batch_size, lr, sparsity, critic_width,

@@ -19,9 +19,13 @@ save replaces it. It is one safetensors file of the memory with its counters
 as JSON metadata (no pickle), written atomically and removed when the next
 version is committed (genmem.store).
 
-Not checkpointed: differentially private tasks (Opacus keeps per-sample and
-accountant state of its own) and data-parallel ones (the ranks would have to
-agree on when to save).
+Under torchrun every rank holds the same state, so rank 0 alone saves, when
+its clock says so (the others follow its decision), and every rank restores
+from the file, which must be on storage they all see, as the memory is. A
+task may continue on another number of ranks: it then equals an
+uninterrupted run up to float rounding, as data-parallel runs do. Not
+checkpointed: differentially private tasks (Opacus keeps per-sample and
+accountant state of its own).
 """
 
 from __future__ import annotations
@@ -38,7 +42,9 @@ from safetensors.torch import load as load_tensors
 from torch import nn
 
 from genmem import canonical
+from genmem.distributed import ONE_PROCESS, DataParallel, SingleProcess
 from genmem.ema import GeneratorAverage
+from genmem.errors import GenmemError
 from genmem.nets import Generator
 from genmem.store import MemoryStore, VersionWriter
 
@@ -115,18 +121,27 @@ class Progress:
 class Checkpointing:
     """Saves a task's state into its memory every `every` seconds (None: never), and restores a matching one.
 
-    classes, epochs: the task's labels and epochs, recorded for `pending`. notice: where to say that a
-    checkpoint was used or passed over (a progress bar's write, say).
+    classes, epochs: the task's labels and epochs, recorded for `pending`. ranks: this process's place among
+    data-parallel ranks. notice: where to say that a checkpoint was used or passed over (a progress bar's
+    write, say).
     """
 
     def __init__(self, writer: VersionWriter, key: str, every: float | None, classes: list[int], epochs: int,
-                 notice: Callable[[str], None] = lambda line: None):
-        self.writer, self.key, self.every, self.notice = writer, key, every, notice
+                 ranks: DataParallel | SingleProcess = ONE_PROCESS, notice: Callable[[str], None] = lambda line: None):
+        self.writer, self.key, self.every, self.ranks, self.notice = writer, key, every, ranks, notice
         self.about = {"classes": classes, "epochs": epochs}  # for people (`genmem info`); the key decides
         self.saved_at = time.monotonic()
 
     def restore(self, state: TrainingState) -> Progress | None:
         """Load the memory's checkpoint into `state` if it is this task's; None (state untouched) otherwise."""
+        progress = self._restore(state)
+        outcome = json.dumps(None if progress is None else [progress.epoch, progress.step]).encode()
+        if not self.ranks.all_equal(hashlib.sha256(outcome).digest()):
+            raise GenmemError(f"the ranks read different task checkpoints in {self.writer.store.path}; keep the "
+                              f"memory on storage that every rank sees")
+        return progress
+
+    def _restore(self, state: TrainingState) -> Progress | None:
         data = self.writer.store.checkpoint()
         if data is None:
             return None
@@ -153,13 +168,15 @@ class Checkpointing:
 
     def after_epoch(self, state: TrainingState, progress: Progress, last: bool) -> None:
         """Save if `every` seconds have passed since the last save (always after the last epoch, if saving)."""
-        if self.every is None or (not last and time.monotonic() - self.saved_at < self.every):
+        if self.every is None or not self.ranks.rank0_decides(last or time.monotonic() - self.saved_at >= self.every):
+            return
+        self.saved_at = time.monotonic()
+        if self.ranks.rank != 0:  # every rank holds the same state; rank 0 writes it
             return
         average_steps = state.average.average.steps if state.average is not None else 0
         meta = {"key": self.key, "epoch": progress.epoch, "step": progress.step, "losses": progress.losses,
                 "average_steps": average_steps, **self.about}
         self.writer.save_checkpoint(canonical.save(state.tensors(), {METADATA_KEY: json.dumps(meta)}))
-        self.saved_at = time.monotonic()
 
 
 def pending(store: MemoryStore) -> dict | None:

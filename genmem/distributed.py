@@ -118,6 +118,12 @@ class DataParallel:
 
     # Agreeing on outcomes.
 
+    def rank0_decides(self, flag: bool) -> bool:
+        """Rank 0's flag on every rank (when each rank's own could differ: a clock, say)."""
+        value = torch.tensor([int(flag)], device=self.device)
+        dist.broadcast(value, src=0)
+        return bool(value.item())
+
     def share_outcome(self, failure: BaseException | None) -> None:
         """Rank 0's failure (or None) reaches every rank; the others raise it as their own."""
         text = self._broadcast_text(None if failure is None else f"{type(failure).__name__}\n{failure}")
@@ -161,6 +167,12 @@ class SingleProcess:
 
     def average_gradients(self, parameters: Iterable[torch.Tensor]) -> None:
         pass
+
+    def rank0_decides(self, flag: bool) -> bool:
+        return flag
+
+    def all_equal(self, digest: bytes) -> bool:
+        return True
 
 
 ONE_PROCESS = SingleProcess()

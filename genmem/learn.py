@@ -234,8 +234,8 @@ def learn_task(generator: Generator, images: torch.Tensor, class_index: torch.Te
     ranks = parallel or ONE_PROCESS
     if private is not None and ranks.world_size > 1:
         raise InvalidSetting("differentially private training runs in one process; start it without torchrun")
-    if checkpoint is not None and (private is not None or ranks.world_size > 1):
-        raise InvalidSetting("checkpoints are taken in one process without DP only; drop the checkpoint interval")
+    if checkpoint is not None and private is not None:
+        raise InvalidSetting("a differentially private task takes no checkpoints; drop the checkpoint interval")
     state = TrainingState(generator, critic, embeddings, {"generator": opt_g, "critic": opt_d}, average, rng)
     resumed = checkpoint.restore(state) if checkpoint is not None else None
     start = resumed or Progress(epoch=0, step=0, losses={})

@@ -22,7 +22,7 @@ from genmem.artifact import (CARD_FILE, FORMAT, FORMAT_VERSION, SAMPLES_FILE, SO
                              decode_generator, encode_generator, encode_solver, model_card)
 from genmem.checkpoint import Checkpointing, task_key
 from genmem.data import ImageSet, fit_images
-from genmem.distributed import DataParallel, version_writer
+from genmem.distributed import ONE_PROCESS, DataParallel, version_writer
 from genmem.errors import DataError, InvalidSetting
 from genmem.holdout import hold_out
 from genmem.learn import PastReplay, TaskReport, TrainingConfig, check_settings, learn_task
@@ -91,9 +91,9 @@ class Memory:
         (genmem.distributed): every rank trains, only rank 0 writes.
         `checkpoint_every`: save the task's training state inside the memory
         at the first epoch end after this many seconds (0: every epoch), so
-        that a rerun after a kill continues it (genmem.checkpoint); one
-        process without DP only. A checkpoint of this very task is continued
-        from whether or not this is set.
+        that a rerun after a kill continues it (genmem.checkpoint); not
+        with DP. A checkpoint of this very task is continued from whether or
+        not this is set.
         """
         lock = contextlib.nullcontext(writer) if writer is not None else version_writer(self.store, parallel)
         with lock as writer:
@@ -115,10 +115,9 @@ class Memory:
             if solver is not None:
                 config = replace(config, solver=check_mode(solver))
             check_settings(config)  # before its seed draws the holdout or a first generator
-            one_process = (parallel is None or parallel.world_size == 1) and config.dp_epsilon is None
-            if checkpoint_every is not None and not one_process:
-                raise InvalidSetting("checkpoints are taken in one process without DP only; drop the checkpoint "
-                                     "interval (under torchrun or with a DP epsilon)")
+            if checkpoint_every is not None and config.dp_epsilon is not None:
+                raise InvalidSetting("a differentially private task takes no checkpoints (Opacus keeps state of its "
+                                     "own); drop the checkpoint interval or the DP epsilon")
             task_data, held_out = hold_out(task_data, holdout, config.seed) if holdout else (task_data, None)
             if parent is None:
                 generator = Generator(spec, torch.Generator().manual_seed(config.seed))
@@ -131,9 +130,10 @@ class Memory:
             checkpoint = Checkpointing(writer, task_key(history.get("manifest_sha256"), labels,
                                                         {"config": config.to_dict(), "spec": asdict(spec)},
                                                         torch.device(device), images, class_index),
-                                       checkpoint_every, labels, config.epochs,
+                                       checkpoint_every, labels, config.epochs, parallel or ONE_PROCESS,
                                        notice=tqdm.write if progress else lambda line: None) \
-                if one_process and (checkpoint_every is not None or self.store.has_checkpoint()) else None
+                if config.dp_epsilon is None and (checkpoint_every is not None or self.store.has_checkpoint()) \
+                else None
             report = learn_task(generator, images, class_index, len(labels), config, device, progress, past,
                                 parallel, checkpoint)
 

@@ -4,6 +4,9 @@
                                                and a few steps of a solver phase, each saving its solver; then learn
                                                class 2 into MEM, each rank saving the files it encoded
     python distributed_rank.py die OUT MEM     as learn, but rank 1 exits in its second generator step
+    python distributed_rank.py plain OUT MEM   learn class 2 into MEM, and nothing else
+    python distributed_rank.py stop OUT MEM    as plain with a checkpoint after every epoch, every rank raising
+                                               Stopped after the first epoch's
 """
 
 import os
@@ -14,6 +17,7 @@ from safetensors.torch import save_file
 
 import genmem.memory
 from genmem import plasticity
+from genmem.checkpoint import Checkpointing
 from genmem.distributed import ONE_PROCESS, finish, from_environment
 from genmem.learn import learn_task
 from genmem.memory import Memory
@@ -77,6 +81,20 @@ def die_in_second_generator_step() -> None:
     plasticity.compensate_embedding_gradient_ = dying_compensation
 
 
+class Stopped(Exception):
+    """Stands for the job being killed after a checkpoint."""
+
+
+def stop_after_first_epoch() -> None:
+    handle = Checkpointing.after_epoch
+
+    def after_epoch_then_stop(self, state, progress, last):
+        handle(self, state, progress, last)
+        raise Stopped
+
+    Checkpointing.after_epoch = after_epoch_then_stop
+
+
 if __name__ == "__main__":
     scenario, out, memory = sys.argv[1:4]
     parallel = from_environment(torch.device("cpu"))
@@ -86,7 +104,9 @@ if __name__ == "__main__":
     keep_encoded_files(out, parallel.rank)
     if scenario == "die" and parallel.rank == 1:
         die_in_second_generator_step()
+    if scenario == "stop":
+        stop_after_first_epoch()
     version = Memory(memory).learn_task(tiny_set(), ["2"], config=tiny_config(seed=1), progress=False,
-                                        parallel=parallel)
+                                        parallel=parallel, checkpoint_every=0 if scenario == "stop" else None)
     print(f"rank {parallel.rank} learned {version}")
     finish(parallel)

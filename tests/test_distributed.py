@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from safetensors.torch import load_file
 
 from genmem.memory import Memory
 from genmem.nets import Classifier
+from genmem.store import CHECKPOINT
 from genmem.subprocess_server import free_port
 
 from distributed_rank import one_step, solver_phase
@@ -131,3 +133,20 @@ def test_the_learn_task_command_under_torchrun_writes_one_version_and_exits_clea
     assert first_task.versions() == ["v0001", "v0002"]
     assert result.stdout.count("learned task 1 (classes 2)") == 1, result.stdout
     assert first_task.store.manifest("v0002")["tasks"][-1]["training"]["processes"] == 2
+
+
+def test_two_ranks_stopped_after_a_checkpoint_continue_to_the_version_of_an_uninterrupted_run(first_task, tmp_path):
+    stopped = Memory(tmp_path / "stopped")
+    shutil.copytree(first_task.path, stopped.path)
+    check_ok(run_ranks("plain", tmp_path, first_task.path))
+
+    results = run_ranks("stop", tmp_path, stopped.path)
+    assert all(result.returncode != 0 and "Stopped" in result.stderr for result in results)
+    assert stopped.versions() == ["v0001"] and (stopped.path / CHECKPOINT).is_file(), "rank 0 saved epoch 1"
+
+    check_ok(run_ranks("plain", tmp_path, stopped.path))  # every rank restores the checkpoint
+    assert stopped.manifest("v0002")["tasks"][-1]["resumed_after_epoch"] == 1
+    assert not (stopped.path / CHECKPOINT).exists()
+    written = [memory.store.read("v0002")[1] for memory in (first_task, stopped)]
+    for name in ("generator.safetensors", "masks.safetensors", "solver.safetensors"):
+        assert written[0][name] == written[1][name], name
