@@ -87,15 +87,19 @@ class TrainingState:
 
     @torch.no_grad()
     def load(self, tensors: dict[str, torch.Tensor], average_steps: int) -> None:
-        """Overwrite every object with the saved tensors; a missing or misshapen one raises KeyError or RuntimeError."""
+        """Overwrite every object with the saved tensors; a missing or misshapen one raises KeyError, IndexError,
+        RuntimeError or ValueError."""
         self.generator.load_state_dict(_under(tensors, "generator."))
         self.critic.load_state_dict(_under(tensors, "critic."))
         for index, embedding in enumerate(self.embeddings):
             embedding.copy_(tensors[f"embedding.{index}"])
         for name, optimiser in self.optimisers.items():
+            params = [p for group in optimiser.param_groups for p in group["params"]]
             state: dict[int, dict[str, torch.Tensor]] = {}
             for key, value in _under(tensors, f"optimiser.{name}.").items():
                 index, entry = key.split(".", 1)
+                if entry != "step" and value.shape != params[int(index)].shape:  # Adam would not check
+                    raise ValueError(f"the {name} optimiser's {entry} {index} has the wrong shape")
                 state.setdefault(int(index), {})[entry] = value
             optimiser.load_state_dict({**optimiser.state_dict(), "state": state})
         if self.average is not None:
@@ -156,10 +160,10 @@ class Checkpointing:
             snapshot = state.tensors()  # to put back if the checkpoint turns out not to fit
             try:
                 state.load(tensors, int(meta["average_steps"]))
-            except (KeyError, RuntimeError, ValueError):
+            except (KeyError, IndexError, RuntimeError, ValueError):
                 state.load(snapshot, state.average.average.steps if state.average is not None else 0)
                 raise
-        except (SafetensorError, KeyError, RuntimeError, ValueError, TypeError, UnicodeDecodeError):
+        except (SafetensorError, KeyError, IndexError, RuntimeError, ValueError, TypeError, UnicodeDecodeError):
             self.notice(f"not using {self.writer.store.path} task checkpoint: it is damaged; this task starts at "
                         f"epoch 1 and replaces it when it saves")
             return None

@@ -7,6 +7,8 @@ import sys
 import time
 
 import pytest
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 from genmem.checkpoint import Checkpointing
 from genmem.cli.render import render_summary
@@ -17,7 +19,7 @@ from genmem.store import CHECKPOINT, VersionWriter
 
 from tiny import tiny_config, tiny_set
 
-TASKS = (["0", "1"], ["2"])
+TASKS = (["0", "1"], ["2"], ["3"])
 EPOCHS = 4
 VERSION_FILES = ("generator.safetensors", "masks.safetensors", "solver.safetensors", "samples.png")
 
@@ -103,6 +105,17 @@ def test_a_checkpoint_of_other_settings_or_a_damaged_one_is_not_used(tmp_path, m
     version = learn(memory, 1)
     assert "resumed_after_epoch" not in memory.manifest(version)["tasks"][-1]
     assert version_bytes(memory, version) == uninterrupted[1]
+
+    with monkeypatch.context() as patch:  # a checkpoint of this very task whose optimiser moments do not fit
+        stop_after_epoch(patch, 2)
+        with pytest.raises(Stopped):
+            learn(memory, 2, checkpoint_every=0)
+    tensors, header = load_file(checkpoint), safe_open(checkpoint, "pt").metadata()
+    moment = next(name for name in tensors if name.startswith("optimiser.critic.") and name.endswith("exp_avg"))
+    tensors[moment] = tensors[moment].flatten()[:-1]
+    save_file(tensors, checkpoint, metadata=header)
+    version = learn(memory, 2)
+    assert "resumed_after_epoch" not in memory.manifest(version)["tasks"][-1], "passed over, not crashed on"
 
     checkpoint.write_bytes(b"\0" * 100)  # not even its header reads
     assert summarise(memory)["unfinished_task"] == {"bytes": 100, "damaged": True}
