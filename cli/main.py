@@ -160,7 +160,8 @@ def learn_task(memory, source, classes, data_dir, download, variant, epochs, bat
         task = mem.manifest(version)["tasks"][-1]
         new = sum(layer["new"] for layer in task["capacity"])
         reused = sum(layer["reused"] for layer in task["capacity"])
-        resumed = f" after epoch {task['resumed_after_epoch']} of a checkpoint" if "resumed_after_epoch" in task else ""
+        resumed = (f" (continued from its checkpoint after epoch {task['resumed_after_epoch']})"
+                   if "resumed_after_epoch" in task else "")
         click.echo(f"learned task {task['task']} (classes {', '.join(wanted)}) into {memory} as {version} in "
                    f"{task['seconds']:.0f} s{resumed}: widths {'/'.join(map(str, task['widths']))}, newly reserved "
                    f"{new:,}, reused {reused:,}")
