@@ -77,6 +77,9 @@ def main():
               help="Whether the solver's classification phase starts from a fresh network (default) or from the "
                    "critic's trunk and class head (the paper's solver; on the paper's MNIST budget it fell to 80 "
                    "at A10 where a fresh one reached 98, BENCHMARKS.md).")
+@click.option("--solver-width", type=click.IntRange(1),
+              help="Channels of a fresh solver's first layer, doubling per layer (default: the critic's). A wider "
+                   "solver costs only classification time after the GAN (BENCHMARKS.md).")
 @click.option("--solver-epochs", type=FiniteFloatRange(0, min_open=True),
               help="Passes over the task's images and replay that the solver's phase makes, at least 300 steps "
                    "(default 5).")
@@ -102,8 +105,8 @@ def main():
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @friendly_errors
 def learn_task(memory, source, classes, data_dir, download, variant, epochs, batch_size, lr, sparsity, critic_width,
-               image_size, base_width, seed, device, solver_mode, solver_start, solver_epochs, solver_augment, holdout,
-               dp_epsilon, dp_delta, checkpoint_every, quiet):
+               image_size, base_width, seed, device, solver_mode, solver_start, solver_width, solver_epochs,
+               solver_augment, holdout, dp_epsilon, dp_delta, checkpoint_every, quiet):
     """Learn new classes into MEMORY as the next task and write a new version.
 
     The first task creates MEMORY. Later tasks must bring classes the memory
@@ -150,8 +153,8 @@ def learn_task(memory, source, classes, data_dir, download, variant, epochs, bat
         config = paper_config(recipe, variant_now, epochs=epochs, batch_size=batch_size, lr=lr,
                               sparsity_weight=sparsity, critic_width=critic_width, seed=seed,
                               solver=solver_mode or ("replay" if dp_epsilon is not None else "real"),
-                              solver_start=solver_start, solver_epochs=solver_epochs, solver_augment=solver_augment,
-                              dp_epsilon=dp_epsilon, dp_delta=dp_delta)
+                              solver_start=solver_start, solver_width=solver_width, solver_epochs=solver_epochs,
+                              solver_augment=solver_augment, dp_epsilon=dp_epsilon, dp_delta=dp_delta)
         version = mem.learn_task(data, wanted, variant=variant, config=config, device=target,
                                  image_size=image_size, base_width=base_width or base_width_for(recipe),
                                  progress=not quiet and not (parallel and parallel.rank), writer=writer,

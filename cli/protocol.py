@@ -45,6 +45,10 @@ from genmem.solver import MAX_CLASSIFIER_EPOCHS, SOLVER_MODES
               help="Override the passes of every classifier and of the stored solver's phase (quick: 2, paper: 5). "
                    "On CIFAR-10 six passes lifted DGM's A2 to A8 by 1 to 8 points but A10 by 0 to 2.4, and "
                    "joint training's A10 by 7, for 18 % more time (BENCHMARKS.md).")
+@click.option("--classifier-width", type=click.IntRange(1), metavar="W",
+              help="Override the first width of every classifier and of the stored solver (quick: 16, paper: 32 "
+                   "and the critic's). On CIFAR-10 the last task's solver retrained 64 wide for 4 passes scored "
+                   "A10 52.0 and 52.3 where 16 wide for 2 scored 48.7 and 49.8 (BENCHMARKS.md).")
 @click.option("--width", "base_width", type=click.IntRange(1),
               help="Base width of DGM's initial generator. Default: the quick profile's, 10 for DGMw and 8 for "
                    "DGMa (CIFAR-10: 10 for both), else the recipe's, the paper's 6 for MNIST DGMw and 20 for DGMa "
@@ -71,7 +75,7 @@ from genmem.solver import MAX_CLASSIFIER_EPOCHS, SOLVER_MODES
 @click.pass_context
 @friendly_errors
 def protocol(ctx, source, test_data, data_dir, variant, methods, profile, images_per_class, gan_epochs, augment,
-             classifier_epochs, base_width, solver_mode, tasks, out, resume, checkpoint_every, combine, seed, device,
+             classifier_epochs, classifier_width, base_width, solver_mode, tasks, out, resume, checkpoint_every, combine, seed, device,
              record, quiet):
     """Run the paper's protocol: one class per task, A_t after every task, against baselines and bounds.
 
@@ -134,7 +138,8 @@ def protocol(ctx, source, test_data, data_dir, variant, methods, profile, images
     test = load_source(test_data or source, data_dir, train=test_data is not None)
     recipe = recipe_for(source, train.images.shape[1])
     if resume is None:
-        budget = profile_for(profile, recipe).with_budget(images_per_class, gan_epochs, augment, classifier_epochs)
+        budget = profile_for(profile, recipe).with_budget(images_per_class, gan_epochs, augment, classifier_epochs,
+                                                          classifier_width)
     watch = CpuWatch()
     results = run_protocol(train, test, recipe, variant, budget, out, device=target, seed=seed, num_tasks=tasks,
                            progress=not quiet, methods=split_classes(methods), data=describe_data(source, test_data),

@@ -59,6 +59,7 @@ class TrainingConfig:
     solver_epochs: float | None = 5.0  # at least this many passes over the solver's images (genmem.solver)
     solver_augment: str = "translation"  # genmem.augment policy for the solver phase's batches; "" for none
     solver_start: str = "fresh"  # a new network, or "critic": the critic's trunk and class head (the paper's)
+    solver_width: int | None = None  # a fresh solver's first width (None: critic_width); the stored classifier's
     solver_lr: float = 1e-3
     solver: str = "real"  # what the version ships as its task solver: real, replay or none (genmem.solver)
     dp_epsilon: float | None = None  # train the critic with DP-SGD for this epsilon (genmem.private); None: off

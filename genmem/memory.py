@@ -30,7 +30,7 @@ from genmem.learned_quality import learned_quality, sample_strip
 from genmem.nets import Generator, GeneratorSpec
 from genmem.presets import paper_config
 from genmem.sampler import Sampler
-from genmem.solver import SOLVER_MODES, check_mode, records_real_image_figures
+from genmem.solver import SOLVER_MODES, check_mode, records_real_image_figures, stored_width
 from genmem.store import MemoryStore, VersionWriter
 
 try:
@@ -212,5 +212,5 @@ class Memory:
             "classes": history["classes"] + [asdict(c) for c in new_classes],
             "tasks": history["tasks"] + [task_record],
             "solver": {"mode": config.solver, "about": SOLVER_MODES[config.solver],
-                       **({"classes": labels, "width": config.critic_width} if report.solver is not None else {})},
+                       **({"classes": labels, "width": stored_width(config)} if report.solver is not None else {})},
         }

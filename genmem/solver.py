@@ -68,9 +68,19 @@ def check_start(start: str) -> str:
     return start
 
 
+def stored_width(config: TrainingConfig) -> int:
+    """The stored solver's first width: the critic's when it starts from the critic, else solver_width."""
+    return config.solver_width or config.critic_width
+
+
 def check_phase(config: TrainingConfig) -> None:
     """Refuse the solver phase's settings before the GAN trains, not after it."""
     check_start(config.solver_start)
+    if config.solver_width is not None and config.solver_width < 1:
+        raise InvalidSetting(f"solver width {config.solver_width} is out of range: give 1 or more channels")
+    if config.solver_start == "critic" and stored_width(config) != config.critic_width:
+        raise InvalidSetting(f"a solver that starts from the critic has its width ({config.critic_width}); drop the "
+                             f"solver width {config.solver_width} or start a fresh solver")
     parse_policy(config.solver_augment)
     epochs = config.solver_epochs
     if epochs is not None and not 0 < epochs <= MAX_CLASSIFIER_EPOCHS:
@@ -189,7 +199,7 @@ def task_solver(config: TrainingConfig, critic: Discriminator, generator: Genera
         solver = classification_part(critic)
     else:
         solver = Classifier(generator.spec.channels, generator.spec.image_size, earlier + num_classes,
-                            config.critic_width).to(images.device)
+                            stored_width(config)).to(images.device)
         dcgan_init_(solver, rng)
     if earlier + num_classes > 1 and solver_steps(config, len(images)) > 0:
         train_solver(solver, images, targets, config, rng, ranks)

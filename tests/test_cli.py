@@ -154,11 +154,12 @@ def test_settings_that_could_never_finish_fit_or_learn_are_refused_before_traini
 
 def test_the_solver_phase_is_set_from_the_command_line(tmp_path, tiny_npz):
     source = ["--data", f"npz:{tiny_npz}", "--classes", "0,1"]
-    phase = ["--solver-start", "fresh", "--solver-epochs", "1.5", "--solver-augment", "translation,cutout"]
+    phase = ["--solver-start", "fresh", "--solver-epochs", "1.5", "--solver-augment", "translation,cutout",
+             "--solver-width", "6"]
     assert run("learn-task", tmp_path / "m", *source, *phase, *TINY).exit_code == 0
     training = Memory(tmp_path / "m").manifest()["tasks"][-1]["training"]
-    assert (training["solver_start"], training["solver_epochs"], training["solver_augment"]) == (
-        "fresh", 1.5, "translation,cutout")
+    assert (training["solver_start"], training["solver_epochs"], training["solver_augment"],
+            training["solver_width"]) == ("fresh", 1.5, "translation,cutout", 6)
     missing = ["--data", f"npz:{tmp_path / 'missing.npz'}", "--classes", "0"]  # the typo is found before the data
     assert_clear_error(run("learn-task", tmp_path / "n", *missing, "--solver-augment", "blur", *TINY),
                        "unknown augmentation 'blur'")

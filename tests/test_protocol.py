@@ -128,6 +128,17 @@ def test_a_profile_sets_the_gans_learning_rate_or_leaves_the_recipes(tmp_path):
         assert results["gan_config"]["lr"] == trained == expected
 
 
+def test_a_classifier_width_override_widens_every_classifier_and_the_stored_solver(tmp_path):
+    assert PROFILES["smoke"].with_budget(classifier_width=6).solver_width is None, "its solver starts from the critic"
+    wide = replace(PROFILES["smoke"], solver_start="fresh").with_budget(classifier_width=6)
+    assert (wide.classifier_width, wide.solver_width) == (6, 6) and "classifiers and solver 6 wide" in wide.about
+    assert PROFILES["quick"].solver_width is None, "the quick profile's solver is the critic's width (16)"
+    data, test = tiny_set(labels=(0, 1)), tiny_set(labels=(0, 1), per_class=8)
+    run_protocol(data, test, "mnist", "dgmw", wide, tmp_path / "run", methods=("dgm-solver",), num_tasks=2,
+                 progress=False)
+    assert Memory(tmp_path / "run" / "memory").manifest()["solver"]["width"] == 6
+
+
 def test_paper_figures_and_titles_follow_the_data_set_not_the_recipe():
     mnist = markdown_table(results_on("mnist"))
     assert "| paper A5 | paper A10 |" in mnist

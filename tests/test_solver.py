@@ -139,3 +139,22 @@ def test_an_unknown_solver_start_is_refused(tmp_path):
     with pytest.raises(GenmemError, match="solver start 'warm'.*critic, fresh"):
         Memory(tmp_path / "m").learn_task(tiny_set(), ["0", "1"], config=tiny_config(solver_start="warm"),
                                           image_size=TINY_SIZE, base_width=2, progress=False)
+
+
+def test_a_wider_solver_is_stored_at_its_width_and_scores_as_stored(tmp_path):
+    memory = Memory(tmp_path / "m")
+    memory.learn_task(tiny_set(), ["0", "1"], config=tiny_config(solver_width=6), image_size=TINY_SIZE,
+                      base_width=2, progress=False)
+    manifest, files = memory.store.read()
+    assert manifest["solver"]["width"] == 6 and manifest["tasks"][-1]["training"]["solver_width"] == 6
+    solver = decode_solver(manifest, files)
+    assert solver.features[0].out_channels == 6, "the critic is 4 wide: the solver's width is its own"
+    assert solver_score(memory, tiny_set(labels=(0, 1), per_class=8)).average > 50
+
+
+def test_a_solver_started_from_the_critic_keeps_the_critics_width(tmp_path):
+    with pytest.raises(GenmemError, match="starts from the critic has its width"):
+        Memory(tmp_path / "m").learn_task(tiny_set(), ["0", "1"],
+                                          config=tiny_config(solver_start="critic", solver_width=8),
+                                          image_size=TINY_SIZE, base_width=2, progress=False)
+    assert not (tmp_path / "m").exists()

@@ -92,6 +92,7 @@ class Profile:
     critic_width: int | None = None  # the GAN critic's first width (None: the recipe's, 32 for MNIST)
     gan_lr: float | None = None  # the GAN's learning rate (None: the recipe's, tuned for the paper's epochs)
     classifier_width: int = ClassifierConfig.width  # first width of the replay, joint and fine-tuned classifiers
+    solver_width: int | None = None  # the stored solver's first width (None: the critic's)
     classifier_augment: str = ""  # their augmentation (genmem.augment policy), the same for every method
     classifier_images_per_class: int | None = None  # real images per class for every classifier; None: all
     # DGM's initial generator base width per variant on this budget ({}: the recipe's). DGMa's growth per task
@@ -110,16 +111,18 @@ class Profile:
         return self.variant_gan_epochs.get(variant, self.gan_epochs)
 
     def with_budget(self, images_per_class: int | None = None, gan_epochs: int | None = None,
-                    augment: str | None = None, classifier_epochs: float | None = None) -> Profile:
-        """This profile with another GAN budget, another augmentation or other passes for the classifiers and the
-        solver phase.
+                    augment: str | None = None, classifier_epochs: float | None = None,
+                    classifier_width: int | None = None) -> Profile:
+        """This profile with another GAN budget, another augmentation, or other passes or another width for the
+        classifiers and the solver phase.
 
         The name says it was changed. Colour images want more than shifts: on
         CIFAR-10 a classifier shown real images of the newest class only learns
         "real means newest" unless cutout hides the generator's traces too
         (BENCHMARKS.md).
         """
-        if images_per_class is None and gan_epochs is None and augment is None and classifier_epochs is None:
+        if (images_per_class is None and gan_epochs is None and augment is None and classifier_epochs is None
+                and classifier_width is None):
             return self
         changed = replace(self, images_per_class=images_per_class or self.images_per_class)
         if gan_epochs is not None:
@@ -129,6 +132,9 @@ class Profile:
             changed = replace(changed, classifier_augment=augment, solver_augment=augment)
         if classifier_epochs is not None:
             changed = replace(changed, classifier_epochs=classifier_epochs, solver_epochs=classifier_epochs)
+        if classifier_width is not None:  # a solver started from the critic keeps the critic's width
+            changed = replace(changed, classifier_width=classifier_width,
+                              solver_width=classifier_width if changed.solver_start == "fresh" else None)
         images = changed.images_per_class or "all"
         epochs = changed.gan_epochs or "the paper's"
         if changed.variant_gan_epochs:
@@ -136,9 +142,10 @@ class Profile:
         augmented = f"; classifiers and solver augmented by {augment or 'nothing'}" if augment is not None else ""
         passes = (f"; classifiers and solver for {classifier_epochs:g} passes" if classifier_epochs is not None
                   else "")
+        wide = f"; classifiers and solver {classifier_width} wide" if classifier_width is not None else ""
         return replace(changed, name=f"{self.name}, custom budget",
                        about=f"{self.name} with the GAN on {images} images per class for {epochs} epochs per task"
-                             + augmented + passes)
+                             + augmented + passes + wide)
 
 
 PROFILES = {
@@ -267,7 +274,7 @@ def run_protocol(train: ImageSet, test: ImageSet, recipe: str, variant: str, pro
     gan = paper_config(recipe, variant, epochs=profile.gan_epochs_for(variant), solver_replay=profile.solver_replay,
                        solver_steps=profile.solver_steps, solver_epochs=profile.solver_epochs,
                        solver_start=profile.solver_start, solver_augment=profile.solver_augment,
-                       critic_width=profile.critic_width, lr=profile.gan_lr,
+                       critic_width=profile.critic_width, solver_width=profile.solver_width, lr=profile.gan_lr,
                        gan_images_per_class=profile.images_per_class, solver=solver)
     cls_config = ClassifierConfig(epochs=profile.classifier_epochs, width=profile.classifier_width,
                                   augment=profile.classifier_augment)
