@@ -75,8 +75,8 @@ from genmem.solver import MAX_CLASSIFIER_EPOCHS, SOLVER_MODES
 @click.pass_context
 @friendly_errors
 def protocol(ctx, source, test_data, data_dir, variant, methods, profile, images_per_class, gan_epochs, augment,
-             classifier_epochs, classifier_width, base_width, solver_mode, tasks, out, resume, checkpoint_every, combine, seed, device,
-             record, quiet):
+             classifier_epochs, classifier_width, base_width, solver_mode, tasks, out, resume, checkpoint_every,
+             combine, seed, device, record, quiet):
     """Run the paper's protocol: one class per task, A_t after every task, against baselines and bounds.
 
     After every task each method's classifier is tested on the real test
