@@ -152,20 +152,20 @@ class Checkpointing:
         try:
             meta = json.loads(_metadata(data)[METADATA_KEY])
             if meta["key"] != self.key:
-                self.notice(f"not using {self.writer.store.path} task checkpoint: it was taken for another task or "
-                            f"other settings; this task starts at epoch 1 and replaces it when it saves")
+                self.notice(f"not using the task checkpoint in {self.writer.store.path}: it was taken for another "
+                            f"task or other settings; this task starts at epoch 1 and replaces it when it saves")
                 return None
             tensors = load_tensors(data)
             progress = Progress(int(meta["epoch"]), int(meta["step"]), dict(meta["losses"]))
-            snapshot = state.tensors()  # to put back if the checkpoint turns out not to fit
+            snapshot = state.tensors(), _average_steps(state)  # to put back if the checkpoint turns out not to fit
             try:
                 state.load(tensors, int(meta["average_steps"]))
             except (KeyError, IndexError, RuntimeError, ValueError):
-                state.load(snapshot, state.average.average.steps if state.average is not None else 0)
+                state.load(*snapshot)
                 raise
         except (SafetensorError, KeyError, IndexError, RuntimeError, ValueError, TypeError, UnicodeDecodeError):
-            self.notice(f"not using {self.writer.store.path} task checkpoint: it is damaged; this task starts at "
-                        f"epoch 1 and replaces it when it saves")
+            self.notice(f"not using the task checkpoint in {self.writer.store.path}: it is damaged; this task starts "
+                        f"at epoch 1 and replaces it when it saves")
             return None
         self.notice(f"continuing from the task checkpoint after epoch {progress.epoch}")
         return progress
@@ -177,10 +177,13 @@ class Checkpointing:
         self.saved_at = time.monotonic()
         if self.ranks.rank != 0:  # every rank holds the same state; rank 0 writes it
             return
-        average_steps = state.average.average.steps if state.average is not None else 0
         meta = {"key": self.key, "epoch": progress.epoch, "step": progress.step, "losses": progress.losses,
-                "average_steps": average_steps, **self.about}
+                "average_steps": _average_steps(state), **self.about}
         self.writer.save_checkpoint(canonical.save(state.tensors(), {METADATA_KEY: json.dumps(meta)}))
+
+
+def _average_steps(state: TrainingState) -> int:
+    return state.average.average.steps if state.average is not None else 0
 
 
 def pending(store: MemoryStore) -> dict | None:
