@@ -61,12 +61,14 @@ def test_bench_protocol_command_writes_table_plots_and_json(tmp_path):
                                       "--out", str(out), "--quiet"])
     assert again.exit_code != 0 and "already holds a protocol run" in again.output
 
-    finished = CliRunner().invoke(main, ["bench", "protocol", "--resume", str(out), "--quiet"])
+    finished = CliRunner().invoke(main, ["bench", "protocol", "--resume", str(out), "--quiet",
+                                         "--checkpoint-every", "60"])  # how often to save is no part of the run
     assert finished.exit_code == 0, finished.output
     assert "| dgm-replay |" in finished.output and json.loads((out / "results.json").read_text()) == results
     for wrong, hint in ((["--resume", str(out), "--variant", "dgma"], "drop --variant"),
                         (["--resume", str(out), "--augment", ""], "drop --augment"),
                         (["--resume", str(out), "--classifier-epochs", "3"], "drop --classifier-epochs"),
+                        (["--resume", str(out), "--classifier-width", "8"], "drop --classifier-width"),
                         (["--data", f"npz:{tmp_path / 'train.npz'}", "--test-data", f"npz:{tmp_path / 'test.npz'}",
                           "--classifier-epochs", "1e300", "--out", str(tmp_path / "forever")], "--classifier-epochs"),
                         (["--data", f"npz:{tmp_path / 'missing.npz'}", "--test-data", f"npz:{tmp_path / 'test.npz'}",
