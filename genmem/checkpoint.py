@@ -44,11 +44,12 @@ from torch import nn
 from genmem import canonical
 from genmem.distributed import ONE_PROCESS, DataParallel, SingleProcess
 from genmem.ema import GeneratorAverage
-from genmem.errors import GenmemError
+from genmem.errors import CorruptMemory, GenmemError
 from genmem.nets import Generator
 from genmem.store import MemoryStore, VersionWriter
 
 METADATA_KEY = "genmem_checkpoint"
+MAX_HEADER_BYTES = 16 * 2**20  # a checkpoint's safetensors header lists a few hundred tensors: kilobytes
 
 
 def task_key(parent_sha256: str | None, labels: list[int], config: dict, device: torch.device,
@@ -146,10 +147,10 @@ class Checkpointing:
         return progress
 
     def _restore(self, state: TrainingState) -> Progress | None:
-        data = self.writer.store.checkpoint()
-        if data is None:
-            return None
         try:
+            data = self.writer.store.checkpoint()
+            if data is None:
+                return None
             meta = json.loads(_metadata(data)[METADATA_KEY])
             if meta["key"] != self.key:
                 self.notice(f"not using the task checkpoint in {self.writer.store.path}: it was taken for another "
@@ -163,7 +164,8 @@ class Checkpointing:
             except (KeyError, IndexError, RuntimeError, ValueError):
                 state.load(*snapshot)
                 raise
-        except (SafetensorError, KeyError, IndexError, RuntimeError, ValueError, TypeError, UnicodeDecodeError):
+        except (CorruptMemory, SafetensorError, KeyError, IndexError, RuntimeError, ValueError, TypeError,
+                UnicodeDecodeError):  # a link or a pipe there too: saving refuses it, the next version removes it
             self.notice(f"not using the task checkpoint in {self.writer.store.path}: it is damaged; this task starts "
                         f"at epoch 1 and replaces it when it saves")
             return None
@@ -188,19 +190,27 @@ def _average_steps(state: TrainingState) -> int:
 
 def pending(store: MemoryStore) -> dict | None:
     """What the memory's checkpoint holds, for people: its classes, epoch and epochs and size (or that it is
-    damaged); None without one."""
-    data = store.checkpoint()
-    if data is None:
+    damaged: unreadable, a link, not a plain file); None without one. Reads its header only: `genmem info` and
+    the server's info route call this while a task may be writing tens of MiB there."""
+    if not store.has_checkpoint():
         return None
     try:
-        meta = json.loads(_metadata(data)[METADATA_KEY])
-        return {"classes": list(meta["classes"]), "epoch": int(meta["epoch"]), "epochs": int(meta["epochs"]),
-                "bytes": len(data), "damaged": False}
-    except (KeyError, ValueError, TypeError, UnicodeDecodeError):
-        return {"bytes": len(data), "damaged": True}
+        size = int.from_bytes(store.checkpoint(limit=8) or b"", "little")
+        if size > MAX_HEADER_BYTES:
+            raise ValueError(f"a header of {size} bytes")
+        meta = json.loads(_metadata(store.checkpoint(limit=8 + size) or b"")[METADATA_KEY])
+        about = {"classes": list(meta["classes"]), "epoch": int(meta["epoch"]), "epochs": int(meta["epochs"]),
+                 "damaged": False}
+    except (CorruptMemory, KeyError, ValueError, TypeError, UnicodeDecodeError):
+        about = {"damaged": True}
+    try:
+        return {**about, "bytes": store.checkpoint_size()}
+    except FileNotFoundError:  # the task finished meanwhile
+        return None
 
 
 def _metadata(data: bytes) -> dict[str, str]:
-    """The JSON metadata of safetensors bytes (the library reads it only from files)."""
+    """The JSON metadata of safetensors bytes, or of their first 8 + header-size bytes (the library reads it
+    only from files)."""
     size = int.from_bytes(data[:8], "little")
     return json.loads(data[8: 8 + size])["__metadata__"]

@@ -127,13 +127,14 @@ class Memory:
             class_index = torch.tensor([labels.index(int(label)) for label in task_data.labels])
             past = self._past_replay(generator, history, parent, len(images) // len(labels), config.seed, device)
 
-            checkpoint = Checkpointing(writer, task_key(history.get("manifest_sha256"), labels,
-                                                        {"config": config.to_dict(), "spec": asdict(spec)},
-                                                        torch.device(device), images, class_index),
-                                       checkpoint_every, labels, config.epochs, parallel or ONE_PROCESS,
-                                       notice=tqdm.write if progress else lambda line: None) \
-                if config.dp_epsilon is None and (checkpoint_every is not None or self.store.has_checkpoint()) \
-                else None
+            checkpoint = None
+            if config.dp_epsilon is None and (checkpoint_every is not None or self.store.has_checkpoint()):
+                settings = {"config": config.to_dict(), "spec": asdict(spec)}
+                key = task_key(history.get("manifest_sha256"), labels, settings, torch.device(device), images,
+                               class_index)
+                checkpoint = Checkpointing(writer, key, checkpoint_every, labels, config.epochs,
+                                           parallel or ONE_PROCESS,
+                                           notice=tqdm.write if progress else lambda line: None)
             report = learn_task(generator, images, class_index, len(labels), config, device, progress, past,
                                 parallel, checkpoint)
 

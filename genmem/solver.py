@@ -69,7 +69,8 @@ def check_start(start: str) -> str:
 
 
 def stored_width(config: TrainingConfig) -> int:
-    """The stored solver's first width: the critic's when it starts from the critic, else solver_width."""
+    """The stored solver's first width: solver_width, else the critic's (a solver started from the critic keeps
+    it: check_phase)."""
     return config.solver_width or config.critic_width
 
 

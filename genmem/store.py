@@ -68,8 +68,9 @@ def _write_synced(path: Path, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
-def _read_regular_file(path: Path, version: str) -> bytes:
-    """The bytes of a plain file, never through a link, a pipe or a device (which could block or lie).
+def _read_regular_file(path: Path, version: str, limit: int = -1) -> bytes:
+    """The bytes of a plain file (its first `limit` only, if given), never through a link, a pipe or a device
+    (which could block or lie).
 
     version: what the file belongs to, named in the error ("version v0003", say).
     """
@@ -83,7 +84,7 @@ def _read_regular_file(path: Path, version: str) -> bytes:
     with os.fdopen(fd, "rb") as file:
         if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
             raise CorruptMemory(f"{path} is not a plain file; {version} is damaged")
-        return file.read()
+        return file.read(limit)
 
 
 def _refuse_link(path: Path, what: str) -> None:
@@ -193,11 +194,15 @@ class MemoryStore:
         path = self.path / CHECKPOINT
         return path.exists() or path.is_symlink()
 
-    def checkpoint(self) -> bytes | None:
-        """The bytes of the unfinished task's checkpoint, None if there is none (never through a link)."""
+    def checkpoint(self, limit: int = -1) -> bytes | None:
+        """The bytes of the unfinished task's checkpoint (its first `limit` only, if given), None if there is
+        none; CorruptMemory if it is a link or not a plain file."""
         if not self.has_checkpoint():
             return None
-        return _read_regular_file(self.path / CHECKPOINT, "the task checkpoint")
+        return _read_regular_file(self.path / CHECKPOINT, "the task checkpoint", limit)
+
+    def checkpoint_size(self) -> int:
+        return os.stat(self.path / CHECKPOINT, follow_symlinks=False).st_size
 
     @contextlib.contextmanager
     def writer(self) -> Iterator["VersionWriter"]:

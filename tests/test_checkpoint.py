@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 
 from genmem.checkpoint import Checkpointing
 from genmem.cli.render import render_summary
-from genmem.errors import InvalidSetting, MemoryNotFound
+from genmem.errors import CorruptMemory, InvalidSetting, MemoryNotFound
 from genmem.memory import Memory
 from genmem.summary import summarise
 from genmem.store import CHECKPOINT, VersionWriter
@@ -120,6 +120,35 @@ def test_a_checkpoint_of_other_settings_or_a_damaged_one_is_not_used(tmp_path, m
     checkpoint.write_bytes(b"\0" * 100)  # not even its header reads
     assert summarise(memory)["unfinished_task"] == {"bytes": 100, "damaged": True}
     assert "a damaged task checkpoint" in render_summary(summarise(memory))
+
+
+def test_a_checkpoint_that_is_a_link_is_never_read_through_and_goes_with_the_next_version(tmp_path, uninterrupted):
+    memory = Memory(tmp_path / "m")
+    learn(memory, 0)
+    target = tmp_path / "elsewhere.safetensors"
+    target.write_bytes(b"not genmem's")
+    (memory.path / CHECKPOINT).symlink_to(target)
+    assert summarise(memory)["unfinished_task"]["damaged"], "`genmem info` names it instead of failing"
+    with pytest.raises(CorruptMemory, match="symbolic link"):
+        learn(memory, 1, checkpoint_every=0)  # saving through it is refused
+    version = learn(memory, 1)
+    assert version_bytes(memory, version) == uninterrupted[1]
+    assert not (memory.path / CHECKPOINT).is_symlink() and target.read_bytes() == b"not genmem's"
+
+
+def test_genmem_info_reads_a_checkpoints_header_not_its_tensors(tmp_path, monkeypatch):
+    memory = Memory(tmp_path / "m")
+    learn(memory, 0)
+    with monkeypatch.context() as patch:
+        stop_after_epoch(patch, 2)
+        with pytest.raises(Stopped):
+            learn(memory, 1, checkpoint_every=0)
+    read = []
+    whole = type(memory.store).checkpoint
+    monkeypatch.setattr(type(memory.store), "checkpoint",
+                        lambda store, limit=-1: read.append(limit) or whole(store, limit))
+    assert summarise(memory)["unfinished_task"]["epoch"] == 2
+    assert read and all(0 < limit < 64 * 1024 for limit in read), read
 
 
 def test_checkpoints_are_saved_only_as_often_as_asked(tmp_path, monkeypatch):
