@@ -16,7 +16,7 @@ from genmem.errors import InvalidSetting
 
 def parse_setting(text: str) -> tuple[str, dict]:
     """'NAME: field=value; field=value' -> (NAME, {field: value}); values are JSON where they parse, else text."""
-    from genmem.learn import TrainingConfig
+    from genmem.config import TrainingConfig
 
     name, _, body = text.partition(":")
     known = {f.name for f in fields(TrainingConfig)}

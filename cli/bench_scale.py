@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from genmem.cli.common import FiniteFloatRange, friendly_errors
-from genmem.learn import MAX_BATCH_SIZE
+from genmem.config import MAX_BATCH_SIZE
 
 
 def counts(text: str, option: str) -> list[int]:

@@ -11,8 +11,8 @@ import click
 import torch
 
 from genmem.augment import parse_policy
+from genmem.config import MAX_SEED
 from genmem.errors import GenmemError, InvalidSetting
-from genmem.learn import MAX_SEED
 
 DEVICE_HELP = "Where to compute: auto (the GPU if there is one), cpu, cuda or cuda:N."
 

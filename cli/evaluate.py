@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from genmem.cli.common import DEVICE_HELP, FiniteFloatRange, friendly_errors
-from genmem.solver import MAX_CLASSIFIER_EPOCHS
+from genmem.config import MAX_CLASSIFIER_EPOCHS
 
 
 @click.command()

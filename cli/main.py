@@ -16,8 +16,7 @@ from genmem.cli.render import render_summary
 from genmem.cli.report import report
 from genmem.cli.serve import serve
 from genmem.cli.sign import keygen, sign
-from genmem.learn import MAX_BATCH_SIZE, MAX_EPOCHS
-from genmem.solver import SOLVER_STARTS
+from genmem.config import MAX_BATCH_SIZE, MAX_EPOCHS, SOLVER_STARTS
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

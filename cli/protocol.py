@@ -10,8 +10,8 @@ import click
 
 from genmem.benchmarks.methods import DEFAULT_METHODS, METHODS
 from genmem.cli.common import AugmentPolicy, FiniteFloatRange, friendly_errors, run_options, split_classes
+from genmem.config import MAX_CLASSIFIER_EPOCHS, SOLVER_MODES
 from genmem.errors import DataError
-from genmem.solver import MAX_CLASSIFIER_EPOCHS, SOLVER_MODES
 
 
 @click.command()
@@ -157,9 +157,10 @@ def given_options(ctx: click.Context, exclude: tuple[str, ...]) -> list[str]:
 
 def report(results: dict, out: Path, profile_name: str, where: str, busy: float | None, record: Path | None) -> None:
     """Plots into out, the table to the terminal, and with `record` a section of that file."""
+    from genmem.benchmarks.charts import accuracy_plot
     from genmem.benchmarks.protocol import growth_table, markdown_table, run_title
     from genmem.benchmarks.record import record_section
-    from genmem.plots import accuracy_plot, confusion_plot, growth_plot
+    from genmem.plots import confusion_plot, growth_plot
 
     (out / "accuracy.png").write_bytes(accuracy_plot(results))
     names = [c["name"] for c in results["classes"]]
@@ -189,9 +190,9 @@ def report(results: dict, out: Path, profile_name: str, where: str, busy: float 
 
 def combined_report(runs: tuple[Path, ...], out: Path | None, record: Path | None) -> None:
     """One table and one A_t plot from several finished runs."""
+    from genmem.benchmarks.charts import accuracy_plot
     from genmem.benchmarks.protocol import combine_runs, markdown_table, run_title, saved_run
     from genmem.benchmarks.record import provenance, record_section
-    from genmem.plots import accuracy_plot
 
     if out is None:
         raise click.UsageError("--combine needs --out FOLDER for the combined plot")

@@ -11,7 +11,7 @@ _EXPORTS = {
     "ImageSet": "genmem.data",
     "Memory": "genmem.memory",
     "Sampler": "genmem.sampler",
-    "TrainingConfig": "genmem.learn",
+    "TrainingConfig": "genmem.config",
     "load_source": "genmem.data",
     "paper_config": "genmem.presets",
 }

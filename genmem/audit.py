@@ -42,9 +42,9 @@ from genmem.errors import DataError
 from genmem.evaluate import images_of_classes
 from genmem.grids import grid_png
 from genmem.holdout import split_recorded
-from genmem.learn import to_unit_range
 from genmem.memory import Memory
 from genmem.nets import conv_trunk, dcgan_init_
+from genmem.pixels import to_unit_range
 
 COPY_QUANTILE = 0.05  # a generated image is a near-copy if closer to a training image than 95 % of fresh real ones
 FEATURE_SEED = 0

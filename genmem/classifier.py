@@ -17,10 +17,10 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from genmem.augment import diff_augment, parse_policy
+from genmem.config import MAX_CLASSIFIER_EPOCHS, MAX_SEED
 from genmem.errors import InvalidSetting
-from genmem.learn import MAX_SEED, to_unit_range
 from genmem.nets import Classifier, dcgan_init_
-from genmem.solver import MAX_CLASSIFIER_EPOCHS
+from genmem.pixels import to_unit_range
 
 
 @dataclass
@@ -47,6 +47,21 @@ class ClassifierConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def classifier_optimiser(parameters: Iterable[torch.Tensor], lr: float, steps: int
+                         ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """How every classifier genmem trains is optimised (the solver phase's included): Adam with momentum and a
+    learning rate decayed to 0 over `steps` by a cosine, not the GAN's optimiser."""
+    optimiser = torch.optim.Adam(parameters, lr=lr, betas=(0.9, 0.999))
+    return optimiser, torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, max(steps, 1))
+
+
+def balanced_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean over the classes present of each class's mean loss, so that no class outweighs another."""
+    losses = F.cross_entropy(logits, targets, reduction="none")
+    counts = torch.bincount(targets, minlength=logits.shape[1]).float()
+    return (losses / counts[targets]).sum() / (counts > 0).sum()
 
 
 def shuffled_batches(images: torch.Tensor, targets: torch.Tensor, batch_size: int, seed: int
@@ -97,8 +112,7 @@ def train_classifier(batches: Iterable[tuple[torch.Tensor, torch.Tensor]], steps
         model = Classifier(channels, image_size, num_classes, config.width)
         dcgan_init_(model, torch.Generator().manual_seed(config.seed))
     model.to(device).train()
-    optimiser = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.9, 0.999))
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, max(steps, 1))
+    optimiser, schedule = classifier_optimiser(model.parameters(), config.lr, steps)
     with torch.enable_grad():
         for images, targets in tqdm(itertools.islice(batches, steps), total=steps, desc=desc, disable=not progress,
                                     leave=False, dynamic_ncols=True):

@@ -74,6 +74,13 @@ class ImageSet:
             raise DataError(f"a class is named twice in {keys}")
         return labels
 
+    def first_per_class(self, count: int | None) -> "ImageSet":
+        """The first `count` images of every class (all of them for None), in their order."""
+        if count is None:
+            return self
+        keep = first_of_each_class(self.labels, count)
+        return ImageSet(self.images[keep], self.labels[keep], self.class_names, self.source)
+
     def select(self, labels: list[int]) -> "ImageSet":
         """Only the images of `labels`; every one of them must have images."""
         for label in labels:
@@ -82,6 +89,17 @@ class ImageSet:
         keep = torch.isin(self.labels, torch.tensor(labels))
         return ImageSet(self.images[keep], self.labels[keep],
                         {label: self.class_names[label] for label in labels}, self.source)
+
+
+def first_of_each_class(labels: torch.Tensor, count: int | None) -> torch.Tensor:
+    """Row indices of the first `count` images of every class in `labels` (all rows for None), in order."""
+    if count is None:
+        return torch.arange(len(labels), device=labels.device)
+    rank = torch.zeros_like(labels)
+    for label in labels.unique():
+        mine = labels == label
+        rank[mine] = torch.arange(int(mine.sum()), device=labels.device)
+    return torch.nonzero(rank < count).flatten()
 
 
 def fit_images(images: torch.Tensor, channels: int, size: int, source: str) -> torch.Tensor:

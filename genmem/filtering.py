@@ -20,8 +20,8 @@ from collections.abc import Mapping
 import torch
 
 from genmem.errors import GenmemError
-from genmem.learn import to_unit_range
 from genmem.nets import Classifier
+from genmem.pixels import to_unit_range
 from genmem.replay import ReplaySource
 
 OVERSAMPLE = 2  # candidates drawn per image asked for

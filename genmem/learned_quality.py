@@ -18,8 +18,8 @@ from torch import nn
 
 from genmem.artifact import ClassTable
 from genmem.grids import grid_png
-from genmem.learn import to_unit_range
 from genmem.nets import Generator
+from genmem.pixels import to_unit_range
 from genmem.sampler import Sampler
 
 SAMPLES = 64

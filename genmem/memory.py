@@ -12,7 +12,8 @@ import contextlib
 import os
 from dataclasses import asdict, replace
 from datetime import datetime, timezone
-from importlib.metadata import PackageNotFoundError, version as package_version
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
 from pathlib import Path
 
 import torch
@@ -21,16 +22,17 @@ from tqdm.auto import tqdm
 from genmem.artifact import (CARD_FILE, FORMAT, FORMAT_VERSION, SAMPLES_FILE, SOLVER_FILE, ClassInfo, ClassTable,
                              decode_generator, encode_generator, encode_solver, model_card)
 from genmem.checkpoint import Checkpointing, task_key
+from genmem.config import SOLVER_MODES, TrainingConfig, check_settings, stored_solver_width
 from genmem.data import ImageSet, fit_images
 from genmem.distributed import ONE_PROCESS, DataParallel, version_writer
-from genmem.errors import DataError, InvalidSetting
+from genmem.errors import DataError
 from genmem.holdout import hold_out
-from genmem.learn import PastReplay, TaskReport, TrainingConfig, check_settings, learn_task
+from genmem.learn import PastReplay, TaskReport, learn_task
 from genmem.learned_quality import learned_quality, sample_strip
 from genmem.nets import Generator, GeneratorSpec
 from genmem.presets import paper_config
 from genmem.sampler import Sampler
-from genmem.solver import SOLVER_MODES, check_mode, records_real_image_figures, stored_width
+from genmem.solver import records_real_image_figures
 from genmem.store import MemoryStore, VersionWriter
 
 try:
@@ -113,11 +115,9 @@ class Memory:
                                     f"a new memory")
             config = config or paper_config("mnist" if spec.channels == 1 else "svhn", spec.variant)
             if solver is not None:
-                config = replace(config, solver=check_mode(solver))
-            check_settings(config)  # before its seed draws the holdout or a first generator
-            if checkpoint_every is not None and config.dp_epsilon is not None:
-                raise InvalidSetting("a differentially private task takes no checkpoints (Opacus keeps state of its "
-                                     "own); drop the checkpoint interval or the DP epsilon")
+                config = replace(config, solver=solver)
+            # Before its seed draws the holdout or a first generator: a refused task changes nothing.
+            check_settings(config, (parallel or ONE_PROCESS).world_size, checkpoint_every is not None)
             task_data, held_out = hold_out(task_data, holdout, config.seed) if holdout else (task_data, None)
             if parent is None:
                 generator = Generator(spec, torch.Generator().manual_seed(config.seed))
@@ -128,7 +128,7 @@ class Memory:
             past = self._past_replay(generator, history, parent, len(images) // len(labels), config.seed, device)
 
             checkpoint = None
-            if config.dp_epsilon is None and (checkpoint_every is not None or self.store.has_checkpoint()):
+            if not config.private and (checkpoint_every is not None or self.store.has_checkpoint()):
                 settings = {"config": config.to_dict(), "spec": asdict(spec)}
                 key = task_key(history.get("manifest_sha256"), labels, settings, torch.device(device), images,
                                class_index)
@@ -213,5 +213,5 @@ class Memory:
             "classes": history["classes"] + [asdict(c) for c in new_classes],
             "tasks": history["tasks"] + [task_record],
             "solver": {"mode": config.solver, "about": SOLVER_MODES[config.solver],
-                       **({"classes": labels, "width": stored_width(config)} if report.solver is not None else {})},
+                       **({"classes": labels, "width": stored_solver_width(config)} if report.solver is not None else {})},
         }

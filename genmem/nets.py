@@ -10,7 +10,9 @@ output independent of everything learned after it.
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -89,6 +91,22 @@ def dcgan_init_(module: nn.Module, rng: torch.Generator) -> None:
             with torch.no_grad():
                 m.weight.normal_(1.0, INIT_STD, generator=rng)
                 m.bias.zero_()
+
+
+@contextlib.contextmanager
+def fresh_norm_statistics(norms: Iterable[nn.BatchNorm2d]) -> Iterator[None]:
+    """Re-estimate BatchNorm running statistics: reset them, average them plainly (momentum None) over the forward
+    passes made in training mode inside the block, then give every norm its momentum back."""
+    norms = list(norms)
+    momenta = [norm.momentum for norm in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None
+    try:
+        yield
+    finally:
+        for norm, momentum in zip(norms, momenta):
+            norm.momentum = momentum
 
 
 class SharedDeconv(nn.Module):

@@ -7,7 +7,7 @@ SVHN recipe for colour images.
 
 from __future__ import annotations
 
-from genmem.learn import TrainingConfig
+from genmem.config import TrainingConfig
 
 S_MAX = {"dgmw": 1e4, "dgma": 1e5}
 RECIPES = {

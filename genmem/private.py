@@ -24,18 +24,14 @@ What DP-SGD cannot handle is replaced:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
-from genmem.errors import InvalidSetting
+from genmem.config import TrainingConfig
+from genmem.critic import replay_batch
 from genmem.nets import Discriminator
-
-if TYPE_CHECKING:
-    from genmem.learn import TrainingConfig
 
 ACCOUNTANT = "rdp"
 # The Renyi orders the accountant optimises over: a coarser grid than Opacus's default 150 (whose fractional
@@ -43,32 +39,19 @@ ACCOUNTANT = "rdp"
 ORDERS = (1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 16.0, 20.0, 24.0, 32.0, 48.0, 64.0, 128.0)
 
 
-def check_private_config(config: TrainingConfig) -> None:
-    """Refuse DP settings that would void the guarantee or cannot be met, before any training."""
-    if not 0 < config.dp_epsilon < math.inf:
-        raise InvalidSetting(f"--dp-epsilon must be a positive, finite number, got {config.dp_epsilon} (an "
-                             f"infinite epsilon guarantees nothing: leave it out to learn without DP)")
-    if not 0 < config.dp_delta < 1:
-        raise InvalidSetting(f"--dp-delta must lie in (0, 1), got {config.dp_delta}")
-    if config.solver == "real":
-        raise InvalidSetting("a differentially private task cannot ship a solver trained on real images: "
-                             "use --solver replay (the default with --dp-epsilon) or --solver none")
-
-
 class PrivateCritic:
-    """The critic of one task under DP-SGD: its module, optimiser, Poisson batches and accountant."""
+    """The critic step of one task under DP-SGD: its module, optimiser, Poisson batches and accountant, in the
+    shape of genmem.critic.CriticStep. The settings were checked by genmem.config.check_settings."""
 
-    def __init__(self, critic: Discriminator, config: TrainingConfig, num_images: int, rng: torch.Generator):
-        check_private_config(config)
-        try:  # an optional dependency: genmem[dp]
-            from opacus import GradSampleModule
-            from opacus.accountants import RDPAccountant
-            from opacus.accountants.utils import get_noise_multiplier
-            from opacus.optimizers import DPOptimizer
-            from opacus.validators import ModuleValidator
-        except ImportError:
-            raise InvalidSetting("differentially private learning needs Opacus: pip install 'genmem[dp]'") from None
-        self.config = config
+    def __init__(self, critic: Discriminator, config: TrainingConfig, replay: torch.Tensor | None, per_class: int,
+                 num_images: int, rng: torch.Generator):
+        from opacus import GradSampleModule  # an optional dependency: genmem[dp]
+        from opacus.accountants import RDPAccountant
+        from opacus.accountants.utils import get_noise_multiplier
+        from opacus.optimizers import DPOptimizer
+        from opacus.validators import ModuleValidator
+
+        self.config, self.replay, self.per_class = config, replay, per_class
         self.num_images = num_images
         self.sample_rate = min(1.0, config.batch_size / num_images)
         self.steps_per_epoch = int(1 / self.sample_rate)  # as Opacus's Poisson data loader counts them
@@ -76,28 +59,37 @@ class PrivateCritic:
         self.noise_multiplier = get_noise_multiplier(target_epsilon=config.dp_epsilon, target_delta=config.dp_delta,
                                                      sample_rate=self.sample_rate, steps=self.steps,
                                                      accountant=ACCOUNTANT, alphas=list(ORDERS))
-        self.module = GradSampleModule(ModuleValidator.fix(critic).to(rng.device))
-        self.module.disable_hooks()  # on only within `step`: the generator's steps backpropagate through it too
-        adam = torch.optim.Adam(self.module.parameters(), lr=config.lr, betas=config.betas)
-        self.optimizer = DPOptimizer(adam, noise_multiplier=self.noise_multiplier,
+        self.network = GradSampleModule(ModuleValidator.fix(critic).to(rng.device))
+        self.network.disable_hooks()  # on only within `step`: the generator's steps backpropagate through it too
+        adam = torch.optim.Adam(self.network.parameters(), lr=config.lr, betas=config.betas)
+        self.optimiser = DPOptimizer(adam, noise_multiplier=self.noise_multiplier,
                                      max_grad_norm=config.dp_max_grad_norm, expected_batch_size=config.batch_size,
                                      generator=rng)
         self.accountant = RDPAccountant()
-        self.optimizer.attach_step_hook(self.accountant.get_optimizer_hook_fn(sample_rate=self.sample_rate))
+        self.optimiser.attach_step_hook(self.accountant.get_optimizer_hook_fn(sample_rate=self.sample_rate))
         self._sampling = torch.Generator().manual_seed(config.seed)
 
-    def epoch_batches(self) -> Iterator[torch.Tensor]:
-        """One epoch of Poisson-sampled batches: every image joins each batch independently with the sample rate."""
+    def batches_per_epoch(self, images: int) -> int:
+        return self.steps_per_epoch
+
+    def epoch_batches(self, rows: torch.Tensor, rng: torch.Generator) -> Iterator[torch.Tensor]:
+        """One epoch of Poisson-sampled batches of `rows`: every image joins each batch independently with the
+        sample rate (drawn from the task's own sampling stream, not `rng`)."""
         from opacus.utils.uniform_sampler import UniformWithReplacementSampler
 
         sampler = UniformWithReplacementSampler(num_samples=self.num_images, sample_rate=self.sample_rate,
                                                 generator=self._sampling, steps=self.steps_per_epoch)
         for indices in sampler:
-            yield torch.tensor(indices, dtype=torch.long)
+            yield rows[torch.tensor(indices, dtype=torch.long)]
 
-    def step(self, real: torch.Tensor, real_targets: torch.Tensor, fake: torch.Tensor,
-             replay: torch.Tensor | None = None, replay_targets: torch.Tensor | None = None) -> torch.Tensor:
-        """One DP-SGD step of the critic; returns the Wasserstein estimate (for the progress bar only).
+    def fake_classes(self, real_classes: torch.Tensor, num_classes: int, rng: torch.Generator) -> torch.Tensor:
+        """Classes drawn at random, as many as the expected batch: nothing of them depends on the real batch."""
+        return torch.randint(num_classes, (self.config.batch_size,), generator=rng, device=real_classes.device)
+
+    def step(self, real: torch.Tensor, real_targets: torch.Tensor, fake: torch.Tensor, step: int,
+             rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """One DP-SGD step of the critic; returns minus the Wasserstein estimate as its loss, and the estimate
+        (both for the progress bar only).
 
         Every row (real, generated or replayed) is one example to Opacus: its
         loss is the Wasserstein term (-score for real, +score for generated)
@@ -105,21 +97,25 @@ class PrivateCritic:
         while the head has a single class). Rows that are not real images are
         clipped too, which only costs utility.
         """
+        replay, replay_targets = replay_batch(self.replay, self.per_class, rng) if self.replay is not None \
+            else (None, None)
+        self.network.requires_grad_(True)
         rows = torch.cat([real, fake] + ([replay] if replay is not None else []))
-        self.module.enable_hooks()
-        scores, logits = self.module(rows)
+        self.network.enable_hooks()
+        scores, logits = self.network(rows)
         n_real, n_fake = len(real), len(fake)
         targets = torch.cat([real_targets] + ([replay_targets] if replay is not None else []))
         class_loss = F.cross_entropy(torch.cat([logits[:n_real], logits[n_real + n_fake:]]), targets,
                                      reduction="none")
         per_row = torch.cat([class_loss[:n_real] - scores[:n_real], scores[n_real: n_real + n_fake],
                              class_loss[n_real:]])
-        self.optimizer.zero_grad(set_to_none=True)
+        self.optimiser.zero_grad(set_to_none=True)
         (per_row.sum() / len(rows)).backward()  # Opacus's "mean" reduction: each row's gradient is its own loss's
-        self.optimizer.step()
-        self.module.disable_hooks()
-        clip_weights_(self.module, self.config.dp_weight_clip)
-        return (scores[:n_real].mean() - scores[n_real: n_real + n_fake].mean()).detach()
+        self.optimiser.step()
+        self.network.disable_hooks()
+        clip_weights_(self.network, self.config.dp_weight_clip)
+        wasserstein = (scores[:n_real].mean() - scores[n_real: n_real + n_fake].mean()).detach()
+        return -wasserstein, wasserstein
 
     def record(self) -> dict:
         """What the manifest and model card state about this task's guarantee."""

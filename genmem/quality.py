@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import torch
 
 from genmem.classifier import ClassifierConfig, output_targets, predict, shuffled_batches, train_classifier
-from genmem.learn import to_unit_range
 from genmem.nets import Classifier
+from genmem.pixels import to_unit_range
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from genmem.artifact import ClassInfo, ClassTable
 from genmem.errors import GenmemError, InvalidSetting
 from genmem.nets import Generator, GeneratorSpec, condition
+from genmem.pixels import to_uint8
 
 PRECISIONS = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -35,11 +36,6 @@ def class_seed(seed: int, label: int) -> int:
     """A well-mixed 63-bit seed for one class's noise stream."""
     state = np.random.SeedSequence([seed & 0xFFFFFFFFFFFFFFFF, label & 0xFFFFFFFF]).generate_state(1, np.uint64)
     return int(state[0] >> np.uint64(1))
-
-
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """Generator output in [-1, 1] to uint8 pixels, what an image data loader yields."""
-    return ((images.float() + 1) * 127.5).round_().clamp_(0, 255).to(torch.uint8)
 
 
 @dataclass

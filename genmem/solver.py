@@ -16,32 +16,15 @@ The published network is `genmem.nets.Classifier` (`features.*`, `classes.*`).
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from genmem.augment import diff_augment, parse_policy
+from genmem.classifier import balanced_cross_entropy, classifier_optimiser
+from genmem.config import TrainingConfig, stored_solver_width
 from genmem.distributed import ONE_PROCESS, DataParallel, SingleProcess
-from genmem.errors import InvalidSetting
-from genmem.nets import Classifier, Discriminator, Generator, dcgan_init_
-
-if TYPE_CHECKING:
-    from genmem.learn import TrainingConfig
-
-SOLVER_MODES = {
-    "real": "trained on this task's real images and on generated images of earlier classes; it has seen the "
-            "task's training images, so a membership-inference attack on it can succeed",
-    "replay": "trained only on images the generator produced (every class, this task's included); it has touched "
-              "no real image except through the generator, so it is as private as the generator",
-    "none": "no solver is stored; the version holds only the generator",
-}
-
-
-SOLVER_STARTS = ("critic", "fresh")
-# Passes over its images for any classifier genmem trains (the solver, evaluation and the benchmarks'):
-# far past any plateau, so more is a typo, and infinity would never end.
-MAX_CLASSIFIER_EPOCHS = 1000.0
+from genmem.nets import Classifier, Discriminator, Generator, dcgan_init_, fresh_norm_statistics
 
 SOLVER_BATCHES = 2  # a solver step classifies this many GAN batches' worth of images
 
@@ -56,44 +39,10 @@ def records_real_image_figures(mode: str) -> bool:
     return mode == "real"
 
 
-def check_mode(mode: str) -> str:
-    if mode not in SOLVER_MODES:
-        raise InvalidSetting(f"unknown solver mode {mode!r}: choose one of {', '.join(SOLVER_MODES)}")
-    return mode
-
-
-def check_start(start: str) -> str:
-    if start not in SOLVER_STARTS:
-        raise InvalidSetting(f"unknown solver start {start!r}: choose one of {', '.join(SOLVER_STARTS)}")
-    return start
-
-
-def stored_width(config: TrainingConfig) -> int:
-    """The stored solver's first width: solver_width, else the critic's (a solver started from the critic keeps
-    it: check_phase)."""
-    return config.solver_width or config.critic_width
-
-
-def check_phase(config: TrainingConfig) -> None:
-    """Refuse the solver phase's settings before the GAN trains, not after it."""
-    check_start(config.solver_start)
-    if config.solver_width is not None and config.solver_width < 1:
-        raise InvalidSetting(f"solver width {config.solver_width} is out of range: give 1 or more channels")
-    if config.solver_start == "critic" and stored_width(config) != config.critic_width:
-        raise InvalidSetting(f"a solver that starts from the critic has its width ({config.critic_width}); drop the "
-                             f"solver width {config.solver_width} or start a fresh solver")
-    parse_policy(config.solver_augment)
-    epochs = config.solver_epochs
-    if epochs is not None and not 0 < epochs <= MAX_CLASSIFIER_EPOCHS:
-        raise InvalidSetting(f"solver epochs {epochs} are out of range: give passes over the solver's images above "
-                             f"0 and at most {MAX_CLASSIFIER_EPOCHS:g}")
-
-
-def balanced_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean over the classes present of each class's mean loss, so that no class outweighs another."""
-    losses = nn.functional.cross_entropy(logits, targets, reduction="none")
-    counts = torch.bincount(targets, minlength=logits.shape[1]).float()
-    return (losses / counts[targets]).sum() / (counts > 0).sum()
+def shipped_losses(mode: str, losses: dict[str, float]) -> dict[str, float]:
+    """The training losses a version may record under solver `mode` (records_real_image_figures)."""
+    return losses if records_real_image_figures(mode) else {k: v for k, v in losses.items()
+                                                            if k not in REAL_IMAGE_LOSSES}
 
 
 def classification_part(critic: Discriminator) -> Classifier:
@@ -105,7 +54,7 @@ def classification_part(critic: Discriminator) -> Classifier:
     return model
 
 
-def solver_steps(config: TrainingConfig, images: int) -> int:
+def phase_steps(config: TrainingConfig, images: int) -> int:
     """Steps of the classification-only phase: config.solver_steps, or more where config.solver_epochs asks for
     that many passes over the solver's `images` (the task's and the replayed earlier classes': a budget that
     grows with the classes seen, as the replay classifier's does)."""
@@ -128,10 +77,8 @@ def train_solver(solver: Classifier, images: torch.Tensor, targets: torch.Tensor
     solver.requires_grad_(True)
     solver.train()
     unshard = ranks.shard(solver)
-    steps = solver_steps(config, len(images))
-    # As the classifiers train (genmem.classifier): momentum and a cosine-decayed rate, not the GAN's optimiser.
-    optimiser = torch.optim.Adam(solver.parameters(), lr=config.solver_lr, betas=(0.9, 0.999))
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, max(steps, 1))
+    steps = phase_steps(config, len(images))
+    optimiser, schedule = classifier_optimiser(solver.parameters(), config.solver_lr, steps)  # as classifiers train
     for _ in range(steps):
         pick = torch.randint(len(images), (SOLVER_BATCHES * config.batch_size,), generator=rng, device=images.device)
         loss = balanced_cross_entropy(solver(diff_augment(images[pick], policy, rng)), targets[pick])
@@ -147,15 +94,10 @@ def train_solver(solver: Classifier, images: torch.Tensor, targets: torch.Tensor
 @torch.no_grad()
 def recalibrate_solver(solver: nn.Module, images: torch.Tensor, batch_size: int) -> None:
     """Re-estimate the solver's BatchNorm statistics on the images it classifies (GAN training mixed in fakes)."""
-    norms = [m for m in solver.modules() if isinstance(m, nn.BatchNorm2d)]
-    for norm in norms:
-        norm.reset_running_stats()
-        norm.momentum = None
-    solver.train()
-    for start in range(0, len(images), batch_size):
-        solver(images[start: start + batch_size])
-    for norm in norms:
-        norm.momentum = 0.1
+    with fresh_norm_statistics(m for m in solver.modules() if isinstance(m, nn.BatchNorm2d)):
+        solver.train()
+        for start in range(0, len(images), batch_size):
+            solver(images[start: start + batch_size])
     solver.eval()
 
 
@@ -187,7 +129,7 @@ def task_solver(config: TrainingConfig, critic: Discriminator, generator: Genera
     past = [] if replay is None else [replay.flatten(0, 1)]
     past_targets = [] if replay is None else [torch.arange(earlier, device=replay.device)
                                               .repeat_interleave(replay.shape[1])]
-    if check_mode(config.solver) == "none":
+    if config.solver == "none":
         return None
     if config.solver == "real":
         images, targets = torch.cat([real, *past]), torch.cat([real_targets, *past_targets])
@@ -200,9 +142,9 @@ def task_solver(config: TrainingConfig, critic: Discriminator, generator: Genera
         solver = classification_part(critic)
     else:
         solver = Classifier(generator.spec.channels, generator.spec.image_size, earlier + num_classes,
-                            stored_width(config)).to(images.device)
+                            stored_solver_width(config)).to(images.device)
         dcgan_init_(solver, rng)
-    if earlier + num_classes > 1 and solver_steps(config, len(images)) > 0:
+    if earlier + num_classes > 1 and phase_steps(config, len(images)) > 0:
         train_solver(solver, images, targets, config, rng, ranks)
     solver.requires_grad_(False)
     recalibrate_solver(solver, images, config.batch_size)

@@ -4,12 +4,12 @@ import copy
 
 import torch
 
-import genmem.learn
+import genmem.critic
 
 from genmem.benchmarks import baselines
 from genmem.benchmarks.baselines import (BaselineReplay, PlainGenerator, _frozen_copy, alignment_loss, generate,
                                          learn_baseline_task)
-from genmem.learn import to_unit_range
+from genmem.pixels import to_unit_range
 from genmem.replay import ReplayStream
 
 from tiny import TINY_SIZE, tiny_config, tiny_set
@@ -32,8 +32,8 @@ def test_dgr_trains_the_new_generator_on_its_own_replay_of_old_classes(monkeypat
     before = copy.deepcopy(generator)
     replay = to_unit_range(generate(before, 0, len(class_images(1)), SEED)).flatten(1)
     batches = []
-    real_penalty = genmem.learn.gradient_penalty
-    monkeypatch.setattr(genmem.learn, "gradient_penalty",
+    real_penalty = genmem.critic.gradient_penalty
+    monkeypatch.setattr(genmem.critic, "gradient_penalty",
                         lambda critic, real, fake, rng: batches.append(real.detach()) or real_penalty(critic, real,
                                                                                                       fake, rng))
     learn_baseline_task(generator, class_images(1), 1, tiny_config(seed=SEED), progress=False)
@@ -101,8 +101,8 @@ def test_ewc_trains_without_replay_and_holds_the_weights_old_tasks_need(monkeypa
     assert float(baselines.ewc_penalty(start, fisher, anchor).detach()) == 0.0
 
     rows = []
-    real_penalty = genmem.learn.gradient_penalty
-    monkeypatch.setattr(genmem.learn, "gradient_penalty",
+    real_penalty = genmem.critic.gradient_penalty
+    monkeypatch.setattr(genmem.critic, "gradient_penalty",
                         lambda critic, real, fake, rng: rows.append(len(real)) or real_penalty(critic, real, fake, rng))
     moved, summed = {}, None
     for weight in (0.0, 1e6):
@@ -118,8 +118,8 @@ def test_ewc_trains_without_replay_and_holds_the_weights_old_tasks_need(monkeypa
 
 def test_baselines_take_dgms_lazy_penalty(monkeypatch):
     calls = []
-    real_penalty = genmem.learn.gradient_penalty
-    monkeypatch.setattr(genmem.learn, "gradient_penalty",
+    real_penalty = genmem.critic.gradient_penalty
+    monkeypatch.setattr(genmem.critic, "gradient_penalty",
                         lambda *args: calls.append(1) or real_penalty(*args))
     config = tiny_config(seed=SEED, epochs=3, gp_every=4)
     images = class_images(0)

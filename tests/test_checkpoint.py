@@ -163,7 +163,7 @@ def test_checkpoints_are_saved_only_as_often_as_asked(tmp_path, monkeypatch):
 
 def test_checkpoints_are_refused_with_dp_before_any_training(tmp_path):
     memory = Memory(tmp_path / "m")
-    config = tiny_config(dp_epsilon=10.0)
+    config = tiny_config(dp_epsilon=10.0, solver="replay")
     with pytest.raises(InvalidSetting, match="differentially private task takes no checkpoints"):
         memory.learn_task(tiny_set(), ["0"], config=config, image_size=16, base_width=2, progress=False,
                           checkpoint_every=60)

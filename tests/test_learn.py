@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from genmem import plasticity
-from genmem.learn import first_of_each_class, learn_task
+from genmem.data import first_of_each_class
+from genmem.learn import learn_task
 from genmem.nets import Generator
 
 from tiny import TINY_NOISE, tiny_config, tiny_set, tiny_spec

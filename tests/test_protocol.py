@@ -6,14 +6,13 @@ from dataclasses import replace
 import numpy as np
 from click.testing import CliRunner
 from PIL import Image
+from tiny import tiny_set
 
 from genmem.benchmarks.protocol import (DEFAULT_METHODS, PROFILES, describe_data, markdown_table, profile_for,
-                                       run_protocol, run_title)
+                                        run_protocol, run_title)
 from genmem.cli.main import main
 from genmem.memory import Memory
 from genmem.presets import paper_config
-
-from tiny import tiny_set
 
 
 def test_run_produces_every_method_after_every_task(tmp_path):
@@ -181,7 +180,7 @@ def test_runs_of_both_variants_combine_into_one_table_and_plot(tmp_path):
 
 
 def test_the_stored_solvers_legend_says_when_it_was_trained_on_replay():
-    from genmem.plots import method_label
+    from genmem.benchmarks.charts import method_label
 
     run = {"variant": "dgmw", "gan_config": {"solver": "real"}}
     assert method_label("dgm-solver", run) == "DGM stored solver"

@@ -7,8 +7,8 @@ import shutil
 import numpy as np
 import torch
 
+from genmem.config import TrainingConfig
 from genmem.data import ImageSet
-from genmem.learn import TrainingConfig
 from genmem.memory import Memory
 from genmem.nets import Classifier, GeneratorSpec
 

@@ -16,11 +16,11 @@ from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 
-from genmem.benchmarks.protocol import IMAGE_SIZE, per_class_subset
+from genmem.benchmarks.protocol import IMAGE_SIZE
 from genmem.classifier import ClassifierConfig
+from genmem.config import TrainingConfig
 from genmem.data import ImageSet, fit_images
 from genmem.evaluate import solver_score
-from genmem.learn import TrainingConfig
 from genmem.memory import Memory
 from genmem.nets import Classifier
 from genmem.quality import class_quality, mean_quality, train_judge
@@ -51,7 +51,7 @@ def run_setting(name: str, config: TrainingConfig, train: ImageSet, test: ImageS
                 base_width: int | None = None, progress: bool = False) -> dict:
     """Learn `classes` one per task under `config`, then score the last version's replay and solver."""
     memory = Memory(out_dir / name)
-    data = per_class_subset(train.select(classes), images_per_class)
+    data = train.select(classes).first_per_class(images_per_class)
     for task, label in enumerate(classes):
         memory.learn_task(data, [label], variant=variant, config=replace(config, seed=config.seed + task),
                           device=device, image_size=IMAGE_SIZE, base_width=base_width, progress=progress)

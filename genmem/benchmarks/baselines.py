@@ -47,8 +47,8 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -56,10 +56,14 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from genmem.artifact import ClassInfo, ClassTable
+from genmem.classifier import balanced_cross_entropy
+from genmem.config import TrainingConfig
+from genmem.critic import critic_loss
 from genmem.ema import ParameterAverage
-from genmem.learn import TrainingConfig, balanced_cross_entropy, critic_loss, to_unit_range
-from genmem.nets import KERNEL, Discriminator, SharedDeconv, condition, dcgan_init_, default_widths
-from genmem.sampler import class_seed, to_uint8
+from genmem.nets import (KERNEL, Discriminator, SharedDeconv, condition, dcgan_init_, default_widths,
+                         fresh_norm_statistics)
+from genmem.pixels import to_uint8, to_unit_range
+from genmem.sampler import class_seed
 
 BASE_WIDTH = 24
 NOISE_DIM = 128
@@ -255,14 +259,10 @@ def recalibrate_norms(generator: PlainGenerator, classes: int, rng: torch.Genera
     """Re-estimate the BatchNorm statistics over classes 0..classes-1 for the generator's current weights."""
     device = generator.out.weight.device
     generator.train()
-    for norm in generator.norms:
-        norm.reset_running_stats()
-        norm.momentum = None  # plain average over the batches below
-    for _ in range(batches):
-        noise = torch.randn(batch_size, generator.noise_dim, generator=rng, device=device)
-        generator(noise, torch.arange(batch_size, device=device) % classes)
-    for norm in generator.norms:
-        norm.momentum = 0.1
+    with fresh_norm_statistics(generator.norms):
+        for _ in range(batches):
+            noise = torch.randn(batch_size, generator.noise_dim, generator=rng, device=device)
+            generator(noise, torch.arange(batch_size, device=device) % classes)
 
 
 def ewc_penalty(generator: PlainGenerator, fisher: dict[str, torch.Tensor], anchor: dict[str, torch.Tensor]

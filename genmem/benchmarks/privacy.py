@@ -26,7 +26,7 @@ from genmem.data import ImageSet, fit_images
 from genmem.errors import GenmemError
 from genmem.evaluate import replay_classifier_score
 from genmem.memory import Memory
-from genmem.plots import _png
+from genmem.plots import png_bytes
 from genmem.presets import paper_config
 
 IMAGE_SIZE = 32
@@ -52,10 +52,8 @@ def run_privacy(train: ImageSet, test: ImageSet, out_dir: Path, epsilons: list[f
                 images_per_class: int, epochs: int, holdout: float = 0.2, delta: float = 1e-5,
                 classifier_epochs: float = 2.0, device="cpu", progress: bool = True) -> dict:
     """Learn, test and audit one memory per epsilon (None: no DP, with genmem's default solver)."""
-    from genmem.benchmarks.protocol import per_class_subset
-
     classes = sorted(train.class_names)[:num_tasks]
-    data = per_class_subset(train.select(classes), images_per_class)
+    data = train.select(classes).first_per_class(images_per_class)
     data = ImageSet(fit_images(data.images, data.images.shape[1], IMAGE_SIZE, data.source), data.labels,
                     data.class_names, data.source)
     cls_config = ClassifierConfig(epochs=classifier_epochs)
@@ -148,4 +146,4 @@ def privacy_utility_plot(results: dict) -> bytes:
     right.set_ylabel("AUC")
     figure.legend(loc="lower center", fontsize=7, ncol=3)
     figure.tight_layout(rect=(0, 0.08, 1, 1))
-    return _png(figure)
+    return png_bytes(figure)

@@ -41,6 +41,7 @@ from genmem.benchmarks.baselines import BASE_WIDTH, BASELINES, BaselineReplay, P
 from genmem.benchmarks.methods import DEFAULT_METHODS, DGM_METHODS, METHODS
 from genmem.classifier import (ClassifierConfig, mixed_batches, output_targets, relabelled, shuffled_batches,
                                train_classifier)
+from genmem.config import check_solver_mode
 from genmem.data import ImageSet, fit_images
 from genmem.encoding import encode_samples
 from genmem.errors import GenmemError
@@ -49,7 +50,6 @@ from genmem.memory import Memory
 from genmem.nets import Classifier
 from genmem.presets import base_width_for, paper_config
 from genmem.replay import ReplayStream
-from genmem.solver import check_mode
 
 IMAGE_SIZE = 32
 RESULTS_FILE = "results.json"
@@ -197,16 +197,6 @@ def profile_for(name: str, recipe: str) -> Profile:
                          "images, and the classifiers, shifted by up to 4 pixels and cut out (CIFAR-10)")
 
 
-def per_class_subset(data: ImageSet, count: int | None) -> ImageSet:
-    """The first `count` images of every class (all of them for None), in a fixed order."""
-    if count is None:
-        return data
-    keep = torch.zeros(len(data.labels), dtype=torch.bool)
-    for label in data.class_names:
-        keep[torch.nonzero(data.labels == label).flatten()[:count]] = True
-    return ImageSet(data.images[keep], data.labels[keep], data.class_names, data.source)
-
-
 def describe_data(source: str, test_source: str | None = None) -> dict:
     """The data set a run used, as results.json records it: its source specs, display name, and the paper's key.
 
@@ -255,7 +245,7 @@ def run_protocol(train: ImageSet, test: ImageSet, recipe: str, variant: str, pro
     methods = chosen_methods(methods)
     classes = sorted(train.class_names)[:num_tasks]
     data_info = data or describe_data(train.source)
-    if check_mode(solver) == "none" and "dgm-solver" in methods:
+    if check_solver_mode(solver) == "none" and "dgm-solver" in methods:
         raise GenmemError("with --solver none the memory stores no solver to test; drop dgm-solver from --methods")
     saved = _check_resume(out_dir, recipe, variant, profile, seed, methods, train, classes, base_width, solver) \
         if resume else None
@@ -263,11 +253,11 @@ def run_protocol(train: ImageSet, test: ImageSet, recipe: str, variant: str, pro
         raise GenmemError(f"{out_dir} already holds a protocol run; choose a new --out folder, or continue it "
                           f"with --resume {out_dir}")
     (out_dir / "samples").mkdir(parents=True, exist_ok=True)
-    data = per_class_subset(train.select(classes), profile.classifier_images_per_class)
+    data = train.select(classes).first_per_class(profile.classifier_images_per_class)
     channels = data.images.shape[1]
     data = ImageSet(fit_images(data.images, channels, IMAGE_SIZE, data.source), data.labels, data.class_names,
                     data.source)
-    gan_data = per_class_subset(data, profile.images_per_class)  # what the baselines' GANs see, as DGM's does
+    gan_data = data.first_per_class(profile.images_per_class)  # what the baselines' GANs see, as DGM's does
     dgm = any(m in DGM_METHODS for m in methods)
     baselines = [m for m in methods if m in BASELINES]
     memory = Memory(out_dir / "memory") if dgm else None

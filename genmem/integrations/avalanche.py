@@ -35,9 +35,9 @@ from avalanche.core import SupervisedPlugin
 from avalanche.training.templates import SupervisedTemplate
 from torch.utils.data import DataLoader
 
+from genmem.config import TrainingConfig
 from genmem.data import ImageSet
 from genmem.errors import GenmemError
-from genmem.learn import TrainingConfig
 from genmem.memory import Memory
 from genmem.presets import base_width_for, paper_config
 from genmem.replay import ReplaySource, ReplayStream, open_replay

@@ -1,0 +1,166 @@
+"""The settings of one task and the rules they must obey, checked once before anything changes.
+
+`TrainingConfig` is the vocabulary every part of learning reads (the GAN, the
+solver phase, differential privacy); `check_settings` is the one place that
+refuses a setting that could never finish, fit or keep its promise, so that a
+refused task leaves the memory, the generator and the caller's data as they
+were.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from dataclasses import asdict, dataclass
+
+from genmem.augment import parse_policy
+from genmem.errors import InvalidSetting
+
+MAX_EPOCHS = 100_000  # far past any budget in use (the paper's largest is 251); more is a typo
+MAX_BATCH_SIZE = 65_536  # GAN batches this large are already unusual; larger ones fail for memory after the GAN
+MAX_SEED = 2**64 - 1  # seeds are torch generator seeds, which stop at 64 bits
+# Passes over its images for any classifier genmem trains (the solver, evaluation and the benchmarks'):
+# far past any plateau, so more is a typo, and infinity would never end.
+MAX_CLASSIFIER_EPOCHS = 1000.0
+
+# What a version ships as its task solver (genmem.solver says what each may store).
+SOLVER_MODES = {
+    "real": "trained on this task's real images and on generated images of earlier classes; it has seen the "
+            "task's training images, so a membership-inference attack on it can succeed",
+    "replay": "trained only on images the generator produced (every class, this task's included); it has touched "
+              "no real image except through the generator, so it is as private as the generator",
+    "none": "no solver is stored; the version holds only the generator",
+}
+SOLVER_STARTS = ("critic", "fresh")  # where a real solver's classification phase starts (genmem.solver)
+
+
+@dataclass
+class TrainingConfig:
+    """Hyperparameters of one task. Defaults are the paper's MNIST DGMw values except the epoch budget, the betas
+    and the stored solver, a fresh network trained after the GAN rather than the critic's head (BENCHMARKS.md)."""
+
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 2e-3
+    betas: tuple[float, float] = (0.0, 0.9)  # the paper's (0.5, 0.999) collapsed 2 of 3 seeds (BENCHMARKS.md)
+    gp_weight: float = 1.0
+    sparsity_weight: float = 0.08  # lambda, scaled per task by the network's growth
+    s_max: float = 1e4
+    critic_width: int = 32
+    class_loss_weight: float = 1.0  # AC-GAN loss on generated images, when the class head has several classes
+    solver_replay: int | None = None  # generated images per earlier class in each solver step; None: batch_size
+    solver_steps: int = 300  # classification-only steps after the GAN, at least (genmem.solver.phase_steps)
+    solver_epochs: float | None = 5.0  # at least this many passes over the solver's images (genmem.solver)
+    solver_augment: str = "translation"  # genmem.augment policy for the solver phase's batches; "" for none
+    solver_start: str = "fresh"  # a new network, or "critic": the critic's trunk and class head (the paper's)
+    solver_width: int | None = None  # a fresh solver's first width (None: critic_width); the stored classifier's
+    solver_lr: float = 1e-3
+    solver: str = "real"  # what the version ships as its task solver: real, replay or none (SOLVER_MODES)
+    dp_epsilon: float | None = None  # train the critic with DP-SGD for this epsilon (genmem.private); None: off
+    dp_delta: float = 1e-5
+    dp_max_grad_norm: float = 1.0  # per-example gradient clipping norm of DP-SGD
+    dp_weight_clip: float = 0.01  # the DP critic's weights are clipped to [-c, c] (it has no gradient penalty)
+    recalibration_batches: int = 16  # batches that re-estimate the generator's BatchNorm statistics after the GAN
+    gan_images_per_class: int | None = None  # the GAN trains on the first N images of each class; None: all
+    average_decay: float | None = 0.99  # sample from an EMA of the task's free entries (genmem.ema); None: off
+    critic_augment: str = ""  # DiffAugment policy for the critic, e.g. "translation,cutout" (genmem.augment)
+    gp_every: int = 4  # lazy gradient penalty: every k critic steps, weighted by k (1.4x the steps/s, BENCHMARKS.md)
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def private(self) -> bool:
+        """Whether the task trains under differential privacy (genmem.private)."""
+        return self.dp_epsilon is not None
+
+
+POSITIVE_SETTINGS = ("lr", "s_max", "solver_lr")
+NON_NEGATIVE_SETTINGS = ("sparsity_weight", "gp_weight", "class_loss_weight")
+
+
+def check_settings(config: TrainingConfig, processes: int = 1, checkpoints: bool = False) -> None:
+    """Refuse settings that could never finish, fit, learn or keep their promise, before any training.
+
+    A NaN rate or weight trains a version of NaN weights; the batch is
+    allocated whole in the solver phase and the recalibration after the GAN,
+    so a batch too large would fail only after the whole GAN. `processes`:
+    the data-parallel ranks that will share the task; `checkpoints`: whether
+    the task will save checkpoints (genmem.checkpoint).
+    """
+    for name in POSITIVE_SETTINGS + NON_NEGATIVE_SETTINGS:
+        value = getattr(config, name)
+        if not (math.isfinite(value) and (value > 0 if name in POSITIVE_SETTINGS else value >= 0)):
+            bound = "above 0" if name in POSITIVE_SETTINGS else "0 or more"
+            raise InvalidSetting(f"{name} {value} is out of range: give a finite number {bound}")
+    if not 0 <= config.seed <= MAX_SEED:
+        raise InvalidSetting(f"seed {config.seed} is out of range: give an integer from 0 to {MAX_SEED}")
+    if not 1 <= config.epochs <= MAX_EPOCHS:
+        raise InvalidSetting(f"{config.epochs} epochs are out of range: give 1 to {MAX_EPOCHS:,} passes over the "
+                             f"task's images (the paper's are 101 to 251)")
+    if not 2 <= config.batch_size <= MAX_BATCH_SIZE:
+        raise InvalidSetting(f"batch size {config.batch_size} is out of range: give 2 to {MAX_BATCH_SIZE:,} images "
+                             f"per step (the paper's is 64)")
+    if config.recalibration_batches < 1:
+        raise InvalidSetting(f"recalibration batches {config.recalibration_batches} are out of range: give 1 or "
+                             f"more (the generator's BatchNorm statistics are re-estimated under its binary masks)")
+    if config.gp_every < 1:
+        raise InvalidSetting(f"gp_every {config.gp_every} is out of range: give 1 (every critic step) or more")
+    if config.average_decay is not None and not 0 < config.average_decay < 1:
+        raise InvalidSetting(f"average decay {config.average_decay} is out of range: give a number in (0, 1), or "
+                             f"None for no average")
+    parse_policy(config.critic_augment)
+    _check_solver_phase(config)
+    if config.private:
+        _check_privacy(config, processes, checkpoints)
+
+
+def stored_solver_width(config: TrainingConfig) -> int:
+    """The stored solver's first width: solver_width, else the critic's (a solver started from the critic keeps
+    it)."""
+    return config.solver_width or config.critic_width
+
+
+def check_solver_mode(mode: str) -> str:
+    if mode not in SOLVER_MODES:
+        raise InvalidSetting(f"unknown solver mode {mode!r}: choose one of {', '.join(SOLVER_MODES)}")
+    return mode
+
+
+def _check_solver_phase(config: TrainingConfig) -> None:
+    check_solver_mode(config.solver)
+    if config.solver_start not in SOLVER_STARTS:
+        raise InvalidSetting(f"unknown solver start {config.solver_start!r}: choose one of "
+                             f"{', '.join(SOLVER_STARTS)}")
+    if config.solver_width is not None and config.solver_width < 1:
+        raise InvalidSetting(f"solver width {config.solver_width} is out of range: give 1 or more channels")
+    if config.solver_start == "critic" and stored_solver_width(config) != config.critic_width:
+        raise InvalidSetting(f"a solver that starts from the critic has its width ({config.critic_width}); drop the "
+                             f"solver width {config.solver_width} or start a fresh solver")
+    parse_policy(config.solver_augment)
+    epochs = config.solver_epochs
+    if epochs is not None and not 0 < epochs <= MAX_CLASSIFIER_EPOCHS:
+        raise InvalidSetting(f"solver epochs {epochs} are out of range: give passes over the solver's images above "
+                             f"0 and at most {MAX_CLASSIFIER_EPOCHS:g}")
+
+
+def _check_privacy(config: TrainingConfig, processes: int, checkpoints: bool) -> None:
+    """Refuse DP settings that would void the guarantee or cannot be met (PRIVACY.md)."""
+    if not 0 < config.dp_epsilon < math.inf:
+        raise InvalidSetting(f"--dp-epsilon must be a positive, finite number, got {config.dp_epsilon} (an "
+                             f"infinite epsilon guarantees nothing: leave it out to learn without DP)")
+    if not 0 < config.dp_delta < 1:
+        raise InvalidSetting(f"--dp-delta must lie in (0, 1), got {config.dp_delta}")
+    if not (math.isfinite(config.dp_max_grad_norm) and config.dp_max_grad_norm > 0):
+        raise InvalidSetting(f"the DP clipping norm must be a finite number above 0, got {config.dp_max_grad_norm}")
+    if config.solver == "real":
+        raise InvalidSetting("a differentially private task cannot ship a solver trained on real images: "
+                             "use --solver replay (the default with --dp-epsilon) or --solver none")
+    if processes > 1:
+        raise InvalidSetting("differentially private training runs in one process; start it without torchrun")
+    if checkpoints:
+        raise InvalidSetting("a differentially private task takes no checkpoints (Opacus keeps state of its own); "
+                             "drop the checkpoint interval or the DP epsilon")
+    if importlib.util.find_spec("opacus") is None:
+        raise InvalidSetting("differentially private learning needs Opacus: pip install 'genmem[dp]'")

@@ -1,0 +1,110 @@
+"""The critic's side of a task's GAN step: WGAN-GP with the AC-GAN class head (docs/ALGORITHM.md §10).
+
+The critic tells the task's real images from generated ones and, through its
+class head, learns every class seen so far, from the real batch and from
+generated images of the earlier classes. `CriticStep` is one such step;
+genmem.private's `PrivateCritic` is its differentially private twin with the
+same shape, so that the training loop (genmem.learn) never asks which one it
+holds:
+
+    network              the critic as the generator's loss reads it
+    optimiser            its optimiser (what a checkpoint saves)
+    batches_per_epoch()  optimiser steps in one pass over the task's images
+    epoch_batches(...)   one epoch's batches, as row indices into the task's images
+    fake_classes(...)    the classes of the generated images a real batch is compared with
+    step(...)            one optimiser step; the loss and the Wasserstein estimate
+    record()             what the manifest states about privacy (None: no guarantee)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+
+from genmem.classifier import balanced_cross_entropy
+from genmem.config import TrainingConfig
+from genmem.distributed import ONE_PROCESS, DataParallel, SingleProcess
+from genmem.nets import Discriminator
+
+
+def gradient_penalty(critic: Discriminator, real: torch.Tensor, fake: torch.Tensor,
+                     rng: torch.Generator) -> torch.Tensor:
+    """WGAN-GP: (||grad D(x_hat)|| - 1)^2 at random points between real and generated images."""
+    alpha = torch.rand(real.shape[0], 1, 1, 1, generator=rng, device=real.device)
+    mixed = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
+    score, _ = critic(mixed)
+    (grad,) = torch.autograd.grad(score.sum(), mixed, create_graph=True)
+    return ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
+
+
+def critic_loss(critic: Discriminator, real: torch.Tensor, fake: torch.Tensor, step: int, config: TrainingConfig,
+                rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The critic's WGAN-GP loss, the penalty lazily every gp_every steps (weighted by gp_every), with the
+    Wasserstein estimate and the class logits of the real batch."""
+    score_real, logits_real = critic(real)
+    score_fake, _ = critic(fake)
+    wasserstein = score_real.mean() - score_fake.mean()
+    loss = -wasserstein
+    if step % config.gp_every == 0:
+        loss = loss + config.gp_every * config.gp_weight * gradient_penalty(critic, real, fake, rng)
+    return loss, wasserstein, logits_real
+
+
+def replay_batch(replay: torch.Tensor, per_class: int, rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """per_class random images of each earlier class from the fixed replay [classes, N, C, H, W], with targets."""
+    earlier = replay.shape[0]
+    classes = torch.arange(earlier, device=replay.device)
+    pick = torch.randint(replay.shape[1], (earlier, per_class), generator=rng, device=replay.device)
+    return replay[classes[:, None], pick].flatten(0, 1), classes.repeat_interleave(per_class)
+
+
+class CriticStep:
+    """The plain critic step: WGAN-GP on the real batch against generated images of the same classes, plus a
+    class-balanced cross-entropy over the real batch and `per_class` replayed images of every earlier class.
+
+    replay: the earlier classes' generated images in [-1, 1], [classes, N, C, H, W], or None.
+    classify: whether the class head has more than one class to tell apart.
+    """
+
+    def __init__(self, critic: Discriminator, config: TrainingConfig, replay: torch.Tensor | None, per_class: int,
+                 classify: bool, ranks: DataParallel | SingleProcess = ONE_PROCESS):
+        self.network = critic
+        self.optimiser = torch.optim.Adam(critic.parameters(), lr=config.lr, betas=config.betas)
+        self.config, self.replay, self.per_class, self.classify, self.ranks = config, replay, per_class, classify, ranks
+
+    def epoch_batches(self, rows: torch.Tensor, rng: torch.Generator) -> Iterator[torch.Tensor]:
+        """The rows in a fresh random order, cut into batches (the last one may be smaller)."""
+        order = rows[torch.randperm(len(rows), generator=rng, device=rows.device)]
+        size = self.config.batch_size
+        return (order[offset: offset + size] for offset in range(0, len(order), size))
+
+    def batches_per_epoch(self, images: int) -> int:
+        return -(-images // self.config.batch_size)
+
+    def fake_classes(self, real_classes: torch.Tensor, num_classes: int, rng: torch.Generator) -> torch.Tensor:
+        """The generated images take the real batch's classes (the task's class indices)."""
+        return real_classes
+
+    def step(self, real: torch.Tensor, targets: torch.Tensor, fake: torch.Tensor, step: int,
+             rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimiser step; returns the critic's loss and the Wasserstein estimate. targets: the real batch's
+        outputs of the class head (earlier classes first)."""
+        critic = self.network
+        critic.requires_grad_(True)
+        loss, wasserstein, logits = critic_loss(critic, real, fake, step, self.config, rng)
+        if self.classify:
+            if self.replay is not None:
+                old_images, old_targets = replay_batch(self.replay, self.per_class, rng)
+                _, logits_replay = critic(old_images)
+                logits = torch.cat([logits, logits_replay])
+                targets = torch.cat([targets, old_targets])
+            loss = loss + balanced_cross_entropy(logits, targets)
+        self.optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        self.ranks.average_gradients(critic.parameters())
+        self.optimiser.step()
+        return loss.detach(), wasserstein.detach()
+
+    def record(self) -> dict | None:
+        return None
