@@ -2,7 +2,9 @@
 
 Epoch counts are the paper's GPU budgets; pass fewer epochs for CPU runs.
 Custom data (folder:, npz:) takes the MNIST recipe for grey images and the
-SVHN recipe for colour images.
+colour recipe for colour images: SVHN's settings, with the solver's images
+cut out as well as shifted, which is what kept colour classifiers from
+collapsing onto the newest class (docs/ALGORITHM.md §10, BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -18,12 +20,18 @@ RECIPES = {
     "cifar10": {"lr": 2e-4, "epochs": 251, "gp_weight": 0.6, "sparsity_weight": {"dgmw": 0.001, "dgma": 0.001},
                 "critic_width": 128, "base_width": 20, "solver_augment": "translation,cutout"},
 }
+RECIPES["colour"] = {**RECIPES["svhn"], "solver_augment": "translation,cutout"}  # custom colour data
 SOURCE_RECIPE = {"builtin": "mnist", "mnist": "mnist", "fashion-mnist": "mnist", "svhn": "svhn", "cifar10": "cifar10"}
 
 
 def recipe_for(source: str, channels: int) -> str:
     """The recipe of a source spec ('mnist', 'folder:PATH', ...); custom data is judged by its channels."""
-    return SOURCE_RECIPE.get(source.partition(":")[0], "mnist" if channels == 1 else "svhn")
+    return SOURCE_RECIPE.get(source.partition(":")[0], recipe_for_channels(channels))
+
+
+def recipe_for_channels(channels: int) -> str:
+    """The recipe for custom data: MNIST's for grey images, the colour recipe for colour ones."""
+    return "mnist" if channels == 1 else "colour"
 
 
 def paper_config(recipe: str, variant: str, **overrides) -> TrainingConfig:
