@@ -12,6 +12,7 @@ from genmem.cli.audit import audit
 from genmem.cli.bench import bench
 from genmem.cli.common import DEVICE_HELP, SEED, AugmentPolicy, FiniteFloatRange, friendly_errors, split_classes
 from genmem.cli.evaluate import evaluate
+from genmem.cli.export import export
 from genmem.cli.render import render_summary
 from genmem.cli.report import report
 from genmem.cli.serve import serve
@@ -248,6 +249,7 @@ main.add_command(evaluate)
 main.add_command(bench)
 main.add_command(audit)
 main.add_command(report)
+main.add_command(export)
 
 if __name__ == "__main__":
     sys.exit(main())
