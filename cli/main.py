@@ -63,9 +63,9 @@ def main():
 @click.option("--critic-width", type=click.IntRange(1), help="Channels of the critic's first layer, doubling "
                                                               "per layer (default 32; 128 for cifar10).")
 @click.option("--image-size", type=int, default=32, show_default=True,
-              help="Image side of a new memory (a power of two: 32, 64, ...; 64 costs about 4 times as much), set "
-                   "by the first task. Images of any size are brought to it: the shorter side resized to it, then "
-                   "the centre cropped square.")
+              help="Image side of a new memory (a power of two: 32, 64, ...; 64 px costs 3 to 4 times as much per "
+                   "image), set by the first task. Images of any size are brought to it: the shorter side resized "
+                   "to it, then the centre cropped square (docs/your-data.md).")
 @click.option("--width", "base_width", type=click.IntRange(1),
               help="Base width of a new memory's generator (default 6 for dgmw, 20 for dgma, 20 for cifar10).")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the task's training; same seed, "
