@@ -372,7 +372,7 @@ def _folder_labels(path: Path, folders: list[str], source: str) -> tuple[dict[st
         label = int(match[1])
         name = match[2] or str(label)
         if label in names or name in names.values():
-            other = next(f for f, l in label_of.items() if l == label or names[l] == name)
+            other = next(f for f, known in label_of.items() if known == label or names[known] == name)
             raise DataError(f"{source}: the class folders {other!r} and {folder!r} give the same label or class "
                             f"name; give each class its own")
         label_of[folder], names[label] = label, name
