@@ -13,7 +13,7 @@ from genmem.cli.bench_scale import distributed, replicas
 from genmem.cli.bench_load import serve_load
 from genmem.cli.bench_privacy import privacy
 from genmem.cli.common import FiniteFloatRange, friendly_errors
-from genmem.cli.protocol import protocol
+from genmem.cli.bench_protocol import protocol
 
 
 @click.group()
