@@ -246,15 +246,16 @@ def test_paper_exact_runs_the_papers_gan_and_solver_with_every_addition_off():
         replace(PROFILES["smoke"], gan_overrides={"warmup": 3})
 
 
-def test_a_profiles_gan_overrides_reach_training_are_recorded_and_resume(tmp_path):
-    overrides = {"average_decay": None, "gp_every": 1, "betas": (0.5, 0.999), "class_loss_weight": 0.0}
-    profile = replace(PROFILES["smoke"], gan_overrides=overrides)
+def test_paper_exacts_overrides_reach_training_are_recorded_and_resume(tmp_path):
+    overrides = PROFILES["paper-exact"].gan_overrides
+    profile = replace(PROFILES["smoke"], gan_overrides=overrides)  # the paper's method on the smoke budget
     data, test = tiny_set(labels=(0, 1)), tiny_set(labels=(0, 1), per_class=8)
     results = run_protocol(data, test, "mnist", "dgmw", profile, tmp_path / "run", methods=("dgm-solver", "dgr"),
                            num_tasks=1, progress=False)
     trained = Memory(tmp_path / "run" / "memory").manifest()["tasks"][-1]["training"]
     assert {k: trained[k] for k in overrides} == {**overrides, "betas": [0.5, 0.999]}
     assert results["profile"]["gan_overrides"]["average_decay"] is None and results["gan_config"]["gp_every"] == 1
+    assert results["gan_config"]["solver_epochs"] is None, "None reaches the config (paper_config would drop it)"
     again = run_protocol(data, test, "mnist", "dgmw", profile, tmp_path / "run", methods=("dgm-solver", "dgr"),
                          num_tasks=1, progress=False, resume=True)
     assert again["accuracy"] == results["accuracy"]

@@ -231,6 +231,7 @@ class BaselineSteps:
         Fisher information summed over the tasks including this one."""
         if self.average is not None:
             self.average.apply()
+        if self.average is not None and self.config.recalibration_batches > 0:  # 0: the statistics training left
             recalibrate_norms(self.generator, self.task + 1, self.rng, self.config.recalibration_batches,
                               self.config.batch_size)
         self.generator.eval()
