@@ -128,9 +128,10 @@ def learn_task(memory, source, classes, data_dir, download, variant, epochs, bat
     """
     from genmem.data import load_source
     from genmem.device import resolve_device
-    from genmem.distributed import finish, from_environment, shutdown, version_writer
+    from genmem.distributed import from_environment
     from genmem.memory import Memory
     from genmem.presets import base_width_for, paper_config, recipe_for
+    from genmem.rank_writer import finish, shutdown, version_writer
 
     target = resolve_device(device)
     parallel = from_environment(target)  # set when torchrun launched this process as one rank of several
