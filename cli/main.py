@@ -150,11 +150,12 @@ def learn_task(memory, source, classes, data_dir, download, variant, epochs, bat
         else:
             variant_now = variant or "dgmw"
         recipe = recipe_for(source, data.images.shape[1])
-        config = paper_config(recipe, variant_now, epochs=epochs, batch_size=batch_size, lr=lr,
-                              sparsity_weight=sparsity, critic_width=critic_width, seed=seed,
-                              solver=solver_mode or ("replay" if dp_epsilon is not None else "real"),
-                              solver_start=solver_start, solver_width=solver_width, solver_epochs=solver_epochs,
-                              solver_augment=solver_augment, dp_epsilon=dp_epsilon, dp_delta=dp_delta)
+        options = dict(epochs=epochs, batch_size=batch_size, lr=lr, sparsity_weight=sparsity,
+                       critic_width=critic_width, solver_start=solver_start, solver_width=solver_width,
+                       solver_epochs=solver_epochs, solver_augment=solver_augment, dp_epsilon=dp_epsilon)
+        given = {name: value for name, value in options.items() if value is not None}  # click's None: left out
+        config = paper_config(recipe, variant_now, seed=seed, dp_delta=dp_delta,
+                              solver=solver_mode or ("replay" if dp_epsilon is not None else "real"), **given)
         version = mem.learn_task(data, wanted, variant=variant, config=config, device=target,
                                  image_size=image_size, base_width=base_width or base_width_for(recipe),
                                  progress=not quiet and not (parallel and parallel.rank), writer=writer,

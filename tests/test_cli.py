@@ -205,6 +205,9 @@ def test_the_solver_phase_is_set_from_the_command_line(tmp_path, tiny_npz):
     training = Memory(tmp_path / "m").manifest()["tasks"][-1]["training"]
     assert (training["solver_start"], training["solver_epochs"], training["solver_augment"],
             training["solver_width"]) == ("fresh", 1.5, "translation,cutout", 6)
+    assert run("learn-task", tmp_path / "d", *source, *TINY).exit_code == 0  # options left out keep the defaults
+    training = Memory(tmp_path / "d").manifest()["tasks"][-1]["training"]
+    assert (training["solver_epochs"], training["solver_width"], training["average_decay"]) == (5.0, None, 0.99)
     missing = ["--data", f"npz:{tmp_path / 'missing.npz'}", "--classes", "0"]  # the typo is found before the data
     assert_clear_error(run("learn-task", tmp_path / "n", *missing, "--solver-augment", "blur", *TINY),
                        "unknown augmentation 'blur'")
