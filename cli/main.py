@@ -134,10 +134,11 @@ def learn_task(memory, source, classes, data_dir, download, variant, epochs, bat
     """
     from genmem.data import load_source
     from genmem.device import resolve_device
-    from genmem.distributed import finish, from_environment, shutdown, version_writer
+    from genmem.distributed import from_environment
     from genmem.memory import Memory
     from genmem.nets import GeneratorSpec
     from genmem.presets import base_width_for, paper_config, recipe_for
+    from genmem.rank_writer import finish, shutdown, version_writer
 
     target = resolve_device(device)
     parallel = from_environment(target)  # set when torchrun launched this process as one rank of several
@@ -156,11 +157,12 @@ def learn_task(memory, source, classes, data_dir, download, variant, epochs, bat
         GeneratorSpec.for_images(variant_now, 1, generator["image_size"])  # a bad --image-size fails before the data
         data = load_source(source, data_dir, train=True, download=download, image_size=generator["image_size"])
         recipe = recipe_for(source, data.images.shape[1])
-        config = paper_config(recipe, variant_now, epochs=epochs, batch_size=batch_size, lr=lr,
-                              sparsity_weight=sparsity, critic_width=critic_width, seed=seed,
-                              solver=solver_mode or ("replay" if dp_epsilon is not None else "real"),
-                              solver_start=solver_start, solver_width=solver_width, solver_epochs=solver_epochs,
-                              solver_augment=solver_augment, dp_epsilon=dp_epsilon, dp_delta=dp_delta)
+        options = dict(epochs=epochs, batch_size=batch_size, lr=lr, sparsity_weight=sparsity,
+                       critic_width=critic_width, solver_start=solver_start, solver_width=solver_width,
+                       solver_epochs=solver_epochs, solver_augment=solver_augment, dp_epsilon=dp_epsilon)
+        given = {name: value for name, value in options.items() if value is not None}  # click's None: left out
+        config = paper_config(recipe, variant_now, seed=seed, dp_delta=dp_delta,
+                              solver=solver_mode or ("replay" if dp_epsilon is not None else "real"), **given)
         version = mem.learn_task(data, wanted, variant=variant, config=config, device=target,
                                  image_size=image_size, base_width=base_width or base_width_for(recipe),
                                  progress=not quiet and not (parallel and parallel.rank), writer=writer,

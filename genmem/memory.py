@@ -24,13 +24,14 @@ from genmem.artifact import (CARD_FILE, FORMAT, FORMAT_VERSION, SAMPLES_FILE, SO
 from genmem.checkpoint import Checkpointing, task_key
 from genmem.config import SOLVER_MODES, TrainingConfig, check_settings, stored_solver_width
 from genmem.data import ImageSet, fit_images
-from genmem.distributed import ONE_PROCESS, DataParallel, version_writer
+from genmem.distributed import ONE_PROCESS, DataParallel
 from genmem.errors import DataError
 from genmem.holdout import hold_out
 from genmem.learn import PastReplay, TaskReport, learn_task
 from genmem.learned_quality import learned_quality, sample_strip
 from genmem.nets import Generator, GeneratorSpec
 from genmem.presets import paper_config, recipe_for_channels
+from genmem.rank_writer import version_writer
 from genmem.sampler import Sampler
 from genmem.solver import records_real_image_figures
 from genmem.store import MemoryStore, VersionWriter

@@ -9,6 +9,8 @@ collapsing onto the newest class (docs/ALGORITHM.md §10, BENCHMARKS.md).
 
 from __future__ import annotations
 
+import typing
+
 from genmem.config import TrainingConfig
 
 S_MAX = {"dgmw": 1e4, "dgma": 1e5}
@@ -22,6 +24,9 @@ RECIPES = {
 }
 RECIPES["colour"] = {**RECIPES["svhn"], "solver_augment": "translation,cutout"}  # custom colour data
 SOURCE_RECIPE = {"builtin": "mnist", "mnist": "mnist", "fashion-mnist": "mnist", "svhn": "svhn", "cifar10": "cifar10"}
+# The settings for which None is a value of its own (off, or "use the other setting"), read from their types.
+NULLABLE_SETTINGS = frozenset(name for name, kind in typing.get_type_hints(TrainingConfig).items()
+                              if type(None) in typing.get_args(kind))
 
 
 def recipe_for(source: str, channels: int) -> str:
@@ -35,12 +40,19 @@ def recipe_for_channels(channels: int) -> str:
 
 
 def paper_config(recipe: str, variant: str, **overrides) -> TrainingConfig:
-    """The paper's settings for `recipe` and `variant`, with any field overridden."""
+    """The paper's settings for `recipe` and `variant`, with any field overridden.
+
+    An override is kept as given, None included where a setting takes None
+    (solver_epochs=None: the solver phase runs solver_steps alone;
+    average_decay=None: no moving average). For a setting that needs a value
+    (epochs, lr, critic_width, ...), None leaves the recipe's, so that a
+    budget whose fields are optional passes through as it is.
+    """
     r = RECIPES[recipe]
     settings = {"lr": r["lr"], "epochs": r["epochs"], "gp_weight": r["gp_weight"], "critic_width": r["critic_width"],
                 "sparsity_weight": r["sparsity_weight"][variant], "s_max": S_MAX[variant],
                 "solver_augment": r.get("solver_augment", TrainingConfig.solver_augment)}  # colour wants cutout too
-    settings.update({k: v for k, v in overrides.items() if v is not None})
+    settings.update({k: v for k, v in overrides.items() if v is not None or k in NULLABLE_SETTINGS})
     return TrainingConfig(**settings)
 
 
