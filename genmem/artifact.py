@@ -19,7 +19,7 @@ from safetensors.torch import load as load_safetensors
 from genmem.canonical import save as save_safetensors
 from genmem.errors import CorruptMemory, GenmemError, UnknownClass
 from genmem.names import label_number, shown
-from genmem.nets import Classifier, Discriminator, Generator, GeneratorSpec, TaskLayers, mask_shapes
+from genmem.nets import Classifier, Discriminator, Generator, GeneratorSpec, mask_shapes
 
 FORMAT = "genmem.memory"
 FORMAT_VERSION = 2  # 2: the solver ships without the critic's real-or-fake head, and may be absent
@@ -115,8 +115,11 @@ def _solver_network(kind: type, weights: dict[str, torch.Tensor], manifest: dict
 
 
 def spec_from_manifest(manifest: dict) -> GeneratorSpec:
+    """The generator's spec; manifests written before the residual generator (§13) have no `arch` (a DCGAN) and
+    none before class-conditional norms (§14) `class_norm` (off)."""
     g = manifest["generator"]
-    return GeneratorSpec(g["variant"], g["channels"], g["image_size"], g["noise_dim"], tuple(g["initial_widths"]))
+    return GeneratorSpec(g["variant"], g["channels"], g["image_size"], g["noise_dim"], tuple(g["initial_widths"]),
+                         g.get("arch", "dcgan"), bool(g.get("class_norm", False)))
 
 
 def decode_generator(manifest: dict, files: dict[str, bytes]) -> Generator:
@@ -133,7 +136,7 @@ def decode_generator(manifest: dict, files: dict[str, bytes]) -> Generator:
         generator.grow(tuple(tasks[-1]["widths"]), torch.Generator())
         for t, task in enumerate(tasks):
             widths = tuple(task["widths"])
-            layers = TaskLayers(widths, len(task["classes"]), spec.channels)
+            layers = generator.task_layers(widths, len(task["classes"]))
             layers.set_masks([unpack_bits(masks[f"task{t}.layer{l}"], shape)
                               for l, shape in enumerate(mask_shapes(spec, widths))])
             generator.tasks.append(layers)
