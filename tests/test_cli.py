@@ -172,6 +172,23 @@ def test_variant_of_an_existing_memory_cannot_change(learned, tiny_npz):
     assert_clear_error(result, "is dgmw; drop the variant dgma")
 
 
+def test_a_residual_memory_with_class_norms_is_made_shown_and_kept(tmp_path, tiny_npz):
+    memory = tmp_path / "r"
+    result = run("learn-task", memory, "--data", f"npz:{tiny_npz}", "--classes", "0,1", "--arch", "resnet",
+                 "--class-norm", *TINY)
+    assert result.exit_code == 0, result.output
+    generator = Memory(memory).manifest()["generator"]
+    assert (generator["arch"], generator["class_norm"], generator["initial_widths"]) == ("resnet", True, [2, 2, 2])
+    assert "generator resnet DGMW" in run("info", memory).output and "class-conditional norms" in run(
+        "info", memory).output
+    assert_clear_error(run("learn-task", memory, "--data", f"npz:{tiny_npz}", "--classes", "2", "--arch", "dcgan",
+                           *TINY), "has a resnet generator with class-conditional BatchNorms")
+    assert_clear_error(run("learn-task", memory, "--data", f"npz:{tiny_npz}", "--classes", "2", "--solver-start",
+                           "critic", *TINY), "needs the DCGAN critic")
+    assert run("learn-task", memory, "--data", f"npz:{tiny_npz}", "--classes", "2", *TINY).exit_code == 0
+    assert Memory(memory).load()[0].spec.arch == "resnet"
+
+
 def test_corrupt_memory_is_named(learned, tmp_path):
     weights = learned / "versions" / "v0002" / "generator.safetensors"
     data = bytearray(weights.read_bytes())
