@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from genmem.artifact import (CARD_FILE, FORMAT, FORMAT_VERSION, SAMPLES_FILE, SOLVER_FILE, ClassInfo, ClassTable,
-                             decode_generator, encode_generator, encode_solver, model_card)
+from genmem.artifact import (CARD_FILE, FORMAT, SAMPLES_FILE, SOLVER_FILE, ClassInfo, ClassTable, decode_generator,
+                             encode_generator, encode_solver, format_version, model_card)
 from genmem.checkpoint import Checkpointing, task_key
 from genmem.config import SOLVER_MODES, TrainingConfig, check_settings, stored_solver_width
 from genmem.data import ImageSet, fit_images
@@ -212,7 +212,7 @@ class Memory:
         }
         return {
             "format": FORMAT,
-            "format_version": FORMAT_VERSION,
+            "format_version": format_version(spec),
             "version": version,
             "parent": parent,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -46,6 +46,7 @@ def test_learn_info_and_sample_end_to_end(tmp_path, learned):
         assert expected in info.output
     summary = json.loads(run("info", learned, "--json").output)
     assert [t["widths"] for t in summary["tasks"]][0] == [4, 2]
+    assert Memory(learned).manifest()["format_version"] == 2, "a DCGAN with plain norms stays readable by format 2"
     assert summary["storage_bytes"]["masks"] > 0
 
     grid = tmp_path / "grid.png"
@@ -177,8 +178,10 @@ def test_a_residual_memory_with_class_norms_is_made_shown_and_kept(tmp_path, tin
     result = run("learn-task", memory, "--data", f"npz:{tiny_npz}", "--classes", "0,1", "--arch", "resnet",
                  "--class-norm", *TINY)
     assert result.exit_code == 0, result.output
-    generator = Memory(memory).manifest()["generator"]
+    manifest = Memory(memory).manifest()
+    generator = manifest["generator"]
     assert (generator["arch"], generator["class_norm"], generator["initial_widths"]) == ("resnet", True, [2, 2, 2])
+    assert manifest["format_version"] == 3, "a reader of format 2 would rebuild it as a DCGAN"
     assert "generator resnet DGMW" in run("info", memory).output and "class-conditional norms" in run(
         "info", memory).output
     assert_clear_error(run("learn-task", memory, "--data", f"npz:{tiny_npz}", "--classes", "2", "--arch", "dcgan",
