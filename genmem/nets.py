@@ -205,11 +205,11 @@ class FrozenNorm:
 
     def __call__(self, x: torch.Tensor, classes: torch.Tensor | None) -> torch.Tensor:
         """The same operations as the module's eval-mode forward, so that float32 results are equal bit for bit."""
-        per_class = self.scale.dim() == 2
+        if self.scale.dim() == 1:
+            return F.batch_norm(x, self.mean, self.var, self.scale, self.shift, False, 0.0, self.eps)
         if self.mean is not None:
-            x = F.batch_norm(x, self.mean, self.var, None if per_class else self.scale,
-                             None if per_class else self.shift, False, 0.0, self.eps)
-        return x * self.scale[classes][:, :, None, None] + self.shift[classes][:, :, None, None] if per_class else x
+            x = F.batch_norm(x, self.mean, self.var, None, None, False, 0.0, self.eps)
+        return x * self.scale[classes][:, :, None, None] + self.shift[classes][:, :, None, None]
 
     def fold(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, "FrozenNorm | None"]:
         """Fold the statistics (and a shared scale and shift) into the transposed convolution [in, out, k, k] before
