@@ -11,9 +11,10 @@ from genmem.cli.bench_ablation import replay
 from genmem.cli.bench_avalanche import avalanche
 from genmem.cli.bench_scale import distributed, replicas
 from genmem.cli.bench_load import serve_load
+from genmem.cli.bench_page import page
 from genmem.cli.bench_privacy import privacy
 from genmem.cli.common import FiniteFloatRange, friendly_errors
-from genmem.cli.protocol import protocol
+from genmem.cli.bench_protocol import protocol
 
 
 @click.group()
@@ -83,3 +84,4 @@ bench.add_command(serve_load)
 bench.add_command(avalanche)
 bench.add_command(distributed)
 bench.add_command(replicas)
+bench.add_command(page)

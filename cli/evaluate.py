@@ -36,9 +36,10 @@ from genmem.config import MAX_CLASSIFIER_EPOCHS
 def evaluate(memory, source, data_dir, version, replay_classifier, epochs, min_confidence, plots, as_json, device):
     """Test MEMORY's stored task solvers on real test images: A_t, per-class accuracy, forgetting.
 
-    Every version stores the solver trained with it (the critic's class head
-    or, with solver_start "fresh", a new classifier, trained on the task's real
-    images and replay of earlier classes), so
+    Every version stores the solver trained with it (by default a fresh
+    classifier trained after the GAN on the task's real images and replay of
+    earlier classes; the critic's class head if the task was learned with
+    learn-task --solver-start critic), so
     evaluating needs no retraining: version t gives A_t, the unweighted mean of
     per-class accuracies over the classes it knows, and the per-class history
     gives forgetting (best earlier accuracy minus the last; negative when a

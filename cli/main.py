@@ -53,10 +53,10 @@ def main():
               help="Masks on weights (dgmw) or on units (dgma). Set by the first task; default dgmw.")
 @click.option("--arch", type=click.Choice(["dcgan", "resnet"]),
               help="Generator architecture: the DCGAN (default) or residual stages, the paper's CIFAR-10 family, "
-                   "with a residual critic (docs/ALGORITHM.md §13). Set by the first task.")
+                   "with a residual critic (docs/ALGORITHM.md §15). Set by the first task.")
 @click.option("--class-norm", is_flag=True, default=None,
               help="Class-conditional BatchNorms in the generator: each task's scale and shift per class "
-                   "(docs/ALGORITHM.md §14). Set by the first task.")
+                   "(docs/ALGORITHM.md §16). Set by the first task.")
 @click.option("--epochs", type=click.IntRange(1, MAX_EPOCHS), help="Epochs over the task's images (default: the "
                                                                     "paper's: 101 MNIST, 151 SVHN, 251 CIFAR-10).")
 @click.option("--batch-size", type=click.IntRange(2, MAX_BATCH_SIZE),

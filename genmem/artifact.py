@@ -123,8 +123,8 @@ def _solver_network(kind: type, weights: dict[str, torch.Tensor], manifest: dict
 
 
 def spec_from_manifest(manifest: dict) -> GeneratorSpec:
-    """The generator's spec; manifests written before the residual generator (§13) have no `arch` (a DCGAN) and
-    none before class-conditional norms (§14) `class_norm` (off)."""
+    """The generator's spec; manifests written before the residual generator (§15) have no `arch` (a DCGAN) and
+    none before class-conditional norms (§16) `class_norm` (off)."""
     g = manifest["generator"]
     return GeneratorSpec(g["variant"], g["channels"], g["image_size"], g["noise_dim"], tuple(g["initial_widths"]),
                          g.get("arch", "dcgan"), bool(g.get("class_norm", False)))

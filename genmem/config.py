@@ -60,7 +60,9 @@ class TrainingConfig:
     dp_delta: float = 1e-5
     dp_max_grad_norm: float = 1.0  # per-example gradient clipping norm of DP-SGD
     dp_weight_clip: float = 0.01  # the DP critic's weights are clipped to [-c, c] (it has no gradient penalty)
-    recalibration_batches: int = 16  # batches that re-estimate the generator's BatchNorm statistics after the GAN
+    # Batches that re-estimate the generator's BatchNorm statistics under its binary masks after the GAN;
+    # 0 keeps the running statistics training left (the paper's code), which saw soft masks.
+    recalibration_batches: int = 16
     gan_images_per_class: int | None = None  # the GAN trains on the first N images of each class; None: all
     average_decay: float | None = 0.99  # sample from an EMA of the task's free entries (genmem.ema); None: off
     critic_augment: str = ""  # DiffAugment policy for the critic, e.g. "translation,cutout" (genmem.augment)
@@ -104,9 +106,9 @@ def check_settings(config: TrainingConfig, processes: int = 1, checkpoints: bool
     if not 2 <= config.batch_size <= MAX_BATCH_SIZE:
         raise InvalidSetting(f"batch size {config.batch_size} is out of range: give 2 to {MAX_BATCH_SIZE:,} images "
                              f"per step (the paper's is 64)")
-    if config.recalibration_batches < 1:
-        raise InvalidSetting(f"recalibration batches {config.recalibration_batches} are out of range: give 1 or "
-                             f"more (the generator's BatchNorm statistics are re-estimated under its binary masks)")
+    if config.recalibration_batches < 0:
+        raise InvalidSetting(f"recalibration batches {config.recalibration_batches} are out of range: give 0 (keep "
+                             f"the statistics training left) or more (re-estimate them under the binary masks)")
     if config.gp_every < 1:
         raise InvalidSetting(f"gp_every {config.gp_every} is out of range: give 1 (every critic step) or more")
     if config.average_decay is not None and not 0 < config.average_decay < 1:

@@ -241,7 +241,8 @@ def _finish_generator(generator: Generator, task: int, embeddings: list[nn.Param
     if average is not None:
         average.apply()
     generator.tasks[task].set_masks([plasticity.binarise(e) for e in embeddings])
-    recalibrate_norms(generator, task, rng, config.recalibration_batches, config.batch_size)
+    if config.recalibration_batches > 0:
+        recalibrate_norms(generator, task, rng, config.recalibration_batches, config.batch_size)
     generator.eval()
 
 

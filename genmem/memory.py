@@ -98,7 +98,7 @@ class Memory:
         with DP. A checkpoint of this very task is continued from whether or
         not this is set. `arch` (dcgan, the default, or resnet) and
         `class_norm` (class-conditional BatchNorms, default off) are set by the
-        first task, as `variant` is (docs/ALGORITHM.md §13, §14).
+        first task, as `variant` is (docs/ALGORITHM.md §15, §16).
         """
         lock = contextlib.nullcontext(writer) if writer is not None else version_writer(self.store, parallel)
         with lock as writer:

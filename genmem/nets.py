@@ -1,4 +1,4 @@
-"""The masked, growing conditional generator and the critic (docs/ALGORITHM.md §2, §13, §14).
+"""The masked, growing conditional generator and the critic (docs/ALGORITHM.md §2, §15, §16).
 
 The generator is a chain of unit groups (output channels) written by masked
 layers, transposed convolutions whose weights [in, out, k, k] every task
@@ -73,7 +73,7 @@ class GeneratorSpec:
     """The architecture a memory is created with; widths are the unit groups' initial ones, before any growth.
 
     arch: the family (`dcgan` or `resnet`); class_norm: whether every task's BatchNorms pick their scale and
-    shift by the class (§14).
+    shift by the class (§16).
     """
 
     variant: str
@@ -244,7 +244,7 @@ class TaskNorm(nn.BatchNorm2d):
 
 
 class ClassNorm(TaskNorm):
-    """Class-conditional BatchNorm (§14): statistics over the whole batch, then a scale and shift per class of the
+    """Class-conditional BatchNorm (§16): statistics over the whole batch, then a scale and shift per class of the
     task, [classes, width], chosen by each image's class within the task."""
 
     def __init__(self, width: int, num_classes: int):

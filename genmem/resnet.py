@@ -1,4 +1,4 @@
-"""The residual generator and critic, the paper's CIFAR-10 family (docs/ALGORITHM.md §13).
+"""The residual generator and critic, the paper's CIFAR-10 family (docs/ALGORITHM.md §15).
 
 The generator is a chain of unit groups, as the DCGAN's, but every group after
 the first is a residual stage of three masked layers that all write its units:

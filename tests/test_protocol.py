@@ -1,18 +1,24 @@
 """The protocol runner and its command on a tiny profile: every method after every task, and its outputs."""
 
 import json
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 from PIL import Image
 from tiny import tiny_set
 
-from genmem.benchmarks.protocol import (DEFAULT_METHODS, PROFILES, describe_data, markdown_table, profile_for,
-                                        run_protocol, run_title)
+from genmem.benchmarks.charts import method_label
+from genmem.benchmarks.methods import DEFAULT_METHODS, REGISTRY
+from genmem.benchmarks.profiles import PROFILES, Profile, profile_for
+from genmem.benchmarks.protocol import run_protocol
+from genmem.benchmarks.results import describe_data, markdown_table, run_title
 from genmem.cli.main import main
+from genmem.errors import GenmemError, InvalidSetting
 from genmem.memory import Memory
-from genmem.presets import paper_config
+from genmem.presets import RECIPES, base_width_for, paper_config
+from genmem.solver import phase_steps
 
 
 def test_run_produces_every_method_after_every_task(tmp_path):
@@ -180,8 +186,6 @@ def test_runs_of_both_variants_combine_into_one_table_and_plot(tmp_path):
 
 
 def test_the_stored_solvers_legend_says_when_it_was_trained_on_replay():
-    from genmem.benchmarks.charts import method_label
-
     run = {"variant": "dgmw", "gan_config": {"solver": "real"}}
     assert method_label("dgm-solver", run) == "DGM stored solver"
     replay = run | {"gan_config": {"solver": "replay"}}
@@ -189,3 +193,78 @@ def test_the_stored_solvers_legend_says_when_it_was_trained_on_replay():
     assert method_label("dgma-solver", replay) == "DGMa stored solver, trained on replay"
     assert method_label("dgm-replay", replay) == "classifier + DGM replay"
     assert method_label("joint", replay) == "joint training (upper bound)"
+
+
+def test_a_new_method_takes_one_module_and_one_registry_line_and_resumes(tmp_path, monkeypatch):
+    import nearest_mean_method
+
+    monkeypatch.setitem(REGISTRY, "nearest-mean", "nearest_mean_method:NearestMean")  # the one line
+    train, test = tiny_set(labels=(0, 1, 2)), tiny_set(labels=(0, 1, 2), per_class=8)
+
+    def run(out, **kwargs):
+        return run_protocol(train, test, "mnist", "dgmw", PROFILES["smoke"], tmp_path / out, progress=False,
+                            methods=("nearest-mean", "joint"), **kwargs)
+
+    whole = run("whole")
+    assert whole["methods"] == ["joint", "nearest-mean"], "registered after the others, so tabled after them"
+    assert whole["accuracy"]["nearest-mean"] == [100.0] * 3, "the tiny classes' bars are apart"
+    assert [sorted(map(int, step)) for step in whole["per_class"]["nearest-mean"]] == [[0], [0, 1], [0, 1, 2]]
+    assert whole["confusion"]["nearest-mean"] == [[8, 0, 0], [0, 8, 0], [0, 0, 8]]
+    assert "| nearest-mean | 100.00 |" in markdown_table(whole)
+    assert method_label("nearest-mean", whole) == nearest_mean_method.NearestMean.label
+
+    real_score = nearest_mean_method.NearestMean.score
+
+    def killed_in_the_last_task(self, task):
+        if task.index == 2:
+            raise RuntimeError("killed")
+        return real_score(self, task)
+
+    monkeypatch.setattr(nearest_mean_method.NearestMean, "score", killed_in_the_last_task)
+    with pytest.raises(RuntimeError, match="killed"):
+        run("killed")
+    monkeypatch.setattr(nearest_mean_method.NearestMean, "score", real_score)
+    resumed = run("killed", resume=True)
+    assert {k: v for k, v in resumed.items() if k != "seconds"} == {k: v for k, v in whole.items() if k != "seconds"}
+
+
+def test_paper_exact_runs_the_papers_gan_and_solver_with_every_addition_off():
+    for recipe in RECIPES:
+        profile = profile_for("paper-exact", recipe)
+        config = profile.training_config(recipe, "dgmw")
+        assert config.average_decay is None and config.gp_every == 1 and config.betas == (0.5, 0.999)
+        assert (config.solver_start, config.solver_epochs, config.solver_steps) == ("critic", None, 0)
+        assert phase_steps(config, 50_000) == 0, "the stored solver is the critic's class head as the GAN left it"
+        assert config.solver_augment == "" and config.class_loss_weight == 0, "as the official MNIST and SVHN code"
+        assert config.recalibration_batches == 0, "BatchNorm statistics as training left them"
+        assert (config.epochs, config.lr, config.critic_width) == tuple(RECIPES[recipe][k] for k in
+                                                                      ("epochs", "lr", "critic_width"))
+        assert profile.images_per_class is None and profile.base_width("dgmw", recipe) == base_width_for(recipe)
+        recorded = json.loads(json.dumps(asdict(profile)))
+        assert recorded["gan_overrides"]["betas"] == [0.5, 0.999] and Profile.from_record(recorded) == profile
+    with pytest.raises(InvalidSetting, match="warmup"):
+        replace(PROFILES["smoke"], gan_overrides={"warmup": 3})
+
+
+def test_paper_exacts_overrides_reach_training_are_recorded_and_resume(tmp_path):
+    overrides = PROFILES["paper-exact"].gan_overrides
+    profile = replace(PROFILES["smoke"], gan_overrides=overrides)  # the paper's method on the smoke budget
+    data, test = tiny_set(labels=(0, 1)), tiny_set(labels=(0, 1), per_class=8)
+    results = run_protocol(data, test, "mnist", "dgmw", profile, tmp_path / "run", methods=("dgm-solver", "dgr"),
+                           num_tasks=1, progress=False)
+    trained = Memory(tmp_path / "run" / "memory").manifest()["tasks"][-1]["training"]
+    assert {k: trained[k] for k in overrides} == {**overrides, "betas": [0.5, 0.999]}
+    assert results["profile"]["gan_overrides"]["average_decay"] is None and results["gan_config"]["gp_every"] == 1
+    assert results["gan_config"]["solver_epochs"] is None, "None reaches the config (paper_config would drop it)"
+    again = run_protocol(data, test, "mnist", "dgmw", profile, tmp_path / "run", methods=("dgm-solver", "dgr"),
+                         num_tasks=1, progress=False, resume=True)
+    assert again["accuracy"] == results["accuracy"]
+    with pytest.raises(GenmemError, match="started with other profile"):
+        run_protocol(data, test, "mnist", "dgmw", PROFILES["smoke"], tmp_path / "run", methods=("dgm-solver", "dgr"),
+                     num_tasks=1, progress=False, resume=True)
+
+
+def test_the_commands_profiles_are_the_librarys():
+    result = CliRunner().invoke(main, ["bench", "protocol", "--help"], terminal_width=200)
+    assert result.exit_code == 0
+    assert f"[{'|'.join(PROFILES)}]" in result.output.replace("\n", "").replace(" ", "")

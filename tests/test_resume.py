@@ -6,8 +6,9 @@ from dataclasses import replace
 
 import pytest
 
-from genmem.benchmarks import protocol
-from genmem.benchmarks.protocol import METHODS, PROFILES, RUN_TIME_FIELDS, run_protocol
+from genmem.benchmarks.methods import METHODS, base
+from genmem.benchmarks.profiles import PROFILES
+from genmem.benchmarks.protocol import RUN_TIME_FIELDS, run_protocol
 from genmem.checkpoint import Checkpointing
 from genmem.errors import GenmemError
 from genmem.memory import Memory
@@ -34,21 +35,21 @@ def outcome(out) -> dict:
 def test_a_run_killed_in_its_second_task_resumes_to_the_results_of_an_uninterrupted_run(tmp_path, monkeypatch):
     run(tmp_path / "whole")
 
-    real_classifier = protocol.replay_classifier
+    real_classifier = base.replay_classifier
 
-    def dies_in_the_second_task(source, real_images, seen, *args, **kwargs):
-        if len(seen) == 2:  # after task 1's generators were learned, before its results
+    def dies_in_the_second_task(source, task, *args, **kwargs):
+        if task.index == 1:  # after task 1's generators were learned, before its results
             raise Killed
-        return real_classifier(source, real_images, seen, *args, **kwargs)
+        return real_classifier(source, task, *args, **kwargs)
 
-    monkeypatch.setattr(protocol, "replay_classifier", dies_in_the_second_task)
+    monkeypatch.setattr(base, "replay_classifier", dies_in_the_second_task)
     with pytest.raises(Killed):
         run(tmp_path / "killed")
     written = json.loads((tmp_path / "killed" / "results.json").read_text())
     assert all(len(curve) == 1 for curve in written["accuracy"].values()), "results are written after every task"
     assert len(Memory(tmp_path / "killed" / "memory").versions()) == 2
 
-    monkeypatch.setattr(protocol, "replay_classifier", real_classifier)
+    monkeypatch.setattr(base, "replay_classifier", real_classifier)
     with pytest.raises(GenmemError, match="already holds a protocol run"):
         run(tmp_path / "killed")
     run(tmp_path / "killed", resume=True)

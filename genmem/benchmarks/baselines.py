@@ -82,9 +82,6 @@ class Baseline:
     ewc_weight: float = 0.0  # EWC's penalty on moving weights that earlier tasks needed
 
 
-BASELINES = {"dgr": Baseline(), "mergan": Baseline(alignment_weight=ALIGNMENT_WEIGHT),
-             "ewc": Baseline(replay=False, ewc_weight=EWC_WEIGHT)}  # by genmem.benchmarks.methods's names
-
 
 class PlainGenerator(nn.Module):
     """A conditional DCGAN generator for a fixed set of classes: DGM's layers without masks, growth or tasks."""
@@ -159,6 +156,92 @@ def _frozen_copy(generator: PlainGenerator) -> PlainGenerator:
     return previous
 
 
+class BaselineSteps:
+    """One task's GAN training of a baseline generator: a fresh critic and optimisers, and what keeps the old
+    classes (replay drawn before training, the frozen previous generator, EWC's anchor and Fisher information)."""
+
+    def __init__(self, generator: PlainGenerator, data: torch.Tensor, task: int, config: TrainingConfig,
+                 baseline: Baseline, fisher: dict[str, torch.Tensor] | None, rng: torch.Generator):
+        device = data.device
+        self.generator, self.task, self.config, self.baseline, self.fisher, self.rng = (generator, task, config,
+                                                                                        baseline, fisher, rng)
+        self.previous = _frozen_copy(generator) if task > 0 and baseline.alignment_weight > 0 else None
+        self.replay = (torch.stack([to_unit_range(generate(generator, c, len(data), config.seed))
+                                    for c in range(task)]).to(device)
+                       if task > 0 and baseline.replay else None)  # [task, n, C, H, W], drawn before training
+        self.anchor = {name: p.detach().clone() for name, p in generator.named_parameters()}
+        self.critic = Discriminator(data.shape[1], data.shape[2], task + 1, config.critic_width).to(device)
+        dcgan_init_(self.critic, rng)
+        self.opt_g = torch.optim.Adam(generator.parameters(), lr=config.lr, betas=config.betas)
+        self.opt_d = torch.optim.Adam(self.critic.parameters(), lr=config.lr, betas=config.betas)
+        self.average = (ParameterAverage(list(generator.parameters()), config.average_decay) if config.average_decay
+                        else None)
+
+    def batch(self, real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The task's real images with their classes, and as many replayed images of old classes (DGR, MeRGAN)."""
+        cls = torch.full((len(real),), self.task, device=real.device)
+        if self.replay is None:
+            return real, cls
+        old = torch.randint(self.task, (len(real),), generator=self.rng, device=real.device)
+        pick = torch.randint(self.replay.shape[1], (len(real),), generator=self.rng, device=real.device)
+        return torch.cat([real, self.replay[old, pick]]), torch.cat([cls, old])
+
+    def critic_step(self, real: torch.Tensor, cls: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Real (and replayed) against generated, gradient norm near 1, classes of the real batch."""
+        self.critic.requires_grad_(True)
+        noise = torch.randn(len(real), self.generator.noise_dim, generator=self.rng, device=real.device)
+        with torch.no_grad():
+            fake = self.generator(noise, cls)
+        loss, wasserstein, logits_real = critic_loss(self.critic, real, fake, step, self.config, self.rng)
+        if self.task > 0:
+            loss = loss + balanced_cross_entropy(logits_real, cls)
+        self.opt_d.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_d.step()
+        return loss, wasserstein
+
+    def generator_step(self, cls: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fool the critic, produce the asked class, and (MeRGAN) stay where the old generator was, (EWC) keep the
+        weights old tasks need."""
+        self.critic.requires_grad_(False)
+        noise = torch.randn(len(cls), self.generator.noise_dim, generator=self.rng, device=cls.device)
+        fake = self.generator(noise, cls)
+        score_fake, logits_fake = self.critic(fake)
+        loss = -score_fake.mean()
+        if self.task > 0:
+            loss = loss + self.config.class_loss_weight * F.cross_entropy(logits_fake, cls)
+        aligned = torch.zeros((), device=cls.device)
+        if self.previous is not None:
+            old_rows = cls < self.task
+            with torch.no_grad():
+                reference = self.previous(noise, cls)
+            aligned = alignment_loss(fake[old_rows], reference[old_rows])
+            loss = loss + self.baseline.alignment_weight * aligned
+        if self.fisher is not None and self.baseline.ewc_weight > 0:
+            loss = loss + self.baseline.ewc_weight / 2 * ewc_penalty(self.generator, self.fisher, self.anchor)
+        self.opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_g.step()
+        if self.average is not None:
+            self.average.update()
+        return loss, aligned
+
+    def finish(self) -> dict[str, torch.Tensor] | None:
+        """Leave the generator as it samples (averaged, statistics re-estimated, eval mode); for EWC, return the
+        Fisher information summed over the tasks including this one."""
+        if self.average is not None:
+            self.average.apply()
+        if self.average is not None and self.config.recalibration_batches > 0:  # 0: the statistics training left
+            recalibrate_norms(self.generator, self.task + 1, self.rng, self.config.recalibration_batches,
+                              self.config.batch_size)
+        self.generator.eval()
+        if self.baseline.ewc_weight <= 0:
+            return None
+        mine = generator_fisher(self.generator, self.critic, self.task,
+                                torch.Generator(self.rng.device).manual_seed(self.config.seed))
+        return mine if self.fisher is None else {name: self.fisher[name] + mine[name] for name in mine}
+
+
 @torch.enable_grad()
 def learn_baseline_task(generator: PlainGenerator, images: torch.Tensor, task: int, config: TrainingConfig,
                         baseline: Baseline = Baseline(), fisher: dict[str, torch.Tensor] | None = None,
@@ -175,82 +258,27 @@ def learn_baseline_task(generator: PlainGenerator, images: torch.Tensor, task: i
     generator.to(device)
     rng = torch.Generator(device).manual_seed(config.seed)
     data = to_unit_range(images).to(device)
-    n = len(data)
-    previous = _frozen_copy(generator) if task > 0 and baseline.alignment_weight > 0 else None
-    replay = (torch.stack([to_unit_range(generate(generator, c, n, config.seed)) for c in range(task)]).to(device)
-              if task > 0 and baseline.replay else None)  # [task, n, C, H, W], drawn before training
-    anchor = {name: p.detach().clone() for name, p in generator.named_parameters()}
-    consolidate = fisher is not None and baseline.ewc_weight > 0
-    critic = Discriminator(data.shape[1], data.shape[2], task + 1, config.critic_width).to(device)
-    dcgan_init_(critic, rng)
-    opt_g = torch.optim.Adam(generator.parameters(), lr=config.lr, betas=config.betas)
-    opt_d = torch.optim.Adam(critic.parameters(), lr=config.lr, betas=config.betas)
-    batches_per_epoch = -(-n // config.batch_size)
+    steps = BaselineSteps(generator, data, task, config, baseline, fisher, rng)
+    batches_per_epoch = -(-len(data) // config.batch_size)
     bar = tqdm(total=config.epochs * batches_per_epoch, desc=f"{desc} task {task}", unit="it", disable=not progress,
                dynamic_ncols=True, leave=True)
-    average = ParameterAverage(list(generator.parameters()), config.average_decay) if config.average_decay else None
     generator.train()
     losses: dict[str, float] = {}
     step = 0
     for _ in range(config.epochs):
-        order = torch.randperm(n, generator=rng, device=device)
-        for offset in range(0, n, config.batch_size):
-            real = data[order[offset: offset + config.batch_size]]
-            cls = torch.full((len(real),), task, device=device)
-            if replay is not None:
-                old = torch.randint(task, (len(real),), generator=rng, device=device)
-                pick = torch.randint(n, (len(real),), generator=rng, device=device)
-                real, cls = torch.cat([real, replay[old, pick]]), torch.cat([cls, old])
-
-            # Critic: real (and replayed) against generated, gradient norm near 1, classes of the real batch.
-            critic.requires_grad_(True)
-            noise = torch.randn(len(real), generator.noise_dim, generator=rng, device=device)
-            with torch.no_grad():
-                fake = generator(noise, cls)
-            loss_d, wasserstein, logits_real = critic_loss(critic, real, fake, step, config, rng)
-            if task > 0:
-                loss_d = loss_d + balanced_cross_entropy(logits_real, cls)
-            opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            opt_d.step()
-
-            # Generator: fool the critic, produce the asked class, and (MeRGAN) stay where the old one was.
-            critic.requires_grad_(False)
-            noise = torch.randn(len(real), generator.noise_dim, generator=rng, device=device)
-            fake = generator(noise, cls)
-            score_fake, logits_fake = critic(fake)
-            loss_g = -score_fake.mean()
-            if task > 0:
-                loss_g = loss_g + config.class_loss_weight * F.cross_entropy(logits_fake, cls)
-            aligned = torch.zeros((), device=device)
-            if previous is not None:
-                old_rows = cls < task
-                with torch.no_grad():
-                    reference = previous(noise, cls)
-                aligned = alignment_loss(fake[old_rows], reference[old_rows])
-                loss_g = loss_g + baseline.alignment_weight * aligned
-            if consolidate:
-                loss_g = loss_g + baseline.ewc_weight / 2 * ewc_penalty(generator, fisher, anchor)
-            opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
-            opt_g.step()
-            if average is not None:
-                average.update()
+        order = torch.randperm(len(data), generator=rng, device=device)
+        for offset in range(0, len(data), config.batch_size):
+            real, cls = steps.batch(data[order[offset: offset + config.batch_size]])
+            loss_d, wasserstein = steps.critic_step(real, cls, step)
+            loss_g, aligned = steps.generator_step(cls)
             step += 1
             bar.update(1)
         losses = {"critic": loss_d.item(), "generator": loss_g.item(), "wasserstein": wasserstein.item(),
                   "alignment": aligned.item()}
         bar.set_postfix(D=f"{losses['critic']:.3f}", G=f"{losses['generator']:.3f}")
     bar.close()
-    if average is not None:
-        average.apply()
-        recalibrate_norms(generator, task + 1, rng, config.recalibration_batches, config.batch_size)
-    generator.eval()
-    if baseline.ewc_weight > 0:
-        mine = generator_fisher(generator, critic, task, torch.Generator(device).manual_seed(config.seed))
-        fisher = mine if fisher is None else {name: fisher[name] + mine[name] for name in mine}
     return {"final_losses": losses, "iterations": config.epochs * batches_per_epoch,
-            "seconds": time.perf_counter() - started, "fisher": fisher if baseline.ewc_weight > 0 else None}
+            "seconds": time.perf_counter() - started, "fisher": steps.finish()}
 
 
 @torch.no_grad()

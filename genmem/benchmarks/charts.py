@@ -11,23 +11,22 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from genmem.benchmarks.protocol import dgm_variant, run_title  # noqa: E402
+from genmem.benchmarks.methods import REGISTRY, method_class  # noqa: E402
+from genmem.benchmarks.results import dgm_variant, run_title  # noqa: E402
 from genmem.plots import png_bytes  # noqa: E402
-
-LABELS = {"dgm-solver": "DGM stored solver", "dgm-replay": "classifier + DGM replay",
-          "dgr": "classifier + DGR replay", "mergan": "classifier + MeRGAN replay",
-          "ewc": "classifier + EWC-M replay",
-          "joint": "joint training (upper bound)", "finetune": "fine-tuning, no replay (lower bound)"}
 
 
 def method_label(method: str, results: dict) -> str:
-    """A method's legend entry; DGM's name its variant where runs of both are combined (dgma-replay), and the
-    stored solver says how it was trained unless it is the default `real` one."""
+    """A method's legend entry (its class's label; a name no method is registered under stands for itself);
+    DGM's name its variant where runs of both are combined (dgma-replay), and the stored solver says how it was
+    trained unless it is the default `real` one."""
     variant = dgm_variant(method, results)
-    if variant is None or method in LABELS:
-        label = LABELS.get(method, method)
+    if method in REGISTRY:
+        label = method_class(method).label
+    elif variant:  # dgma-replay of combined runs: DGM's label, named by its variant
+        label = method_class(f"dgm-{method.partition('-')[2]}").label.replace("DGM", variant[:3].upper() + variant[3:])
     else:
-        label = LABELS[f"dgm-{method.partition('-')[2]}"].replace("DGM", variant[:3].upper() + variant[3:])
+        label = method
     mode = results.get("gan_config", {}).get("solver", "real")
     return f"{label}, trained on replay" if variant and method.endswith("-solver") and mode == "replay" else label
 

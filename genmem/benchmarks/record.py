@@ -1,12 +1,16 @@
-"""Recording a benchmark in BENCHMARKS.md: one section per benchmark, saying where, how and on what code it ran.
+"""Recording a benchmark: its headline figures as rows of BENCHMARKS.csv, its whole report as a dated section.
 
 A number without its machine, command and commit cannot be compared or
-reproduced, so every section carries them; recording again replaces the
-section and leaves the others as they are.
+reproduced, so every row and every section carries them. BENCHMARKS.csv holds
+one row per headline figure (the results page, BENCHMARKS.md, is generated
+from it: genmem.benchmarks.page); a rerun replaces the row of the same figure.
+`record_section` writes a run's full report into a file of the experiments
+log (docs/experiments/), replacing that section and leaving the others.
 """
 
 from __future__ import annotations
 
+import csv
 import os
 import re
 import subprocess
@@ -16,8 +20,13 @@ from pathlib import Path
 
 import torch
 
-HEADER = ("# Benchmarks\n\n"
+HEADER = ("# Experiments\n\n"
           "Each section records the device, the exact command, the date and the commit it was measured on.\n")
+# BENCHMARKS.csv: what was measured (data, tasks, method, profile, metric: value; joint training's figure in the
+# same run), how long it took, where, on what code, with which seeds, and the command that reproduces it.
+COLUMNS = ("data", "tasks", "method", "profile", "metric", "value", "joint", "seconds", "hardware", "commit", "seeds",
+           "command")
+KEY = ("data", "tasks", "method", "profile", "metric", "seeds")  # a row with the same key is the same figure
 
 
 def machine(device: torch.device) -> str:
@@ -97,3 +106,35 @@ def record_section(path: str | os.PathLike, title: str, body: str) -> None:
     else:
         text = text.rstrip("\n") + "\n\n" + section
     path.write_text(text)
+
+
+def read_rows(path: str | os.PathLike) -> list[dict[str, str]]:
+    """The rows of a BENCHMARKS.csv (none if it does not exist), as the strings it holds."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def record_rows(path: str | os.PathLike, rows: list[dict]) -> None:
+    """Write `rows` into the CSV at path, replacing any row of the same figure (KEY); the file is replaced whole,
+    so a run killed while writing leaves the previous file."""
+    new = [{column: _cell(row.get(column)) for column in COLUMNS} for row in rows]
+    fresh = {tuple(row[k] for k in KEY) for row in new}
+    kept = [row for row in read_rows(path) if tuple(row.get(k, "") for k in KEY) not in fresh]
+    path = Path(path)
+    partial = path.with_name(path.name + ".partial")
+    with partial.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(kept + new)
+    os.replace(partial, path)
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4f}".rstrip("0").rstrip(".")
+    return str(value)

@@ -9,9 +9,9 @@ from pathlib import Path
 import click
 
 from genmem.benchmarks.methods import DEFAULT_METHODS, METHODS
+from genmem.benchmarks.profiles import PROFILES
 from genmem.cli.common import AugmentPolicy, FiniteFloatRange, friendly_errors, run_options, split_classes
 from genmem.config import MAX_CLASSIFIER_EPOCHS, SOLVER_MODES
-from genmem.errors import DataError
 
 
 @click.command()
@@ -24,15 +24,17 @@ from genmem.errors import DataError
 @click.option("--methods", default=",".join(DEFAULT_METHODS), show_default=True, metavar="LIST",
               help=f"Comma-separated, from {', '.join(METHODS)}. dgr, mergan and ewc (EWC-M) train their "
                    "own generator with DGM's GAN budget; a dgr or mergan step holds twice DGM's batch.")
-@click.option("--profile", type=click.Choice(["quick", "paper", "smoke"]), default="quick", show_default=True,
+@click.option("--profile", type=click.Choice(list(PROFILES)), default="quick", show_default=True,
               help="quick: for 2 CPU cores, the GAN on 1000 images per class for 40 epochs per task (DGMa 38), the "
                    "classifiers (the stored solver a fresh one) on every real image for 2 epochs, shifted by up to 4 "
                    "pixels, critic and classifiers 16 wide (costs in BENCHMARKS.md); on CIFAR-10 the GAN on "
-                   "5000 images per class for 30 epochs at learning rate 1e-3 and the classifiers also cut out (90 "
-                   "minutes); "
+                   "5000 images per class for 30 epochs at learning rate 1e-3 and the classifiers also cut out "
+                   "(DGMw's stored solver and replay classifier in 31 minutes at base width 10); "
                    "paper: the paper's budgets on all data, for a GPU (the stored solver a fresh one, 5 shifted "
-                   "passes; on CIFAR-10 every classifier also shifted and cut out); smoke: seconds, checks the "
-                   "pipeline only.")
+                   "passes; on CIFAR-10 every classifier also shifted and cut out); paper-exact: the paper's method "
+                   "as published on its budgets, every genmem addition to the GAN and solver off (the critic's class "
+                   "head as the stored solver, no moving average, no class loss on generated images as in the "
+                   "official MNIST and SVHN code); smoke: seconds, checks the pipeline only.")
 @click.option("--images-per-class", type=click.IntRange(1), help="Override the real images per class the GAN "
                                                                      "trains on (to fit a budget, e.g. CIFAR-10 on a "
                                                                      "CPU); the classifiers still use all.")
@@ -106,9 +108,9 @@ def protocol(ctx, source, test_data, data_dir, variant, methods, profile, images
       genmem bench protocol --resume runs/mnist-baselines
       genmem bench protocol --combine runs/mnist-baselines --combine runs/mnist-dgma --out runs/mnist-table
     """
-    from genmem.benchmarks.protocol import Profile, describe_data, profile_for, run_protocol, saved_run
+    from genmem.benchmarks.protocol import load_run_data, profile_for, resume_protocol, run_protocol
     from genmem.benchmarks.record import CpuWatch, machine, provenance
-    from genmem.data import load_source
+    from genmem.benchmarks.results import describe_data
     from genmem.device import resolve_device
     from genmem.presets import recipe_for
 
@@ -120,33 +122,28 @@ def protocol(ctx, source, test_data, data_dir, variant, methods, profile, images
         return combined_report(combine, out, record)
     if (out is None) == (resume is None):
         raise click.UsageError("give --out NEW_FOLDER for a new run, or --resume OUT to continue one")
-    if resume is not None:
-        fixed = given_options(ctx, exclude=("resume", "data_dir", "device", "record", "quiet", "checkpoint_every"))
-        if fixed:
-            raise click.UsageError(f"--resume continues a run with the options it was started with; drop "
-                                   f"{', '.join(fixed)}")
-        saved = saved_run(resume)
-        source, test_data = saved["data"]["source"], saved["data"]["test_source"]
-        variant, seed, methods = saved["variant"], saved["seed"], ",".join(saved["methods"])
-        base_width, solver_mode = saved.get("base_width"), saved["gan_config"].get("solver", "real")
-        budget, tasks, out = Profile(**saved["profile"]), len(saved["classes"]), resume
+    fixed = given_options(ctx, exclude=("resume", "data_dir", "device", "record", "quiet", "checkpoint_every"))
+    if resume is not None and fixed:
+        raise click.UsageError(f"--resume continues a run with the options it was started with; drop "
+                               f"{', '.join(fixed)}")
     target = resolve_device(device)
     command = "genmem " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     where = provenance([machine(target)], command)  # now: the code that runs, not the tree at the end
-    if test_data is None and source.partition(":")[0] in ("folder", "npz"):
-        raise DataError(f"{source} has no test split; pass --test-data")
-    train = load_source(source, data_dir, train=True)
-    test = load_source(test_data or source, data_dir, train=test_data is not None)
-    recipe = recipe_for(source, train.images.shape[1])
-    if resume is None:
+    watch = CpuWatch()
+    if resume is not None:
+        out = resume
+        results = resume_protocol(resume, data_dir, device=target, progress=not quiet,
+                                  checkpoint_every=checkpoint_every)
+    else:
+        train, test = load_run_data(source, test_data, data_dir)
+        recipe = recipe_for(source, train.images.shape[1])
         budget = profile_for(profile, recipe).with_budget(images_per_class, gan_epochs, augment, classifier_epochs,
                                                           classifier_width)
-    watch = CpuWatch()
-    results = run_protocol(train, test, recipe, variant, budget, out, device=target, seed=seed, num_tasks=tasks,
-                           progress=not quiet, methods=split_classes(methods), data=describe_data(source, test_data),
-                           resume=resume is not None, base_width=base_width, solver=solver_mode,
-                           checkpoint_every=checkpoint_every)
-    report(results, out, budget.name, where, watch.others_share(), record)
+        results = run_protocol(train, test, recipe, variant, budget, out, device=target, seed=seed, num_tasks=tasks,
+                               progress=not quiet, methods=split_classes(methods),
+                               data=describe_data(source, test_data), base_width=base_width, solver=solver_mode,
+                               checkpoint_every=checkpoint_every)
+    report(results, out, where, watch.others_share(), record)
 
 
 def given_options(ctx: click.Context, exclude: tuple[str, ...]) -> list[str]:
@@ -155,11 +152,11 @@ def given_options(ctx: click.Context, exclude: tuple[str, ...]) -> list[str]:
             and ctx.get_parameter_source(p.name) == click.core.ParameterSource.COMMANDLINE]
 
 
-def report(results: dict, out: Path, profile_name: str, where: str, busy: float | None, record: Path | None) -> None:
+def report(results: dict, out: Path, where: str, busy: float | None, record: Path | None) -> None:
     """Plots into out, the table to the terminal, and with `record` a section of that file."""
     from genmem.benchmarks.charts import accuracy_plot
-    from genmem.benchmarks.protocol import growth_table, markdown_table, run_title
     from genmem.benchmarks.record import record_section
+    from genmem.benchmarks.results import growth_table, markdown_table, run_title
     from genmem.plots import confusion_plot, growth_plot
 
     (out / "accuracy.png").write_bytes(accuracy_plot(results))
@@ -185,14 +182,15 @@ def report(results: dict, out: Path, profile_name: str, where: str, busy: float 
         if "baselines" in results:
             parts.append(f"Baselines' generator: {results['baselines']['parameters']:,} parameters, fixed.")
         parts.append(f"Time: {timing}. Plots: {', '.join(plots)}.")
-        record_section(record, f"{run_title(results)}, {profile_name} profile", "\n\n".join(parts))
+        record_section(record, f"{run_title(results)}, {results['profile']['name']} profile", "\n\n".join(parts))
 
 
 def combined_report(runs: tuple[Path, ...], out: Path | None, record: Path | None) -> None:
     """One table and one A_t plot from several finished runs."""
     from genmem.benchmarks.charts import accuracy_plot
-    from genmem.benchmarks.protocol import combine_runs, markdown_table, run_title, saved_run
+    from genmem.benchmarks.protocol import saved_run
     from genmem.benchmarks.record import provenance, record_section
+    from genmem.benchmarks.results import combine_runs, markdown_table, run_title
 
     if out is None:
         raise click.UsageError("--combine needs --out FOLDER for the combined plot")

@@ -1,0 +1,83 @@
+"""DGM's two figures: the solver stored with each version, and a fresh classifier on the memory's replay.
+
+Both test one memory (memory/ in the run's folder), learned once per task by
+whichever method asks first. The memory is its own state: a resumed run finds
+the versions a killed one wrote, and continues a task from its last
+checkpoint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from genmem.benchmarks.methods.base import IMAGE_SIZE, Method, Run, Task, replay_score
+from genmem.evaluate import Score, solver_score
+from genmem.memory import Memory
+from genmem.sampler import Sampler
+
+
+class DgmMemory:
+    """The run's memory: one version per task, written by Memory.learn_task."""
+
+    def __init__(self, run: Run):
+        self.run = run
+        self.memory = Memory(run.out_dir / "memory")
+        self.task: int | None = None  # the task the memory last learned
+        self.version: str | None = None
+        self.sampler: Sampler | None = None
+
+    def learn(self, task: Task) -> None:
+        """Learn the task into a new version, unless it is learned already (by this run, or a killed one)."""
+        if self.task == task.index:
+            return
+        run = self.run
+        with run.timed("gan"):
+            learned = self.memory.versions()
+            self.version = learned[task.index] if len(learned) > task.index else self.memory.learn_task(
+                run.data, task.classes, variant=run.variant, config=replace(run.gan, seed=run.seed + task.index),
+                device=run.device, image_size=IMAGE_SIZE,
+                base_width=run.profile.base_width(run.variant, run.recipe, run.base_width), progress=run.progress,
+                checkpoint_every=run.checkpoint_every)
+        self.task = task.index
+        self.sampler = self.memory.sampler(self.version, run.device)
+        run.write_samples("", self.sampler, task)
+
+    def facts(self) -> dict:
+        """The generator's growth per task, and the bytes of the last version's weights."""
+        manifest = self.memory.manifest(self.version)
+        return {"growth": [{k: t[k] for k in ("task", "widths", "capacity", "parameters")}
+                           for t in manifest["tasks"]],
+                "storage_bytes": {name: entry["bytes"] for name, entry in manifest["files"].items()
+                                  if name.endswith(".safetensors")}}  # the card's size varies with timings
+
+
+class DgmMethod(Method):
+    """A figure of the run's DGM memory."""
+
+    def __init__(self, name: str, run: Run):
+        super().__init__(name, run)
+        self.memory = run.shared(DgmMemory)
+
+    def learn(self, task: Task) -> None:
+        self.memory.learn(task)
+
+    def facts(self) -> dict:
+        return self.memory.facts()
+
+
+class StoredSolver(DgmMethod):
+    """dgm-solver: the solver stored with the version (genmem.solver; the profile says how it is trained)."""
+
+    label = "DGM stored solver"
+
+    def score(self, task: Task) -> Score:
+        return solver_score(self.memory.memory, self.run.test, self.memory.version, self.run.device)
+
+
+class DgmReplay(DgmMethod):
+    """dgm-replay: a fresh classifier on the task's real images plus DGM's replay of every earlier class."""
+
+    label = "classifier + DGM replay"
+
+    def score(self, task: Task) -> Score:
+        return replay_score(self.memory.sampler, task, self.run, self.name)

@@ -1,0 +1,43 @@
+"""finetune: one classifier trained on each task's real images in turn, with no replay: the lower bound.
+
+It has a single head over every class of the run from the start, and is
+tested with its choice restricted to the classes seen so far.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+
+from genmem.benchmarks.methods.base import IMAGE_SIZE, Method, Run, Task, load_module, save_module
+from genmem.classifier import output_targets, shuffled_batches, train_classifier
+from genmem.evaluate import Score, evaluate_model
+from genmem.nets import Classifier
+
+
+class Finetune(Method):
+    label = "fine-tuning, no replay (lower bound)"
+
+    def __init__(self, name: str, run: Run):
+        super().__init__(name, run)
+        self.model: Classifier | None = None  # none before the first task
+
+    def score(self, task: Task) -> Score:
+        run, config = self.run, task.config
+        outputs = {c: i for i, c in enumerate(run.classes)}
+        images, labels = run.images_of(task.classes)
+        batches = shuffled_batches(images, output_targets(labels, outputs), config.batch_size, config.seed)
+        self.model = train_classifier(batches, math.ceil(config.epochs * len(images) / config.batch_size),
+                                      len(run.classes), run.channels, IMAGE_SIZE, config, run.device,
+                                      model=self.model, progress=run.progress, desc="finetune classifier")
+        allowed = torch.arange(len(run.classes)) < len(task.seen)
+        return evaluate_model(self.model, run.classes, task.test_images, task.test_labels, run.device, allowed)
+
+    def save(self, state: Path) -> None:
+        save_module(self.model, state / f"{self.name}.safetensors")
+
+    def load(self, state: Path) -> None:
+        self.model = Classifier(self.run.channels, IMAGE_SIZE, len(self.run.classes), self.run.classifier.width)
+        load_module(self.model, state / f"{self.name}.safetensors")

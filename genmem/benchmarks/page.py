@@ -1,0 +1,125 @@
+"""The results page: BENCHMARKS.md's tables, generated from BENCHMARKS.csv so that readers and tools see one set
+of figures.
+
+BENCHMARKS.md is written by people around the tables; each table stands
+between `<!-- table: NAME -->` and `<!-- end table -->`, and `refresh_page`
+rewrites what is between them from the CSV (genmem.benchmarks.record). A
+figure measured on several seeds is shown as its mean with the range and the
+number of seeds; one seed says so.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from genmem.benchmarks.record import read_rows
+from genmem.errors import GenmemError
+
+# The paper's Table 1 (A10, %) per data set and method; its DGR and MeRGAN rows are the paper's citations of them,
+# scored by a classifier on generated images (not comparable to a replay-trained classifier on real test images).
+PAPER_A10 = {"mnist": {"dgmw": 96.46, "dgma": 97.92, "joint": 98.10},
+             "svhn": {"dgmw": 74.38, "dgma": 66.89, "joint": 84.82},
+             "cifar10": {"dgmw": 51.70, "dgma": 50.80, "joint": 64.20}}
+MARKER = re.compile(r"(<!-- table: (?P<name>[\w-]+) -->\n).*?(<!-- end table -->)", re.S)
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One figure over the seeds it was measured on: the rows of BENCHMARKS.csv that differ only in `seeds`."""
+
+    rows: list[dict[str, str]]
+
+    @property
+    def first(self) -> dict[str, str]:
+        return self.rows[0]
+
+    def values(self, column: str = "value") -> list[float]:
+        return [float(row[column]) for row in self.rows if row[column] != ""]
+
+    def shown(self, column: str = "value", digits: int = 2) -> str:
+        """The mean, and the range over seeds where there are several ('one seed' otherwise)."""
+        values = self.values(column)
+        if not values:
+            return "–"
+        mean = f"{statistics.fmean(values):,.{digits}f}"
+        if len(values) == 1:
+            return f"{mean} (one seed)"
+        return f"{mean} ({min(values):,.{digits}f} to {max(values):,.{digits}f}, {len(values)} seeds)"
+
+
+def figures(rows: list[dict[str, str]], keep: Callable[[dict[str, str]], bool]) -> list[Figure]:
+    """The figures among `rows` that `keep` selects, in the CSV's order of their first seed."""
+    grouped: dict[tuple, list[dict[str, str]]] = {}
+    for row in rows:
+        if keep(row):
+            grouped.setdefault(tuple(row[k] for k in ("data", "tasks", "method", "profile", "metric")), []).append(row)
+    return [Figure(group) for group in grouped.values()]
+
+
+def paper_a10(row: dict[str, str]) -> str:
+    """The paper's A10 beside a row of the same data set, protocol and DGM variant; '–' where it has none."""
+    if row["tasks"] != "10x1" or row["metric"] != "A10":
+        return "–"
+    key = "joint" if row["method"] == "joint" else row["method"].partition("-")[0]
+    figure = PAPER_A10.get(row["data"], {}).get(key)
+    return "–" if figure is None else f"{figure:.2f}"
+
+
+def markdown(header: list[str], lines: list[list[str]]) -> str:
+    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+                     + ["| " + " | ".join(line) + " |" for line in lines])
+
+
+def accuracy_table(rows: list[dict[str, str]]) -> str:
+    """Class-incremental accuracy of every method at its data set's last task, beside joint training and the paper."""
+    chosen = figures(rows, lambda r: r["metric"] in ("A10", "final") and "sampling" not in r["method"]
+                     and "-dp-" not in r["method"])
+    return markdown(["data", "tasks", "method", "profile", "accuracy at the end (%)", "joint, same run",
+                     "paper", "minutes", "hardware", "reproduce"],
+                    [[f.first["data"], f.first["tasks"], f.first["method"], f.first["profile"], f.shown(),
+                      f.shown("joint"), paper_a10(f.first), _minutes(f), f.first["hardware"],
+                      f"`{f.first['command']}`"] for f in chosen])
+
+
+def privacy_table(rows: list[dict[str, str]]) -> str:
+    chosen = figures(rows, lambda r: "-dp-" in r["method"])
+    return markdown(["data", "tasks", "method", "accuracy of a classifier on replay (%)", "minutes", "hardware",
+                     "reproduce"],
+                    [[f.first["data"], f.first["tasks"], f.first["method"], f.shown(), _minutes(f),
+                      f.first["hardware"], f"`{f.first['command']}`"] for f in chosen])
+
+
+def speed_table(rows: list[dict[str, str]]) -> str:
+    chosen = figures(rows, lambda r: r["metric"] == "images_per_s")
+    return markdown(["method", "images per request", "images per second", "hardware", "reproduce"],
+                    [[f.first["method"], f.first["profile"], f.shown(digits=0), f.first["hardware"],
+                      f"`{f.first['command']}`"] for f in chosen])
+
+
+TABLES: dict[str, Callable[[list[dict[str, str]]], str]] = {
+    "accuracy": accuracy_table, "privacy": privacy_table, "speed": speed_table}
+
+
+def refresh_page(page: str | os.PathLike, table_csv: str | os.PathLike) -> str:
+    """The page's text with every marked table regenerated from the CSV (the file is not written)."""
+    text = Path(page).read_text()
+    rows = read_rows(table_csv)
+
+    def regenerate(match: re.Match) -> str:
+        name = match["name"]
+        if name not in TABLES:
+            raise GenmemError(f"{page} marks a table {name!r} that genmem does not generate: use one of "
+                              f"{', '.join(TABLES)}")
+        return match.group(1) + TABLES[name](rows) + "\n" + match.group(3)
+
+    return MARKER.sub(regenerate, text)
+
+
+def _minutes(figure: Figure) -> str:
+    seconds = figure.values("seconds")
+    return f"{statistics.fmean(seconds) / 60:.1f}" if seconds else "–"

@@ -1,0 +1,132 @@
+"""A protocol run's results.json read back for people: its title, tables, the paper's figures beside it, and
+several runs combined into one table. Plots are in genmem.benchmarks.charts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from genmem.benchmarks.methods import REGISTRY, method_class
+from genmem.errors import GenmemError
+
+# The paper's Table 1 (A5, A10, %) per data set it measured; the authors selected models on real old-class
+# validation images. DGM's rows are per variant; DGR, MeRGAN and EWC-M are the paper's citations of them.
+PAPER = {"mnist": {"dgmw": (98.75, 96.46), "dgma": (99.17, 97.92), "dgr": (90.39, 85.40), "mergan": (98.19, 97.00),
+                   "ewc": (70.62, 77.03), "joint": (97.66, 98.10)},
+         "svhn": {"dgmw": (83.93, 74.38), "dgma": (81.07, 66.89), "dgr": (61.29, 47.28), "mergan": (80.90, 66.78),
+                  "ewc": (39.84, 33.02), "joint": (85.30, 84.82)},
+         "cifar10": {"dgmw": (64.94, 51.70), "dgma": (62.50, 50.80), "joint": (82.20, 64.20)}}
+CITED = ("dgr", "mergan", "ewc")  # the rows of Table 1 the paper took from MeRGAN's paper (Wu et al. 2018)
+CITED_NOTE = ("The paper's DGR, MeRGAN and EWC-M figures are its citations of MeRGAN's paper (Wu et al. 2018), "
+              "measured there with that paper's own classifier and metric; here each is a fresh classifier trained "
+              "on the generator's replay and tested on real images: not the same measurement.")
+DATA_NAMES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "svhn": "SVHN", "cifar10": "CIFAR-10",
+              "builtin": "builtin MNIST sample"}
+
+
+def describe_data(source: str, test_source: str | None = None) -> dict:
+    """The data set a run used, as results.json records it: its source specs, display name, and the paper's key.
+
+    `paper` is the data set's key in PAPER when the paper measured that data
+    set (MNIST, SVHN, CIFAR-10), else None: figures are compared only there.
+    """
+    kind, _, path = source.partition(":")
+    name = DATA_NAMES.get(kind) or (Path(path).name if path else source)
+    return {"source": source, "test_source": test_source, "name": name, "paper": kind if kind in PAPER else None}
+
+
+def method_title(method: str) -> str | None:
+    """How a run's title names a method beside DGM ("DGR"); None for DGM's own, the bounds and unknown names."""
+    return method_class(method).title if method in REGISTRY else None
+
+
+def run_title(results: dict, display: bool = False) -> str:
+    """What a run compared, on which data: 'Paper protocol: mnist DGMW vs DGR, MeRGAN' for a record's section
+    (the source's name, so that a rerun replaces its section); display=True: 'MNIST: DGMW vs DGR, MeRGAN'."""
+    data = results.get("data") or describe_data(results["recipe"])
+    kind = data["source"].partition(":")[0]
+    subject = data["name"] if display or kind in ("folder", "npz") else kind
+    methods = results.get("methods") or list(results["accuracy"])  # runs from before baselines have no list
+    width = f" (base width {results['base_width']})" if results.get("base_width") else ""
+    compared = [results["variant"].upper() + width] if any(dgm_variant(m, results) for m in methods) else []
+    others = [title for title in map(method_title, methods) if title]
+    what = " vs ".join(filter(None, [" ".join(compared), ", ".join(others)])) or "bounds"
+    return f"{subject}: {what}" if display else f"Paper protocol: {subject} {what}"
+
+
+def dgm_variant(method: str, results: dict) -> str | None:
+    """The DGM variant a method reports on (dgm-solver: the run's; dgma-replay in combined runs: dgma), else None."""
+    prefix, _, kind = method.partition("-")
+    if kind not in ("solver", "replay"):
+        return None
+    return results["variant"] if prefix == "dgm" else prefix
+
+
+def paper_figures(results: dict) -> dict[str, tuple[float, float]]:
+    """The paper's A5/A10 per method of a run, only where the paper measured the run's data set."""
+    paper = PAPER.get(results.get("data", {}).get("paper"), {})
+    keys = {method: dgm_variant(method, results) or method for method in results["accuracy"]}
+    return {method: paper[key] for method, key in keys.items() if key in paper}
+
+
+def combine_runs(runs: list[dict]) -> dict:
+    """One table's results from runs on the same data, classes, profile and seed (say DGMw with the baselines,
+    and DGMa): DGM's methods are named by their variant (dgmw-solver, dgma-replay); a method that several runs
+    hold (the bounds, a baseline) is taken from the first."""
+    first = runs[0]
+    for run in runs[1:]:
+        differs = [key for key in ("classes", "profile", "seed") if run.get(key) != first.get(key)]
+        if run.get("data", {}).get("source") != first.get("data", {}).get("source"):
+            differs.append("data")
+        if differs:
+            raise GenmemError(f"runs with other {', '.join(differs)} cannot share a table; combine runs of one "
+                              f"data set, profile and seed")
+    accuracy: dict[str, list[float]] = {}
+    for run in runs:
+        for method, curve in run["accuracy"].items():
+            variant = dgm_variant(method, run)
+            accuracy.setdefault(f"{variant}-{method.partition('-')[2]}" if variant else method, curve)
+    order = {m: i for i, m in enumerate(REGISTRY)}
+    ranked = sorted(accuracy, key=lambda m: order.get(m, order.get(f"dgm-{m.partition('-')[2]}")))  # stable
+    return {"recipe": first["recipe"], "variant": "+".join(dict.fromkeys(run["variant"] for run in runs)),
+            "methods": ranked, "data": first.get("data") or describe_data(first["recipe"]),
+            "profile": first["profile"], "seed": first["seed"], "classes": first["classes"],
+            "accuracy": {m: accuracy[m] for m in ranked}}
+
+
+def markdown_table(results: dict) -> str:
+    """A_t after 5 and 10 tasks (or whatever the run reached) per method, beside the paper's Table 1 where it
+    measured the data set."""
+    curves = results["accuracy"]
+    steps = len(next(iter(curves.values())))
+    points = [t for t in (5, 10) if t <= steps] or [steps]
+    if steps not in points:
+        points.append(steps)
+    paper = paper_figures(results)
+    head = "| method | " + " | ".join(f"A{t}" for t in points) + " |" + (" paper A5 | paper A10 |" if paper else "")
+    lines = [head, "|" + "---|" * (len(points) + 1 + 2 * bool(paper))]
+    for method, curve in curves.items():
+        row = f"| {method} | " + " | ".join(f"{curve[t - 1]:.2f}" for t in points) + " |"
+        if paper:
+            ref = paper.get(method)
+            row += f" {ref[0]:.2f} | {ref[1]:.2f} |" if ref else " – | – |"
+        lines.append(row)
+    if any(method in CITED for method in paper):
+        lines += ["", CITED_NOTE]
+    return "\n".join(lines)
+
+
+def growth_table(results: dict) -> str:
+    """Per task: widths, generator parameters (against a fixed 0.5 M replay GAN), and capacity summed over layers."""
+    unit = "units" if results["variant"] == "dgma" else "weights"
+    lines = [f"| task | widths | generator parameters | x fixed 0.5 M GAN | new {unit} | reused {unit} | "
+             f"free {unit} |", "|---|---|---|---|---|---|---|"]
+    for g in results["growth"]:
+        total = g["parameters"]["total"]
+        new, reused, free = (sum(layer[k] for layer in g["capacity"]) for k in ("new", "reused", "free"))
+        lines.append(f"| {g['task']} | {'/'.join(map(str, g['widths']))} | {total:,} | {total / 500_000:.2f} | "
+                     f"{new:,} | {reused:,} | {free:,} |")
+    sizes = results["storage_bytes"]
+    lines.append("")
+    lines.append(f"Last version on disk: weights {sizes['generator.safetensors'] / 1024:,.1f} KiB, bit-packed masks "
+                 f"{sizes['masks.safetensors'] / 1024:,.1f} KiB, solver {sizes['solver.safetensors'] / 1024:,.1f} KiB.")
+    return "\n".join(lines)

@@ -1,0 +1,55 @@
+"""BENCHMARKS.csv holds the figures; the results page's tables are generated from it and never disagree."""
+
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from genmem.benchmarks.page import refresh_page
+from genmem.benchmarks.record import COLUMNS, read_rows, record_rows
+from genmem.cli.main import main
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def row(seed: int, value: float, **changes) -> dict:
+    base = {"data": "mnist", "tasks": "10x1", "method": "dgmw-replay", "profile": "quick", "metric": "A10",
+            "value": value, "joint": 98.5, "seconds": 600.0, "hardware": "2 cores", "commit": "abc", "seeds": seed,
+            "command": "genmem bench protocol"}
+    return base | changes
+
+
+def test_a_rerun_replaces_its_row_and_keeps_the_others(tmp_path):
+    table = tmp_path / "BENCHMARKS.csv"
+    record_rows(table, [row(0, 97.0), row(1, 98.0)])
+    record_rows(table, [row(0, 97.5), row(0, 40.0, data="cifar10")])
+    rows = read_rows(table)
+    assert list(rows[0]) == list(COLUMNS)
+    assert [(r["data"], r["seeds"], r["value"]) for r in rows] == [("mnist", "1", "98"), ("mnist", "0", "97.5"),
+                                                                    ("cifar10", "0", "40")]
+
+
+def test_the_page_shows_a_figure_over_its_seeds_and_one_seed_as_such(tmp_path):
+    table, page = tmp_path / "BENCHMARKS.csv", tmp_path / "BENCHMARKS.md"
+    record_rows(table, [row(0, 97.0), row(1, 98.0), row(2, 99.0), row(0, 40.0, data="cifar10", joint="")])
+    page.write_text("# Results\n\nprose stays\n\n<!-- table: accuracy -->\nold\n<!-- end table -->\n\nmore prose\n")
+    text = refresh_page(page, table)
+    assert text.startswith("# Results\n\nprose stays\n\n<!-- table: accuracy -->\n| data |")
+    assert text.endswith("<!-- end table -->\n\nmore prose\n") and "old" not in text
+    assert "| mnist | 10x1 | dgmw-replay | quick | 98.00 (97.00 to 99.00, 3 seeds) | 98.50 (98.50 to 98.50, 3 seeds) " \
+           "| 96.46 |" in text
+    assert "| cifar10 | 10x1 | dgmw-replay | quick | 40.00 (one seed) | – | 51.70 |" in text
+
+
+def test_the_command_checks_and_writes_the_page(tmp_path):
+    table, page = tmp_path / "BENCHMARKS.csv", tmp_path / "BENCHMARKS.md"
+    record_rows(table, [row(0, 97.0)])
+    page.write_text("<!-- table: accuracy -->\n<!-- end table -->\n")
+    runner = CliRunner()
+    stale = runner.invoke(main, ["bench", "page", "--csv", str(table), "--page", str(page), "--check"])
+    assert stale.exit_code == 1 and "differ" in stale.output
+    assert runner.invoke(main, ["bench", "page", "--csv", str(table), "--page", str(page)]).exit_code == 0
+    assert runner.invoke(main, ["bench", "page", "--csv", str(table), "--page", str(page), "--check"]).exit_code == 0
+
+
+def test_the_results_page_of_this_repository_matches_its_csv():
+    assert refresh_page(REPO / "BENCHMARKS.md", REPO / "BENCHMARKS.csv") == (REPO / "BENCHMARKS.md").read_text()
