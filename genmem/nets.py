@@ -237,6 +237,10 @@ class TaskNorm(nn.BatchNorm2d):
     def scale_and_shift(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.weight, self.bias
 
+    def rescale(self, normalised: torch.Tensor, classes: torch.Tensor | None = None) -> torch.Tensor:
+        """Scale and shift already normalised activations (for genmem.distributed, which normalises itself)."""
+        return normalised * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+
     def frozen(self) -> FrozenNorm:
         scale, shift = self.scale_and_shift()
         return FrozenNorm(self.running_mean.detach().float(), self.running_var.detach().float(),
@@ -253,10 +257,13 @@ class ClassNorm(TaskNorm):
         self.shift = nn.Parameter(torch.zeros(num_classes, width))
 
     def forward(self, x: torch.Tensor, classes: torch.Tensor | None = None) -> torch.Tensor:
-        return super().forward(x) * self.scale[classes][:, :, None, None] + self.shift[classes][:, :, None, None]
+        return self.rescale(super().forward(x), classes)
 
     def scale_and_shift(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.scale, self.shift
+
+    def rescale(self, normalised: torch.Tensor, classes: torch.Tensor | None = None) -> torch.Tensor:
+        return normalised * self.scale[classes][:, :, None, None] + self.shift[classes][:, :, None, None]
 
 
 class TaskLayers(nn.Module):
