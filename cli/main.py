@@ -53,6 +53,12 @@ def main():
 @click.option("--download", is_flag=True, help="Download the data set into --data-dir if it is not there.")
 @click.option("--variant", type=click.Choice(["dgmw", "dgma"]),
               help="Masks on weights (dgmw) or on units (dgma). Set by the first task; default dgmw.")
+@click.option("--arch", type=click.Choice(["dcgan", "resnet"]),
+              help="Generator architecture: the DCGAN (default) or residual stages, the paper's CIFAR-10 family, "
+                   "with a residual critic (docs/ALGORITHM.md §15). Set by the first task.")
+@click.option("--class-norm", is_flag=True, default=None,
+              help="Class-conditional BatchNorms in the generator: each task's scale and shift per class "
+                   "(docs/ALGORITHM.md §16). Set by the first task.")
 @click.option("--epochs", type=click.IntRange(1, MAX_EPOCHS), help="Epochs over the task's images (default: the "
                                                                     "paper's: 101 MNIST, 151 SVHN, 251 CIFAR-10).")
 @click.option("--batch-size", type=click.IntRange(2, MAX_BATCH_SIZE),
@@ -67,7 +73,8 @@ def main():
                    "image), set by the first task. Images of any size are brought to it: the shorter side resized "
                    "to it, then the centre cropped square (docs/your-data.md).")
 @click.option("--width", "base_width", type=click.IntRange(1),
-              help="Base width of a new memory's generator (default 6 for dgmw, 20 for dgma, 20 for cifar10).")
+              help="Base width of a new memory's generator (default 6 for dgmw, 20 for dgma, 20 for cifar10): the "
+                   "DCGAN's narrowest layer (the others double), every residual stage's width.")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the task's training; same seed, "
                                                                      "same result on the CPU.")
 @click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
@@ -107,9 +114,9 @@ def main():
                    "is still continued).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @friendly_errors
-def learn_task(memory, source, classes, data_dir, download, variant, epochs, batch_size, lr, sparsity, critic_width,
-               image_size, base_width, seed, device, solver_mode, solver_start, solver_width, solver_epochs,
-               solver_augment, holdout, dp_epsilon, dp_delta, checkpoint_every, quiet):
+def learn_task(memory, source, classes, data_dir, download, variant, arch, class_norm, epochs, batch_size, lr,
+               sparsity, critic_width, image_size, base_width, seed, device, solver_mode, solver_start, solver_width,
+               solver_epochs, solver_augment, holdout, dp_epsilon, dp_delta, checkpoint_every, quiet):
     """Learn new classes into MEMORY as the next task and write a new version.
 
     The first task creates MEMORY. Later tasks must bring classes the memory
@@ -124,6 +131,7 @@ def learn_task(memory, source, classes, data_dir, download, variant, epochs, bat
     Examples:
       genmem learn-task digits.mem --data mnist --data-dir ~/data --classes 0
       genmem learn-task pets.mem --data folder:./pets --classes cat,dog --variant dgma
+      genmem learn-task cifar.mem --data cifar10 --classes 0 --arch resnet --width 16
       genmem learn-task private.mem --data mnist --classes 0 --dp-epsilon 10 --holdout 0.1
 
     Data-parallel on N processes (GPUs with NCCL, else CPU with gloo), same
@@ -166,7 +174,8 @@ def learn_task(memory, source, classes, data_dir, download, variant, epochs, bat
         version = mem.learn_task(data, wanted, variant=variant, config=config, device=target,
                                  image_size=image_size, base_width=base_width or base_width_for(recipe),
                                  progress=not quiet and not (parallel and parallel.rank), writer=writer,
-                                 parallel=parallel, holdout=holdout, checkpoint_every=checkpoint_every)
+                                 parallel=parallel, holdout=holdout, checkpoint_every=checkpoint_every, arch=arch,
+                                 class_norm=class_norm)
     if not (parallel and parallel.rank):  # rank 0 reports
         task = mem.manifest(version)["tasks"][-1]
         new = sum(layer["new"] for layer in task["capacity"])

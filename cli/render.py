@@ -16,8 +16,9 @@ def render_summary(s: dict) -> str:
         f"memory    {s['memory']}",
         f"version   {s['version']} of {len(s['versions'])} ({', '.join(s['versions'])}); parent "
         f"{s['parent'] or 'none'}; created {s['created']}",
-        f"generator {g['variant'].upper()}, {g['channels']}x{g['image_size']}x{g['image_size']} images, noise "
-        f"{g['noise_dim']}, initial widths {'/'.join(map(str, g['initial_widths']))}",
+        f"generator {g.get('arch', 'dcgan')} {g['variant'].upper()}, {g['channels']}x{g['image_size']}x"
+        f"{g['image_size']} images, noise {g['noise_dim']}, initial widths {'/'.join(map(str, g['initial_widths']))}"
+        f"{', class-conditional norms' if g.get('class_norm') else ''}",
         f"classes   {classes}",
         "",
         f"Tasks: widths they were learned at, parameters stored after them, and per masked layer the capacity "

@@ -19,11 +19,12 @@ from safetensors.torch import load as load_safetensors
 from genmem.canonical import save as save_safetensors
 from genmem.errors import CorruptMemory, GenmemError, UnknownClass
 from genmem.names import label_number, shown
-from genmem.nets import Classifier, Discriminator, Generator, GeneratorSpec, TaskLayers, mask_shapes
+from genmem.nets import Classifier, Discriminator, Generator, GeneratorSpec, mask_shapes
 
 FORMAT = "genmem.memory"
 FORMAT_VERSION = 2  # 2: the solver ships without the critic's real-or-fake head, and may be absent
-READABLE_FORMAT_VERSIONS = (1, 2)
+GENERATOR_FORMAT_VERSION = 3  # 3: the generator has an architecture or class-conditional norms (format_version)
+READABLE_FORMAT_VERSIONS = (1, 2, 3)
 WEIGHTS_FILE = "generator.safetensors"
 MASKS_FILE = "masks.safetensors"
 CARD_FILE = "MODEL_CARD.md"
@@ -44,12 +45,19 @@ def unpack_bits(packed: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     return torch.from_numpy(bits.astype(bool)).reshape(shape)
 
 
+def format_version(spec: GeneratorSpec) -> int:
+    """The format a version of this generator is written in: 2 where a format 2 reader rebuilds it (a DCGAN with
+    plain BatchNorms), 3 where it needs the manifest's `arch` or `class_norm`, so that an older genmem says to
+    upgrade rather than failing to rebuild it."""
+    return FORMAT_VERSION if (spec.arch, spec.class_norm) == ("dcgan", False) else GENERATOR_FORMAT_VERSION
+
+
 def encode_generator(generator: Generator) -> dict[str, bytes]:
     """The generator's weight and mask files."""
     weights = {name: t.detach().cpu().contiguous() for name, t in generator.state_dict().items()}
     masks = {f"task{t}.layer{l}": pack_bits(mask)
              for t, task in enumerate(generator.tasks) for l, mask in enumerate(task.masks)}
-    meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION)}
+    meta = {"format": FORMAT, "format_version": str(format_version(generator.spec))}
     return {
         WEIGHTS_FILE: save_safetensors(weights, metadata={**meta, "content": "generator weights"}),
         MASKS_FILE: save_safetensors(masks, metadata={**meta, "content": "bit-packed task masks",
@@ -115,8 +123,11 @@ def _solver_network(kind: type, weights: dict[str, torch.Tensor], manifest: dict
 
 
 def spec_from_manifest(manifest: dict) -> GeneratorSpec:
+    """The generator's spec; manifests written before the residual generator (§15) have no `arch` (a DCGAN) and
+    none before class-conditional norms (§16) `class_norm` (off)."""
     g = manifest["generator"]
-    return GeneratorSpec(g["variant"], g["channels"], g["image_size"], g["noise_dim"], tuple(g["initial_widths"]))
+    return GeneratorSpec(g["variant"], g["channels"], g["image_size"], g["noise_dim"], tuple(g["initial_widths"]),
+                         g.get("arch", "dcgan"), bool(g.get("class_norm", False)))
 
 
 def decode_generator(manifest: dict, files: dict[str, bytes]) -> Generator:
@@ -133,7 +144,7 @@ def decode_generator(manifest: dict, files: dict[str, bytes]) -> Generator:
         generator.grow(tuple(tasks[-1]["widths"]), torch.Generator())
         for t, task in enumerate(tasks):
             widths = tuple(task["widths"])
-            layers = TaskLayers(widths, len(task["classes"]), spec.channels)
+            layers = generator.task_layers(widths, len(task["classes"]))
             layers.set_masks([unpack_bits(masks[f"task{t}.layer{l}"], shape)
                               for l, shape in enumerate(mask_shapes(spec, widths))])
             generator.tasks.append(layers)
@@ -235,6 +246,12 @@ def _figure(value: float | None, spec: str) -> str:
     return "–" if value is None else format(value, spec)
 
 
+def _architecture(generator: dict) -> str:
+    """The generator's architecture in words, from the manifest (absent before architectures: a DCGAN)."""
+    words = {"dcgan": "DCGAN", "resnet": "residual stages"}[generator.get("arch", "dcgan")]
+    return words + (", class-conditional BatchNorms" if generator.get("class_norm") else "")
+
+
 def model_card(manifest: dict) -> str:
     """A short human description of a version, written next to its weights."""
     g = manifest["generator"]
@@ -243,8 +260,8 @@ def model_card(manifest: dict) -> str:
         f"# genmem memory, version {manifest['version']}",
         "",
         f"A {g['variant'].upper()} generative memory (Dynamic Generative Memory, Ostapenko et al., CVPR 2019): a "
-        f"class-conditional GAN generator of {g['channels']}x{g['image_size']}x{g['image_size']} images that learned "
-        f"{len(manifest['tasks'])} task(s) one after another without forgetting earlier ones.",
+        f"class-conditional GAN generator ({_architecture(g)}) of {g['channels']}x{g['image_size']}x{g['image_size']} "
+        f"images that learned {len(manifest['tasks'])} task(s) one after another without forgetting earlier ones.",
         "",
         f"- classes: {classes.describe()}",
         f"- parent version: {manifest.get('parent') or 'none (first task)'}",

@@ -82,14 +82,16 @@ POSITIVE_SETTINGS = ("lr", "s_max", "solver_lr")
 NON_NEGATIVE_SETTINGS = ("sparsity_weight", "gp_weight", "class_loss_weight")
 
 
-def check_settings(config: TrainingConfig, processes: int = 1, checkpoints: bool = False) -> None:
+def check_settings(config: TrainingConfig, processes: int = 1, checkpoints: bool = False, arch: str = "dcgan"
+                   ) -> None:
     """Refuse settings that could never finish, fit, learn or keep their promise, before any training.
 
     A NaN rate or weight trains a version of NaN weights; the batch is
     allocated whole in the solver phase and the recalibration after the GAN,
     so a batch too large would fail only after the whole GAN. `processes`:
     the data-parallel ranks that will share the task; `checkpoints`: whether
-    the task will save checkpoints (genmem.checkpoint).
+    the task will save checkpoints (genmem.checkpoint); `arch`: the
+    generator's architecture, whose critic a solver may start from.
     """
     for name in POSITIVE_SETTINGS + NON_NEGATIVE_SETTINGS:
         value = getattr(config, name)
@@ -113,7 +115,7 @@ def check_settings(config: TrainingConfig, processes: int = 1, checkpoints: bool
         raise InvalidSetting(f"average decay {config.average_decay} is out of range: give a number in (0, 1), or "
                              f"None for no average")
     parse_policy(config.critic_augment)
-    _check_solver_phase(config)
+    _check_solver_phase(config, arch)
     if config.private:
         _check_privacy(config, processes, checkpoints)
 
@@ -130,8 +132,11 @@ def check_solver_mode(mode: str) -> str:
     return mode
 
 
-def _check_solver_phase(config: TrainingConfig) -> None:
+def _check_solver_phase(config: TrainingConfig, arch: str) -> None:
     check_solver_mode(config.solver)
+    if config.solver == "real" and config.solver_start == "critic" and arch != "dcgan":
+        raise InvalidSetting(f"a solver that starts from the critic needs the DCGAN critic (the stored solver has its "
+                             f"trunk), not the {arch} critic; start a fresh solver")
     if config.solver_start not in SOLVER_STARTS:
         raise InvalidSetting(f"unknown solver start {config.solver_start!r}: choose one of "
                              f"{', '.join(SOLVER_STARTS)}")

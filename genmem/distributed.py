@@ -52,6 +52,7 @@ from torch import nn
 
 from genmem import errors
 from genmem.errors import GenmemError
+from genmem.nets import TaskNorm
 
 TIMEOUT = datetime.timedelta(minutes=10)  # a rank waiting for a dead or stuck peer gives up after this
 
@@ -266,12 +267,13 @@ def _split_forward(module: nn.Module, batch_args: tuple[int, ...], parallel: Dat
 
 
 def _sync_norm(norm: nn.BatchNorm2d, parallel: DataParallel) -> nn.Module:
-    """Patch a BatchNorm (this instance only) to normalise with the global batch's statistics while training."""
+    """Patch a BatchNorm (this instance only) to normalise with the global batch's statistics while training. A
+    generator's norm (genmem.nets.TaskNorm) also takes the images' classes, and scales and shifts by them."""
     original = norm.forward
 
-    def forward(x: torch.Tensor) -> torch.Tensor:
+    def forward(x: torch.Tensor, *classes: torch.Tensor) -> torch.Tensor:
         if not norm.training:
-            return original(x)
+            return original(x, *classes)
         dims = (0, 2, 3)
         x64 = x.double()  # E[x^2] - E[x]^2 in float64: no cancellation worth the name at these magnitudes
         count = x.new_full((1,), x.numel() // x.shape[1], dtype=torch.float64)
@@ -285,6 +287,8 @@ def _sync_norm(norm: nn.BatchNorm2d, parallel: DataParallel) -> nn.Module:
         scale = torch.rsqrt(var + norm.eps).to(x.dtype)
         shape = (1, channels, 1, 1)
         y = (x - mean.to(x.dtype).view(shape)) * scale.view(shape)
+        if isinstance(norm, TaskNorm):
+            return norm.rescale(y, *classes)
         return y * norm.weight.view(shape) + norm.bias.view(shape) if norm.affine else y
 
     norm.forward = forward

@@ -167,7 +167,7 @@ def learn_task(generator: Generator, images: torch.Tensor, class_index: torch.Te
     """
     ranks = parallel or ONE_PROCESS
     # Before the generator grows in place: a refused task leaves it as it was.
-    check_settings(config, ranks.world_size, checkpoint is not None)
+    check_settings(config, ranks.world_size, checkpoint is not None, generator.spec.arch)
     started = time.perf_counter()
     device = torch.device(device)
     spec = generator.spec
@@ -178,12 +178,13 @@ def learn_task(generator: Generator, images: torch.Tensor, class_index: torch.Te
     task = len(generator.tasks)
     branch = generator.add_task(num_classes, rng)
     earlier = past.num_classes if past is not None else 0
-    network = Discriminator(spec.channels, spec.image_size, earlier + num_classes, config.critic_width).to(device)
+    network = Discriminator(spec.channels, spec.image_size, earlier + num_classes, config.critic_width,
+                            spec.arch).to(device)
     dcgan_init_(network, rng)
 
     embeddings = [nn.Parameter(torch.zeros(shape, device=device)) for shape in generator.mask_shapes()]
     reserved = generator.reserved()
-    frozen = plasticity.frozen_per_layer(spec.variant, reserved)
+    frozen = plasticity.frozen_per_layer(spec.variant, reserved, generator.wires)
     # Fresh optimisers per task: no Adam state can carry an update into reserved weights.
     optimiser = torch.optim.Adam([layer.weight for layer in generator.layers] + list(branch.parameters())
                                  + embeddings, lr=config.lr, betas=config.betas)

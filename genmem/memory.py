@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from genmem.artifact import (CARD_FILE, FORMAT, FORMAT_VERSION, SAMPLES_FILE, SOLVER_FILE, ClassInfo, ClassTable,
-                             decode_generator, encode_generator, encode_solver, model_card)
+from genmem.artifact import (CARD_FILE, FORMAT, SAMPLES_FILE, SOLVER_FILE, ClassInfo, ClassTable, decode_generator,
+                             encode_generator, encode_solver, format_version, model_card)
 from genmem.checkpoint import Checkpointing, task_key
 from genmem.config import SOLVER_MODES, TrainingConfig, check_settings, stored_solver_width
 from genmem.data import ImageSet, fit_images
@@ -77,7 +77,8 @@ class Memory:
                    config: TrainingConfig | None = None, device: str | torch.device = "cpu",
                    image_size: int = 32, base_width: int | None = None, progress: bool = True,
                    writer: VersionWriter | None = None, solver: str | None = None, holdout: float = 0.0,
-                   parallel: DataParallel | None = None, checkpoint_every: float | None = None) -> str:
+                   parallel: DataParallel | None = None, checkpoint_every: float | None = None,
+                   arch: str | None = None, class_norm: bool | None = None) -> str:
         """Learn `classes` of `data` as the next task and write it as a new version; returns its name.
 
         The first task creates the memory with `variant` (default dgmw), the
@@ -98,7 +99,9 @@ class Memory:
         at the first epoch end after this many seconds (0: every epoch), so
         that a rerun after a kill continues it (genmem.checkpoint); not
         with DP. A checkpoint of this very task is continued from whether or
-        not this is set.
+        not this is set. `arch` (dcgan, the default, or resnet) and
+        `class_norm` (class-conditional BatchNorms, default off) are set by the
+        first task, as `variant` is (docs/ALGORITHM.md §15, §16).
         """
         lock = contextlib.nullcontext(writer) if writer is not None else version_writer(self.store, parallel)
         with lock as writer:
@@ -110,7 +113,8 @@ class Memory:
                 raise DataError("name at least one class to learn")
             task_data = data.select(labels)
             if parent is None:
-                spec = GeneratorSpec.for_images(variant or "dgmw", task_data.images.shape[1], image_size, base_width)
+                spec = GeneratorSpec.for_images(variant or "dgmw", task_data.images.shape[1], image_size, base_width,
+                                                arch=arch or "dcgan", class_norm=bool(class_norm))
                 history: dict = {"classes": [], "tasks": []}
             else:
                 generator, history = self.load(parent)
@@ -118,11 +122,16 @@ class Memory:
                 if variant is not None and variant != spec.variant:
                     raise DataError(f"memory {self.path} is {spec.variant}; drop the variant {variant} or start "
                                     f"a new memory")
+                if (arch or spec.arch, spec.class_norm if class_norm is None else class_norm) != (spec.arch,
+                                                                                                 spec.class_norm):
+                    norms = "class-conditional" if spec.class_norm else "plain"
+                    raise DataError(f"memory {self.path} has a {spec.arch} generator with {norms} BatchNorms; drop "
+                                    f"the architecture settings or start a new memory")
             config = config or paper_config(recipe_for_channels(spec.channels), spec.variant)
             if solver is not None:
                 config = replace(config, solver=solver)
             # Before its seed draws the holdout or a first generator: a refused task changes nothing.
-            check_settings(config, (parallel or ONE_PROCESS).world_size, checkpoint_every is not None)
+            check_settings(config, (parallel or ONE_PROCESS).world_size, checkpoint_every is not None, spec.arch)
             task_data, held_out = hold_out(task_data, holdout, config.seed) if holdout else (task_data, None)
             if parent is None:
                 generator = Generator(spec, torch.Generator().manual_seed(config.seed))
@@ -208,13 +217,14 @@ class Memory:
         }
         return {
             "format": FORMAT,
-            "format_version": FORMAT_VERSION,
+            "format_version": format_version(spec),
             "version": version,
             "parent": parent,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "genmem_version": GENMEM_VERSION,
             "generator": {"variant": spec.variant, "channels": spec.channels, "image_size": spec.image_size,
-                          "noise_dim": spec.noise_dim, "initial_widths": list(spec.widths)},
+                          "noise_dim": spec.noise_dim, "initial_widths": list(spec.widths), "arch": spec.arch,
+                          "class_norm": spec.class_norm},
             "classes": history["classes"] + [asdict(c) for c in new_classes],
             "tasks": history["tasks"] + [task_record],
             "solver": {"mode": config.solver, "about": SOLVER_MODES[config.solver],

@@ -15,6 +15,8 @@ from collections.abc import Sequence
 
 import torch
 
+from genmem.nets import DCGAN, Wire
+
 COSH_CLAMP = 50.0  # keeps cosh(s * e) finite in float32
 
 
@@ -79,8 +81,8 @@ def frozen_weights(variant: str, reserved_in: torch.Tensor | None, reserved_out:
     """Which entries of a [in, out, k, k] weight earlier tasks depend on, broadcastable to it.
 
     DGMw: the reserved weights themselves. DGMa: a weight is frozen when both of
-    the units it connects are reserved (1 - min(a_out, a_in)); the first layer's
-    inputs are the noise, which every task reads, so only its outputs count.
+    the units it connects are reserved (1 - min(a_out, a_in)); a layer that
+    reads the noise, which every task reads, counts its outputs only.
     """
     if variant == "dgmw":
         return reserved_out
@@ -90,7 +92,13 @@ def frozen_weights(variant: str, reserved_in: torch.Tensor | None, reserved_out:
     return reserved_in.view(-1, 1, 1, 1) & out_side
 
 
-def frozen_per_layer(variant: str, reserved: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-    """`frozen_weights` for every masked layer, given each layer's reserved mask (Generator.reserved())."""
-    below = [None, *reserved[:-1]] if variant == "dgma" else [None] * len(reserved)
-    return [frozen_weights(variant, b, here) for b, here in zip(below, reserved)]
+def frozen_per_layer(variant: str, reserved: Sequence[torch.Tensor], wires: Sequence[Wire] | None = None
+                     ) -> list[torch.Tensor]:
+    """`frozen_weights` for every masked layer, given the reserved masks (Generator.reserved()): per layer for
+    DGMw, per unit group for DGMa, where each layer reads the groups of its wire (Generator.wires; None: a chain
+    of one layer per group, the DCGAN)."""
+    if variant == "dgmw":
+        return [frozen_weights(variant, None, here) for here in reserved]
+    wires = wires or DCGAN().wires(len(reserved))
+    return [frozen_weights(variant, None if wire.source is None else reserved[wire.source], reserved[wire.group])
+            for wire in wires]

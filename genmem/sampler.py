@@ -26,8 +26,9 @@ import torch.nn.functional as F
 
 from genmem.artifact import ClassInfo, ClassTable
 from genmem.errors import GenmemError, InvalidSetting
-from genmem.nets import Generator, GeneratorSpec, condition
+from genmem.nets import FrozenNorm, Generator, GeneratorSpec, class_of, condition
 from genmem.pixels import to_uint8
+from genmem.resnet import ResNetTaskNetwork
 
 PRECISIONS = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -44,7 +45,7 @@ class _Layer:
     bias: torch.Tensor | None
     stride: int
     padding: int
-    norm: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float] | None  # mean, var, scale, shift, eps
+    norm: FrozenNorm | None
 
 
 class TaskNetwork:
@@ -54,6 +55,7 @@ class TaskNetwork:
         branch = generator.tasks[task]
         self.num_classes = branch.num_classes
         self.dtype = dtype
+        self.class_norm = generator.spec.class_norm
         unit_masks = generator.spec.variant == "dgma"
         layers, in_mask = [], None
         with torch.no_grad():
@@ -72,31 +74,29 @@ class TaskNetwork:
                 out_weight = out_weight * in_mask.view(-1, 1, 1, 1)
             layers.append(_Layer(out_weight, branch.out.bias.detach().float(), 2, 1, None))
         self.layers = [_Layer(l.weight.to(device, dtype), None if l.bias is None else l.bias.to(device, dtype),
-                              l.stride, l.padding,
-                              None if l.norm is None else tuple(t.to(device, dtype) if torch.is_tensor(t) else t
-                                                                for t in l.norm))
+                              l.stride, l.padding, None if l.norm is None else l.norm.to(device, dtype))
                        for l in layers]
 
     @staticmethod
     def _layer(weight, bias, stride, padding, norm, fold: bool) -> _Layer:
-        stats = (norm.running_mean.detach().float(), norm.running_var.detach().float(),
-                 norm.weight.detach().float(), norm.bias.detach().float(), norm.eps)
         if not fold:
-            return _Layer(weight, bias, stride, padding, stats)
-        mean, var, gamma, beta, eps = stats
-        scale = gamma / torch.sqrt(var + eps)  # y = scale * (conv - mean) + beta, folded into the convolution
-        return _Layer(weight * scale.view(1, -1, 1, 1), beta - mean * scale, stride, padding, None)
+            return _Layer(weight, bias, stride, padding, norm.frozen())
+        weight, bias, rest = norm.frozen().fold(weight)  # y = scale * (conv - mean) + shift, into the convolution
+        return _Layer(weight, bias, stride, padding, rest)
 
     def __call__(self, z: torch.Tensor) -> torch.Tensor:
         x = z.to(self.dtype)[:, :, None, None]
+        classes = class_of(z, self.num_classes) if self.class_norm else None
         *hidden, out = self.layers
         for layer in hidden:
             x = F.conv_transpose2d(x, layer.weight, layer.bias, stride=layer.stride, padding=layer.padding)
             if layer.norm is not None:
-                mean, var, gamma, beta, eps = layer.norm
-                x = F.batch_norm(x, mean, var, gamma, beta, False, 0.0, eps)
+                x = layer.norm(x, classes)
             x = F.relu(x)
         return torch.tanh(F.conv_transpose2d(x, out.weight, out.bias, stride=out.stride, padding=out.padding))
+
+
+FROZEN_NETWORKS = {"dcgan": TaskNetwork, "resnet": ResNetTaskNetwork}  # a task's frozen network, per architecture
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
@@ -120,7 +120,8 @@ class Sampler:
         self.version = version
         self.chunk = chunk or (65536 if self.device.type == "cuda" else 1024)
         fold = self.dtype != torch.float32
-        self.networks = [TaskNetwork(generator, t, self.device, self.dtype, fold) for t in range(len(generator.tasks))]
+        network = FROZEN_NETWORKS[self.spec.arch]
+        self.networks = [network(generator, t, self.device, self.dtype, fold) for t in range(len(generator.tasks))]
 
     @property
     def image_shape(self) -> tuple[int, int, int]:

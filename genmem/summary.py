@@ -24,7 +24,7 @@ def summarise(memory: Memory, version: str | None = None) -> dict:
     spec = spec_from_manifest(manifest)
     initial_free = [math.prod(shape) for shape in mask_shapes(spec, spec.widths)]
     next_widths = plan_widths(g["variant"], tuple(last["widths"]), g["noise_dim"],
-                              [layer["new"] for layer in last["capacity"]])
+                              [layer["new"] for layer in last["capacity"]], spec.wires)
     return {
         "memory": str(memory.path),
         "version": manifest["version"],

@@ -1,7 +1,8 @@
 """Run as one rank of a gloo process group by test_distributed.py (which sets RANK, WORLD_SIZE and the rest).
 
-    python distributed_rank.py learn OUT MEM   one optimisation step of a first task, each rank saving its generator,
-                                               and a few steps of a solver phase, each saving its solver; then learn
+    python distributed_rank.py learn OUT MEM   one optimisation step of a first task, each rank saving its generator
+                                               (a DCGAN, and a ResNet with class-conditional norms), and a few
+                                               steps of a solver phase, each saving its solver; then learn
                                                class 2 into MEM, each rank saving the files it encoded
     python distributed_rank.py die OUT MEM     as learn, but rank 1 exits in its second generator step
     python distributed_rank.py plain OUT MEM   learn class 2 into MEM, and nothing else
@@ -30,16 +31,16 @@ from tiny import TINY_SIZE, tiny_config, tiny_set, tiny_spec
 STEP_IMAGES = 45  # one step of a first task over 45 images: the rows split 23 / 22 between two ranks
 
 
-def step_config():
-    return tiny_config(epochs=1, batch_size=STEP_IMAGES, solver_steps=0)
+def step_config(arch="dcgan"):
+    return tiny_config(arch=arch, epochs=1, batch_size=STEP_IMAGES, solver_steps=0)
 
 
-def one_step(parallel=None) -> dict[str, torch.Tensor]:
+def one_step(parallel=None, arch="dcgan", class_norm=False) -> dict[str, torch.Tensor]:
     """The generator's tensors and masks after one step of learning classes 0 and 1."""
     data = tiny_set(labels=(0, 1))
-    generator = Generator(tiny_spec("dgmw"), torch.Generator().manual_seed(0))
-    learn_task(generator, data.images[:STEP_IMAGES], data.labels[:STEP_IMAGES], 2, step_config(), progress=False,
-               parallel=parallel)
+    generator = Generator(tiny_spec("dgmw", arch, class_norm), torch.Generator().manual_seed(0))
+    learn_task(generator, data.images[:STEP_IMAGES], data.labels[:STEP_IMAGES], 2, step_config(arch),
+               progress=False, parallel=parallel)
     state = {name: t.contiguous() for name, t in generator.state_dict().items()}
     state.update({f"mask{i}": m.to(torch.uint8) for i, m in enumerate(generator.tasks[0].masks)})
     return state
@@ -101,6 +102,8 @@ if __name__ == "__main__":
     parallel = from_environment(torch.device("cpu"))
     if scenario == "learn":
         save_file(one_step(parallel), os.path.join(out, f"step-rank{parallel.rank}.safetensors"))
+        save_file(one_step(parallel, "resnet", class_norm=True),
+                  os.path.join(out, f"step-resnet-rank{parallel.rank}.safetensors"))
         save_file(solver_phase(parallel), os.path.join(out, f"solver-rank{parallel.rank}.safetensors"))
     keep_encoded_files(out, parallel.rank)
     if scenario == "die" and parallel.rank == 1:

@@ -30,9 +30,9 @@ class Stopped(Exception):
     """Stands for a kill after a checkpoint was saved."""
 
 
-def learn(memory: Memory, task: int, seed: int = 0, **options) -> str:
-    return memory.learn_task(tiny_set(), TASKS[task], config=tiny_config(epochs=EPOCHS, seed=seed), image_size=16,
-                             base_width=2, progress=False, **options)
+def learn(memory: Memory, task: int, seed: int = 0, arch: str = "dcgan", **options) -> str:
+    return memory.learn_task(tiny_set(), TASKS[task], config=tiny_config(arch=arch, epochs=EPOCHS, seed=seed),
+                             image_size=16, base_width=2, progress=False, arch=arch, **options)
 
 
 def stop_after_epoch(monkeypatch, epoch: int) -> None:
@@ -86,6 +86,22 @@ def test_a_task_stopped_after_a_checkpoint_continues_to_the_uninterrupted_versio
     assert version_bytes(memory, version) == uninterrupted[task]
     assert not (memory.path / CHECKPOINT).exists(), "the committed version removes the checkpoint"
     assert summarise(memory)["unfinished_task"] is None
+
+
+def test_a_residual_task_with_class_norms_continues_to_the_uninterrupted_version_bit_for_bit(tmp_path, monkeypatch):
+    """As above, for the residual generator with class-conditional BatchNorms and its residual critic."""
+    settings = dict(arch="resnet", class_norm=True)
+    whole = Memory(tmp_path / "whole")
+    expected = [version_bytes(whole, learn(whole, task, **settings)) for task in range(2)]
+    memory = Memory(tmp_path / "m")
+    learn(memory, 0, **settings)
+    with monkeypatch.context() as patch:
+        stop_after_epoch(patch, 2)
+        with pytest.raises(Stopped):
+            learn(memory, 1, checkpoint_every=0, **settings)
+    version = learn(memory, 1, **settings)
+    assert memory.manifest(version)["tasks"][-1]["resumed_after_epoch"] == 2
+    assert version_bytes(memory, version) == expected[1]
 
 
 def test_a_checkpoint_of_other_settings_or_a_damaged_one_is_not_used(tmp_path, monkeypatch, uninterrupted):

@@ -28,17 +28,17 @@ from genmem.sampler import Sampler
 from genmem.server.app import create_app
 
 from test_server import real_server
-from tiny import TINY_SIZE, publish, tiny_config, tiny_set, tiny_spec
+from tiny import ARCHITECTURES, TINY_SIZE, publish, tiny_config, tiny_set, tiny_spec
 
 TASKS = (["0", "1"], ["2"], ["3"])
 
 
-def learn_tasks(path, tasks, variant="dgmw") -> Memory:
+def learn_tasks(path, tasks, variant="dgmw", arch="dcgan", class_norm=False) -> Memory:
     """A tiny memory that learned `tasks` in order, task t with seed t."""
     memory, data = Memory(path), tiny_set()
     for seed, classes in enumerate(tasks):
-        memory.learn_task(data, classes, variant=variant, config=tiny_config(variant, seed=seed),
-                          image_size=TINY_SIZE, base_width=2, progress=False)
+        memory.learn_task(data, classes, variant=variant, config=tiny_config(variant, arch, seed=seed),
+                          image_size=TINY_SIZE, base_width=2, progress=False, arch=arch, class_norm=class_norm)
     return memory
 
 
@@ -60,7 +60,9 @@ def class_logits(solver: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
 # Bit-identity across save and load -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("variant", ["dgmw", "dgma"])
-def test_the_trained_generator_and_solver_equal_their_reloaded_version_bit_for_bit(tmp_path, monkeypatch, variant):
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_the_trained_generator_and_solver_equal_their_reloaded_version_bit_for_bit(tmp_path, monkeypatch, variant,
+                                                                                    architecture):
     probe = to_unit_range(tiny_set(per_class=3).images)
     trained = []  # per task, right after training and before anything is written: generator and solver outputs
 
@@ -70,8 +72,9 @@ def test_the_trained_generator_and_solver_equal_their_reloaded_version_bit_for_b
         return report
 
     monkeypatch.setattr(genmem.memory, "learn_task", learn_and_record)
-    memory = learn_tasks(tmp_path / "m", TASKS[:2], variant)
+    memory = learn_tasks(tmp_path / "m", TASKS[:2], variant, *architecture)
     assert len(trained) == 2
+    assert memory.load()[0].spec.arch == architecture[0]
     for version, (generated, solved) in zip(memory.versions(), trained, strict=True):
         manifest, files = Memory(tmp_path / "m").store.read(version)
         reloaded = every_task_output(Memory(tmp_path / "m").load(version)[0])

@@ -49,6 +49,7 @@ def test_learn_info_and_sample_end_to_end(tmp_path, learned):
         assert expected in info.output
     summary = json.loads(run("info", learned, "--json").output)
     assert [t["widths"] for t in summary["tasks"]][0] == [4, 2]
+    assert Memory(learned).manifest()["format_version"] == 2, "a DCGAN with plain norms stays readable by format 2"
     assert summary["storage_bytes"]["masks"] > 0
 
     grid = tmp_path / "grid.png"
@@ -215,6 +216,25 @@ def test_the_solver_phase_is_set_from_the_command_line(tmp_path, tiny_npz):
 def test_variant_of_an_existing_memory_cannot_change(learned, tiny_npz):
     result = run("learn-task", learned, "--data", f"npz:{tiny_npz}", "--classes", "3", "--variant", "dgma", *TINY)
     assert_clear_error(result, "is dgmw; drop the variant dgma")
+
+
+def test_a_residual_memory_with_class_norms_is_made_shown_and_kept(tmp_path, tiny_npz):
+    memory = tmp_path / "r"
+    result = run("learn-task", memory, "--data", f"npz:{tiny_npz}", "--classes", "0,1", "--arch", "resnet",
+                 "--class-norm", *TINY)
+    assert result.exit_code == 0, result.output
+    manifest = Memory(memory).manifest()
+    generator = manifest["generator"]
+    assert (generator["arch"], generator["class_norm"], generator["initial_widths"]) == ("resnet", True, [2, 2, 2])
+    assert manifest["format_version"] == 3, "a reader of format 2 would rebuild it as a DCGAN"
+    assert "generator resnet DGMW" in run("info", memory).output and "class-conditional norms" in run(
+        "info", memory).output
+    assert_clear_error(run("learn-task", memory, "--data", f"npz:{tiny_npz}", "--classes", "2", "--arch", "dcgan",
+                           *TINY), "has a resnet generator with class-conditional BatchNorms")
+    assert_clear_error(run("learn-task", memory, "--data", f"npz:{tiny_npz}", "--classes", "2", "--solver-start",
+                           "critic", *TINY), "needs the DCGAN critic")
+    assert run("learn-task", memory, "--data", f"npz:{tiny_npz}", "--classes", "2", *TINY).exit_code == 0
+    assert Memory(memory).load()[0].spec.arch == "resnet"
 
 
 def test_corrupt_memory_is_named(learned, tmp_path):

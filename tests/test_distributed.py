@@ -73,13 +73,14 @@ def test_two_ranks_step_as_one_process_and_learn_a_task_into_one_version_bit_for
     results = run_ranks("learn", tmp_path, first_task.path)
     check_ok(results)
 
-    # One optimisation step on two ranks (rows split 23 / 22) is one step of one process on the same batch.
-    alone = one_step()
-    for rank in range(2):
-        ranked = load_file(tmp_path / f"step-rank{rank}.safetensors")
-        assert ranked.keys() == alone.keys()
-        for name, tensor in alone.items():
-            torch.testing.assert_close(ranked[name], tensor, rtol=1e-4, atol=1e-5, msg=f"rank {rank}: {name}")
+    # One optimisation step on two ranks (rows split 23 / 22) is one step of one process on the same batch, also
+    # with class-conditional norms (each rank scales its rows by their classes after the global statistics).
+    for kind, alone in (("step", one_step()), ("step-resnet", one_step(arch="resnet", class_norm=True))):
+        for rank in range(2):
+            ranked = load_file(tmp_path / f"{kind}-rank{rank}.safetensors")
+            assert ranked.keys() == alone.keys()
+            for name, tensor in alone.items():
+                torch.testing.assert_close(ranked[name], tensor, rtol=1e-4, atol=1e-5, msg=f"rank {rank}: {name}")
 
     # The solver phase is split the same way: the ranks end with one solver, computing what a single process's
     # does. (Compared by its outputs: the bias of a convolution before a BatchNorm has a gradient of rounding

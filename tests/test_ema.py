@@ -10,11 +10,12 @@ import torch
 from genmem.ema import GeneratorAverage
 from genmem.nets import Generator
 
-from tiny import tiny_spec
+from tiny import ARCHITECTURES, tiny_spec
 
 
-def test_apply_writes_the_average_to_free_entries_only():
-    generator = Generator(tiny_spec("dgmw"), torch.Generator().manual_seed(0))
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_apply_writes_the_average_to_free_entries_only(architecture):
+    generator = Generator(tiny_spec("dgmw", *architecture), torch.Generator().manual_seed(0))
     generator.add_task(1, torch.Generator().manual_seed(1))
     frozen = [torch.rand(layer.weight.shape, generator=torch.Generator().manual_seed(i)) < 0.5
               for i, layer in enumerate(generator.layers)]

@@ -5,9 +5,9 @@ import torch
 
 from genmem.expansion import expand_for_next_task, layer_capacity, plan_widths, task_capacity
 from genmem.learn import learn_task
-from genmem.nets import Generator
+from genmem.nets import Generator, architecture
 
-from tiny import tiny_config, tiny_set, tiny_spec
+from tiny import ARCHITECTURES, tiny_config, tiny_set, tiny_spec
 
 
 def test_dgma_adds_one_unit_per_newly_reserved_unit():
@@ -23,6 +23,19 @@ def test_dgmw_plan_follows_the_formula_and_credits_wider_inputs():
     assert plan_widths("dgmw", (24, 12, 6), 128, [5000, 200, 0]) == (27, 12, 6)
 
 
+def test_dgmw_plan_covers_every_layer_that_writes_a_group():
+    # A ResNet of two groups, 4 and 4 wide, noise 8: the 4x4 layer writes group 0; conv_a (3x3, from group 0),
+    # conv_b (3x3, group 1 to itself) and the shortcut (1x1, from group 0) write group 1.
+    wires = architecture("resnet").wires(2)
+    # group 0: 8 * d * 16 >= 200 -> d = 2 (6 wide). Group 1, d more outputs, group 0 now 6 wide:
+    # conv_a gains (6 (4 + d) - 16) * 9 >= 100 at d = 1; conv_b ((4 + d)^2 - 16) * 9 >= 100 at d = 2;
+    # the shortcut 6 (4 + d) - 16 >= 30 at d = 4: every layer must be covered, so d = 4.
+    assert plan_widths("dgmw", (4, 4), 8, [200, 100, 100, 30], wires) == (6, 8)
+    assert plan_widths("dgmw", (4, 4), 8, [200, 100, 100, 0], wires) == (6, 6)  # conv_b decides
+    assert plan_widths("dgmw", (4, 4), 8, [0, 0, 0, 0], wires) == (4, 4)
+    assert plan_widths("dgma", (4, 4), 8, [1, 3], wires) == (5, 7)
+
+
 def test_layer_capacity_counts_new_reused_and_free():
     mask = torch.tensor([True, True, False, False, True])
     earlier = torch.tensor([True, False, True, False, False])
@@ -35,14 +48,15 @@ def _free_per_layer(generator):
 
 
 @pytest.mark.parametrize("variant", ["dgmw", "dgma"])
-def test_expansion_keeps_free_capacity_at_its_initial_size(variant):
+@pytest.mark.parametrize("architecture", ARCHITECTURES[:2])
+def test_expansion_keeps_free_capacity_at_its_initial_size(variant, architecture):
     data = tiny_set()
-    generator = Generator(tiny_spec(variant))
+    generator = Generator(tiny_spec(variant, *architecture))
     initial = [math.prod(shape) for shape in generator.mask_shapes()]
     for task in range(3):
         keep = data.labels == task
         report = learn_task(generator, data.images[keep], torch.zeros(int(keep.sum()), dtype=torch.long), 1,
-                            tiny_config(variant, seed=task), progress=False)
+                            tiny_config(variant, architecture[0], seed=task), progress=False)
         assert sum(layer.new for layer in report.capacity) > 0, "the test needs tasks that reserve something"
         expand_for_next_task(generator, torch.Generator().manual_seed(0))
         free = _free_per_layer(generator)
@@ -50,7 +64,7 @@ def test_expansion_keeps_free_capacity_at_its_initial_size(variant):
             assert free == initial
         else:
             assert all(f >= i for f, i in zip(free, initial)), (free, initial)
-    assert generator.widths != tiny_spec(variant).widths, "the network should have grown"
+    assert generator.widths != tiny_spec(variant, *architecture).widths, "the network should have grown"
 
 
 def test_expanding_twice_changes_nothing():

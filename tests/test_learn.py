@@ -8,14 +8,14 @@ from genmem.data import first_of_each_class
 from genmem.learn import learn_task
 from genmem.nets import Generator
 
-from tiny import TINY_NOISE, tiny_config, tiny_set, tiny_spec
+from tiny import ARCHITECTURES, TINY_NOISE, tiny_config, tiny_set, tiny_spec
 
 
 def learn(generator, data, labels, variant, seed=0, device="cpu", **config):
     keep = torch.isin(data.labels, torch.tensor(labels))
     index = torch.tensor([labels.index(int(label)) for label in data.labels[keep]])
-    return learn_task(generator, data.images[keep], index, len(labels), tiny_config(variant, seed=seed, **config),
-                      device=device, progress=False)
+    config = tiny_config(variant, generator.spec.arch, seed=seed, **config)
+    return learn_task(generator, data.images[keep], index, len(labels), config, device=device, progress=False)
 
 
 AVERAGE = pytest.mark.parametrize("average", [None, 0.9], ids=["last-weights", "averaged"])  # genmem.ema
@@ -26,9 +26,10 @@ DEVICES = pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=p
 @DEVICES
 @AVERAGE
 @pytest.mark.parametrize("variant", ["dgmw", "dgma"])
-def test_old_task_output_is_bit_identical_after_later_tasks(variant, average, device):
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_old_task_output_is_bit_identical_after_later_tasks(variant, average, device, architecture):
     data = tiny_set(labels=(0, 1, 2, 3))
-    generator = Generator(tiny_spec(variant))
+    generator = Generator(tiny_spec(variant, *architecture))
     learn(generator, data, [0, 1], variant, average_decay=average, device=device)  # task 0 holds two classes
     noise = torch.randn(50, TINY_NOISE, generator=torch.Generator().manual_seed(5)).to(device)
     classes = (torch.arange(50) % 2).to(device)
@@ -50,13 +51,14 @@ def test_old_task_output_is_bit_identical_after_later_tasks(variant, average, de
 
 @AVERAGE
 @pytest.mark.parametrize("variant", ["dgmw", "dgma"])
-def test_reserved_weights_do_not_change_while_a_later_task_trains(variant, average):
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_reserved_weights_do_not_change_while_a_later_task_trains(variant, average, architecture):
     data = tiny_set()
-    generator = Generator(tiny_spec(variant))
+    generator = Generator(tiny_spec(variant, *architecture))
     learn(generator, data, [0], variant, average_decay=average)
     learn(generator, data, [1], variant, seed=1, average_decay=average)
-    frozen = [keep.expand_as(layer.weight)
-              for keep, layer in zip(plasticity.frozen_per_layer(variant, generator.reserved()), generator.layers)]
+    frozen = [keep.expand_as(layer.weight) for keep, layer in zip(
+        plasticity.frozen_per_layer(variant, generator.reserved(), generator.wires), generator.layers, strict=True)]
     snapshot = [layer.weight.detach().clone() for layer in generator.layers]
 
     learn(generator, data, [2], variant, seed=2, average_decay=average)

@@ -10,15 +10,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 import genmem.memory
-from genmem.artifact import MASKS_FILE, WEIGHTS_FILE, pack_bits, unpack_bits
+from genmem.artifact import MASKS_FILE, WEIGHTS_FILE, decode_generator, encode_generator, pack_bits, unpack_bits
 from genmem.errors import CorruptMemory, InvalidSetting, MemoryBusy, MemoryNotFound
 from genmem.memory import Memory
 
 from tiny import tiny_config, tiny_set
 
 HERE = Path(__file__).parent
+FIXTURES = HERE / "fixtures"
 
 
 def make_memory(path, tasks=(["0"],), variant="dgmw"):
@@ -81,6 +83,24 @@ def test_old_class_output_is_identical_across_save_load_and_later_tasks(tmp_path
     with torch.no_grad():
         later = memory.load()[0](noise, 0, classes)
     assert torch.equal(first, later)
+
+
+@pytest.mark.parametrize("variant", ["dgmw", "dgma"])
+def test_a_dcgan_memory_written_before_the_residual_generator_loads_and_samples_as_it_did(variant):
+    """tests/fixtures holds the last version of three tiny tasks (classes 0 and 1, 2, 3) that genmem wrote before
+    generators had an architecture (commit fa81674), and the float32 images that genmem sampled from it."""
+    memory = Memory(FIXTURES / f"dcgan-{variant}")
+    manifest, files = memory.store.read()
+    assert "arch" not in manifest["generator"] and "class_norm" not in manifest["generator"]
+    generator = decode_generator(manifest, files)
+    assert (generator.spec.arch, generator.spec.class_norm) == ("dcgan", False)
+    assert encode_generator(generator) == {name: files[name] for name in (WEIGHTS_FILE, MASKS_FILE)}
+    sampled = load_file(FIXTURES / "dcgan-samples.safetensors")
+    sampler = memory.sampler(precision="float32")
+    for label in range(4):
+        images = sampler.sample({label: 6}, seed=9, as_uint8=False)[0]
+        # Equal bit for bit on the machine that wrote them; another CPU's kernels may round the last bits otherwise.
+        torch.testing.assert_close(images, sampled[f"{variant}.{label}"], rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("victim", [WEIGHTS_FILE, MASKS_FILE, "MODEL_CARD.md", "manifest.json"])
