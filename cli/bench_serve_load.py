@@ -34,7 +34,7 @@ def serve_load(memory, clients, seconds, batch, learn, damage, retries, record):
     \b
     Example (200 clients while a version is written and another damaged):
       genmem bench serve-load digits.mem --clients 200 --seconds 60 \\
-          --learn "--data builtin --classes 7 --epochs 1" --damage --record BENCHMARKS.md
+          --learn "--data builtin --classes 7 --gan-epochs 1" --damage --record BENCHMARKS.md
     """
     import torch
 

@@ -21,7 +21,7 @@ from genmem.config import MAX_CLASSIFIER_EPOCHS
 @click.option("--replay-classifier", is_flag=True,
               help="Also train a fresh classifier on replay alone (no real image) from the latest evaluated version "
                    "and test it: how much the memory is worth to a downstream classifier.")
-@click.option("--epochs", type=FiniteFloatRange(0, MAX_CLASSIFIER_EPOCHS, min_open=True), default=3.0,
+@click.option("--classifier-epochs", type=FiniteFloatRange(0, MAX_CLASSIFIER_EPOCHS, min_open=True), default=3.0,
               show_default=True,
               help="Epochs of the replay classifier, counted in 1000 generated images per class (at most 1000: "
                    "far past its plateau).")
@@ -33,7 +33,8 @@ from genmem.config import MAX_CLASSIFIER_EPOCHS
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
 @friendly_errors
-def evaluate(memory, source, data_dir, version, replay_classifier, epochs, min_confidence, plots, as_json, device):
+def evaluate(memory, source, data_dir, version, replay_classifier, classifier_epochs, min_confidence, plots, as_json,
+             device):
     """Test MEMORY's stored task solvers on real test images: A_t, per-class accuracy, forgetting.
 
     Every version stores the solver trained with it (by default a fresh
@@ -80,7 +81,7 @@ def evaluate(memory, source, data_dir, version, replay_classifier, epochs, min_c
         if len(scores) > 1 else {},
     }
     if replay_classifier:
-        config = ClassifierConfig(epochs=epochs)
+        config = ClassifierConfig(epochs=classifier_epochs)
         report["replay_classifier"] = replay_classifier_score(mem, test, versions[-1], config, device=target,
                                                               progress=not as_json,
                                                               min_confidence=min_confidence).to_dict()

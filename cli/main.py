@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -13,11 +14,14 @@ from genmem.cli.bench import bench
 from genmem.cli.common import DEVICE_HELP, SEED, AugmentPolicy, FiniteFloatRange, friendly_errors, split_classes
 from genmem.cli.evaluate import evaluate
 from genmem.cli.export import export
-from genmem.cli.render import render_summary
+from genmem.cli.render import describe_recipe, render_summary
 from genmem.cli.report import report
 from genmem.cli.serve import serve
 from genmem.cli.sign import keygen, sign
+from genmem.benchmarks.profiles import PROFILES
 from genmem.config import MAX_BATCH_SIZE, MAX_EPOCHS, SOLVER_STARTS
+
+PROFILE_CHOICES = [name for name in PROFILES if name != "smoke"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -33,8 +37,8 @@ def main():
 
     \b
     Quick start (offline, on the built-in MNIST digits):
-      genmem learn-task digits.mem --data builtin --classes 0 --epochs 40
-      genmem learn-task digits.mem --data builtin --classes 1 --epochs 40
+      genmem learn-task digits.mem --data builtin --classes 0
+      genmem learn-task digits.mem --data builtin --classes 1
       genmem info digits.mem
       genmem sample digits.mem --count 8 -o samples.png
     """
@@ -59,22 +63,30 @@ def main():
 @click.option("--class-norm", is_flag=True, default=None,
               help="Class-conditional BatchNorms in the generator: each task's scale and shift per class "
                    "(docs/ALGORITHM.md §16). Set by the first task.")
-@click.option("--epochs", type=click.IntRange(1, MAX_EPOCHS), help="Epochs over the task's images (default: the "
-                                                                    "paper's: 101 MNIST, 151 SVHN, 251 CIFAR-10).")
+@click.option("--profile", "profile_name", type=click.Choice(PROFILE_CHOICES),
+              help="The recipe's budget, as `genmem bench protocol` runs it: quick (made for 2 CPU cores: the GAN on "
+                   "1,000 images per class for 40 epochs, 5,000 for 30 on colour data; critic 16 wide), paper (the "
+                   "paper's GPU budgets on every image), paper-exact (the paper's method with genmem's additions "
+                   "off). Default: quick on a CPU, paper on a GPU. learn-task prints what it chose.")
+@click.option("--images-per-class", type=click.IntRange(1),
+              help="Real images per class the GAN trains on (default: the profile's); the solver uses them all.")
+@click.option("--gan-epochs", type=click.IntRange(1, MAX_EPOCHS),
+              help="Epochs of the GAN over the task's images (default: the profile's: quick 40 for grey, 30 for "
+                   "colour images; paper 101 MNIST, 151 SVHN, 251 CIFAR-10).")
 @click.option("--batch-size", type=click.IntRange(2, MAX_BATCH_SIZE),
               help="Images per step (default 64); under torchrun, the global batch that the ranks share.")
 @click.option("--lr", type=FiniteFloatRange(0, min_open=True), help="Adam learning rate (default: the paper's).")
 @click.option("--sparsity", type=FiniteFloatRange(0), help="Weight lambda of the sparsity regulariser; larger "
                                                            "reserves less of the network (default: the paper's).")
 @click.option("--critic-width", type=click.IntRange(1), help="Channels of the critic's first layer, doubling "
-                                                              "per layer (default 32; 128 for cifar10).")
+                                                              "per layer (default: the profile's: quick 16).")
 @click.option("--image-size", type=int, default=32, show_default=True,
               help="Image side of a new memory (a power of two: 32, 64, ...; 64 px costs 3 to 4 times as much per "
                    "image), set by the first task. Images of any size are brought to it: the shorter side resized "
                    "to it, then the centre cropped square (docs/your-data.md).")
-@click.option("--width", "base_width", type=click.IntRange(1),
-              help="Base width of a new memory's generator (default 6 for dgmw, 20 for dgma, 20 for cifar10): the "
-                   "DCGAN's narrowest layer (the others double), every residual stage's width.")
+@click.option("--base-width", type=click.IntRange(1),
+              help="Base width of a new memory's generator: its last masked layer's channels, doubling towards the "
+                   "first (default: the profile's: quick 10 for dgmw, 8 for dgma, 10 for colour images).")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the task's training; same seed, "
                                                                      "same result on the CPU.")
 @click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
@@ -114,7 +126,8 @@ def main():
                    "is still continued).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @friendly_errors
-def learn_task(memory, source, classes, data_dir, download, variant, arch, class_norm, epochs, batch_size, lr,
+def learn_task(memory, source, classes, data_dir, download, variant, arch, class_norm, profile_name,
+               images_per_class, gan_epochs, batch_size, lr,
                sparsity, critic_width, image_size, base_width, seed, device, solver_mode, solver_start, solver_width,
                solver_epochs, solver_augment, holdout, dp_epsilon, dp_delta, checkpoint_every, quiet):
     """Learn new classes into MEMORY as the next task and write a new version.
@@ -131,7 +144,7 @@ def learn_task(memory, source, classes, data_dir, download, variant, arch, class
     Examples:
       genmem learn-task digits.mem --data mnist --data-dir ~/data --classes 0
       genmem learn-task pets.mem --data folder:./pets --classes cat,dog --variant dgma
-      genmem learn-task cifar.mem --data cifar10 --classes 0 --arch resnet --width 16
+      genmem learn-task cifar.mem --data cifar10 --classes 0 --arch resnet --base-width 16
       genmem learn-task private.mem --data mnist --classes 0 --dp-epsilon 10 --holdout 0.1
 
     Data-parallel on N processes (GPUs with NCCL, else CPU with gloo), same
@@ -145,7 +158,8 @@ def learn_task(memory, source, classes, data_dir, download, variant, arch, class
     from genmem.distributed import from_environment
     from genmem.memory import Memory
     from genmem.nets import GeneratorSpec
-    from genmem.presets import base_width_for, paper_config, recipe_for
+    from genmem.benchmarks.profiles import profile_for
+    from genmem.presets import recipe_for
     from genmem.rank_writer import finish, shutdown, version_writer
 
     target = resolve_device(device)
@@ -165,14 +179,21 @@ def learn_task(memory, source, classes, data_dir, download, variant, arch, class
         GeneratorSpec.for_images(variant_now, 1, generator["image_size"])  # a bad --image-size fails before the data
         data = load_source(source, data_dir, train=True, download=download, image_size=generator["image_size"])
         recipe = recipe_for(source, data.images.shape[1])
-        options = dict(epochs=epochs, batch_size=batch_size, lr=lr, sparsity_weight=sparsity,
-                       critic_width=critic_width, solver_start=solver_start, solver_width=solver_width,
-                       solver_epochs=solver_epochs, solver_augment=solver_augment, dp_epsilon=dp_epsilon)
-        given = {name: value for name, value in options.items() if value is not None}  # click's None: left out
-        config = paper_config(recipe, variant_now, seed=seed, dp_delta=dp_delta,
-                              solver=solver_mode or ("replay" if dp_epsilon is not None else "real"), **given)
+        options = dict(epochs=gan_epochs, gan_images_per_class=images_per_class, batch_size=batch_size, lr=lr,
+                       sparsity_weight=sparsity, critic_width=critic_width, solver_start=solver_start,
+                       solver_width=solver_width, solver_epochs=solver_epochs, solver_augment=solver_augment,
+                       dp_epsilon=dp_epsilon, seed=seed, dp_delta=dp_delta,
+                       solver=solver_mode or ("replay" if dp_epsilon is not None else "real"))
+        profile = profile_for(profile_name or ("paper" if target.type == "cuda" else "quick"), recipe)
+        config = replace(profile.training_config(recipe, variant_now),
+                         **{name: value for name, value in options.items() if value is not None})
+        base_width = base_width or profile.base_width(variant_now, recipe)
+        if not quiet and not (parallel and parallel.rank):
+            task_images = len(data.select(data.resolve(wanted)).labels) // len(wanted)
+            click.echo(describe_recipe(profile, recipe, variant_now, config, target, task_images,
+                                       generator.get("arch", arch or "dcgan"), generator["image_size"]), err=True)
         version = mem.learn_task(data, wanted, variant=variant, config=config, device=target,
-                                 image_size=image_size, base_width=base_width or base_width_for(recipe),
+                                 image_size=image_size, base_width=base_width,
                                  progress=not quiet and not (parallel and parallel.rank), writer=writer,
                                  parallel=parallel, holdout=holdout, checkpoint_every=checkpoint_every, arch=arch,
                                  class_norm=class_norm)

@@ -98,3 +98,27 @@ def privacy_lines(s: dict) -> list[str]:
             lines.append(f"            {attack['part']:<9} {attack['attack']:<48} AUC {attack['auc']:.3f} "
                          f"({low:.3f}-{high:.3f}), TPR@1%FPR {attack['tpr_at_1pct_fpr']:.1%}")
     return lines
+
+
+# Seconds per image and GAN epoch of a task on 2 CPU cores, the solver phase included: the quick MNIST DGMw
+# profile's 596 s for ten tasks of 1,000 images x 40 epochs (docs/experiments/2026-11-25-mnist-quick-profile.md).
+# 64 px costs about 3.5 times as much per image (docs/your-data.md), the residual generator about 3 times.
+CPU_SECONDS_PER_IMAGE_EPOCH = 1.5e-3
+CPU_COST_FACTORS = {"64 px": 3.5, "resnet": 3.0}
+
+
+def describe_recipe(profile, recipe: str, variant: str, config, device, images: int, arch: str,
+                    image_size: int) -> str:
+    """What learn-task is about to train, and how long that takes on 2 CPU cores, in one line."""
+    per_class = "every image" if config.gan_images_per_class is None else f"{config.gan_images_per_class:,} images"
+    line = (f"recipe: the {profile.name} profile for {recipe} data ({arch} {variant.upper()}): the GAN on "
+            f"{per_class} of each class for {config.epochs} epochs, critic {config.critic_width} wide, learning "
+            f"rate {config.lr:g}; the {config.solver} solver after it")
+    if device.type != "cpu":
+        return line
+    passes = min(images, config.gan_images_per_class or images) * config.epochs
+    factor = (CPU_COST_FACTORS["64 px"] if image_size >= 64 else 1.0) * (CPU_COST_FACTORS["resnet"]
+                                                                       if arch == "resnet" else 1.0)
+    minutes = passes * CPU_SECONDS_PER_IMAGE_EPOCH * factor / 60
+    return (f"{line}; {passes:,} image passes, about {max(minutes, 0.1):.1f} minutes on 2 CPU cores (a GPU is much "
+            f"faster; --profile and --gan-epochs change it)")

@@ -18,7 +18,7 @@ memory=runs/quickstart.mem     # a scratch memory this script owns: it starts af
 rm -rf "$memory"
 mkdir -p runs
 for digit in 0 1 2; do
-  "$genmem" learn-task "$memory" --data builtin --classes "$digit" --epochs 60
+  "$genmem" learn-task "$memory" --data builtin --classes "$digit" --gan-epochs 60
 done
 "$genmem" info "$memory"
 "$genmem" sample "$memory" --count 12 -o runs/quickstart-samples.png

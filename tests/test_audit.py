@@ -63,8 +63,8 @@ def test_a_copying_generator_is_caught_and_an_independent_one_is_not(space):
 
 
 def test_an_audit_of_held_out_images_is_kept_beside_the_version_and_shown(tmp_path, tiny_npz):
-    learn = ["learn-task", str(tmp_path / "m"), "--data", f"npz:{tiny_npz}", "--classes", "0,1", "--epochs", "1",
-             "--batch-size", "12", "--critic-width", "4", "--image-size", "16", "--width", "2", "--quiet",
+    learn = ["learn-task", str(tmp_path / "m"), "--data", f"npz:{tiny_npz}", "--classes", "0,1", "--gan-epochs", "1",
+             "--batch-size", "12", "--critic-width", "4", "--image-size", "16", "--base-width", "2", "--quiet",
              "--holdout", "0.25", "--device", "cpu"]
     result = CliRunner().invoke(main, learn)
     assert result.exit_code == 0, result.output
@@ -97,8 +97,8 @@ def test_an_audit_of_held_out_images_is_kept_beside_the_version_and_shown(tmp_pa
 
 
 def test_an_audit_with_images_the_task_did_not_learn_from_is_refused(tmp_path, tiny_npz):
-    learn = ["learn-task", str(tmp_path / "m"), "--data", f"npz:{tiny_npz}", "--classes", "0", "--epochs", "1",
-             "--batch-size", "12", "--critic-width", "4", "--image-size", "16", "--width", "2", "--quiet",
+    learn = ["learn-task", str(tmp_path / "m"), "--data", f"npz:{tiny_npz}", "--classes", "0", "--gan-epochs", "1",
+             "--batch-size", "12", "--critic-width", "4", "--image-size", "16", "--base-width", "2", "--quiet",
              "--holdout", "0.25", "--device", "cpu", "--solver", "none"]
     assert CliRunner().invoke(main, learn).exit_code == 0
     other = tmp_path / "other.npz"

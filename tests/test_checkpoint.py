@@ -206,8 +206,8 @@ def test_checkpoints_are_refused_with_dp_before_any_training(tmp_path):
 @pytest.mark.timeout(900)  # three 40-epoch runs of the command, each allowed 300 s
 def test_learn_task_killed_with_sigkill_continues_from_its_checkpoint(tmp_path, tiny_npz):
     """The real thing: the command killed outright mid-task, then run again, ends where one run ends."""
-    options = ["--data", f"npz:{tiny_npz}", "--classes", "0,1", "--image-size", "16", "--width", "2",
-               "--critic-width", "4", "--epochs", "40", "--batch-size", "8", "--device", "cpu", "--quiet"]
+    options = ["--data", f"npz:{tiny_npz}", "--classes", "0,1", "--image-size", "16", "--base-width", "2",
+               "--critic-width", "4", "--gan-epochs", "40", "--batch-size", "8", "--device", "cpu", "--quiet"]
 
     def command(memory, *extra):
         return [sys.executable, "-m", "genmem.cli.main", "learn-task", str(memory), *options, *extra]

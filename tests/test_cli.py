@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 
 import genmem.data
 import genmem.memory
+from genmem.benchmarks.profiles import profile_for
 from genmem.cli.common import FiniteFloatRange
 from genmem.cli.main import main
 from genmem.config import MAX_BATCH_SIZE, MAX_EPOCHS
@@ -21,7 +22,7 @@ from genmem.memory import Memory
 
 from tiny import class_images, tiny_config
 
-TINY = ["--image-size", "16", "--width", "2", "--critic-width", "4", "--epochs", "1", "--batch-size", "8", "--quiet",
+TINY = ["--image-size", "16", "--base-width", "2", "--critic-width", "4", "--gan-epochs", "1", "--batch-size", "8", "--quiet",
         "--device", "cpu"]
 
 
@@ -156,18 +157,19 @@ def no_training(monkeypatch):
     return loads
 
 
-@pytest.mark.parametrize("option, accepted, refused", [("--epochs", MAX_EPOCHS, MAX_EPOCHS + 1), ("--epochs", 1, 0),
-                                                       ("--batch-size", MAX_BATCH_SIZE, MAX_BATCH_SIZE + 1),
-                                                       ("--batch-size", 2, 1)])
+@pytest.mark.parametrize("option, setting, accepted, refused", [("--gan-epochs", "epochs", MAX_EPOCHS, MAX_EPOCHS + 1),
+                                                                ("--gan-epochs", "epochs", 1, 0),
+                                                                ("--batch-size", "batch_size", MAX_BATCH_SIZE,
+                                                                 MAX_BATCH_SIZE + 1),
+                                                                ("--batch-size", "batch_size", 2, 1)])
 def test_epochs_and_batch_sizes_are_refused_exactly_past_their_bounds_before_the_data_loads(tmp_path, tiny_npz,
                                                                                            no_training, option,
-                                                                                           accepted, refused):
+                                                                                           setting, accepted, refused):
     learn = ["learn-task", tmp_path / "m", "--data", f"npz:{tiny_npz}", "--classes", "0", "--quiet", option]
     assert isinstance(run(*learn, accepted).exception, TrainingStarted)
     assert len(no_training) == 1
     assert_clear_error(run(*learn, refused), f"Invalid value for '{option}'")
     assert len(no_training) == 1, "refused before the data loaded"
-    setting = option[2:].replace("-", "_")  # the Python API, which the CLI's bounds mirror
     data = load_source(f"npz:{tiny_npz}")
     with pytest.raises(TrainingStarted):
         Memory(tmp_path / "m").learn_task(data, [0], config=tiny_config(**{setting: accepted}), image_size=16)
@@ -180,12 +182,12 @@ def test_settings_that_could_never_finish_fit_or_learn_are_refused_before_traini
     rate or weight (which click's ranges let through) trained a version of NaN weights."""
     floats = [(option, value) for option in ("--lr", "--sparsity", "--solver-epochs", "--holdout", "--dp-epsilon",
                                              "--dp-delta") for value in ("nan", "inf", "-nan")]
-    for option, value in [("--batch-size", 10**12), ("--epochs", 10**20), ("--seed", 2**70), ("--seed", -1), *floats]:
+    for option, value in [("--batch-size", 10**12), ("--gan-epochs", 10**20), ("--seed", 2**70), ("--seed", -1), *floats]:
         result = run("learn-task", tmp_path / "m", "--data", f"npz:{tiny_npz}", "--classes", "0", option, value)
         assert_clear_error(result, f"Invalid value for '{option}'")
     assert not no_training, "every one was refused before the data loaded"
     assert_clear_error(run("evaluate", tmp_path / "m", "--data", f"npz:{tiny_npz}", "--replay-classifier",
-                           "--epochs", "1e9"), "Invalid value for '--epochs'")  # a replay classifier for years
+                           "--classifier-epochs", "1e9"), "Invalid value for '--classifier-epochs'")  # a replay classifier for years
     data = load_source(f"npz:{tiny_npz}")  # the Python API refuses them as well
     nan, inf = float("nan"), float("inf")
     for setting in ({"batch_size": 10**12}, {"epochs": 10**20}, {"batch_size": 1}, {"lr": nan},
@@ -203,9 +205,11 @@ def test_the_solver_phase_is_set_from_the_command_line(tmp_path, tiny_npz):
     training = Memory(tmp_path / "m").manifest()["tasks"][-1]["training"]
     assert (training["solver_start"], training["solver_epochs"], training["solver_augment"],
             training["solver_width"]) == ("fresh", 1.5, "translation,cutout", 6)
-    assert run("learn-task", tmp_path / "d", *source, *TINY).exit_code == 0  # options left out keep the defaults
+    assert run("learn-task", tmp_path / "d", *source, *TINY).exit_code == 0  # options left out keep the profile's
     training = Memory(tmp_path / "d").manifest()["tasks"][-1]["training"]
-    assert (training["solver_epochs"], training["solver_width"], training["average_decay"]) == (5.0, None, 0.99)
+    quick = profile_for("quick", "mnist").training_config("mnist", "dgmw")  # the CPU's default profile
+    assert (training["solver_epochs"], training["solver_width"], training["average_decay"]) == (
+        quick.solver_epochs, quick.solver_width, quick.average_decay) == (2.0, None, 0.99)
     missing = ["--data", f"npz:{tmp_path / 'missing.npz'}", "--classes", "0"]  # the typo is found before the data
     assert_clear_error(run("learn-task", tmp_path / "n", *missing, "--solver-augment", "blur", *TINY),
                        "unknown augmentation 'blur'")
@@ -268,3 +272,18 @@ def test_every_float_option_of_every_command_refuses_nan_and_infinity():
         for bad in ("nan", "inf", "-inf"):
             with pytest.raises(click.BadParameter, match="not a finite number|not in the range"):
                 param.type.convert(bad, param, None)
+
+
+@pytest.mark.parametrize("profile", ["quick", "paper-exact"])
+def test_learn_task_trains_the_recipe_bench_protocol_runs_and_says_which(tmp_path, tiny_npz, profile):
+    """The benchmarked recipe is reachable from learn-task: its manifest records the config the protocol's profile
+    gives for the same data, and the command says what it chose and how long that takes."""
+    result = CliRunner().invoke(main, ["learn-task", str(tmp_path / "m"), "--data", f"npz:{tiny_npz}", "--classes", "0",
+                                       "--profile", profile, "--image-size", "16", "--gan-epochs", "1", "--seed", "3",
+                                       "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    training = Memory(tmp_path / "m").manifest()["tasks"][-1]["training"]
+    expected = profile_for(profile, "mnist").training_config("mnist", "dgmw").to_dict() | {"epochs": 1, "seed": 3}
+    assert {k: v for k, v in training.items() if k in expected} == json.loads(json.dumps(expected))
+    assert f"recipe: the {profile} profile for mnist data" in result.output
+    assert "image passes, about" in result.output and "minutes on 2 CPU cores" in result.output

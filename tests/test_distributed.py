@@ -124,7 +124,7 @@ def test_the_learn_task_command_under_torchrun_writes_one_version_and_exits_clea
     """The README's command: torchrun's own launcher, two CPU ranks, the CLI's summary from rank 0 only."""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                "-m", "genmem.cli.main", "learn-task", str(first_task.path), "--data", f"npz:{tiny_npz}",
-               "--classes", "2", "--image-size", "16", "--width", "2", "--critic-width", "4", "--epochs", "1",
+               "--classes", "2", "--image-size", "16", "--base-width", "2", "--critic-width", "4", "--gan-epochs", "1",
                "--batch-size", "8", "--device", "cpu", "--quiet"]
     # Started outside the checkout: `-m` puts the working directory first on the import path, where the repository's
     # genmem/ (whose cli/ is mapped in at install) would shadow the installed package.

@@ -23,7 +23,7 @@ from genmem.store import CHECKPOINT, add_audit, read_audits
 
 from tiny import tiny_config, tiny_memory, tiny_set
 
-LEARN = ["--image-size", "16", "--width", "2", "--critic-width", "4", "--epochs", "1", "--batch-size", "12",
+LEARN = ["--image-size", "16", "--base-width", "2", "--critic-width", "4", "--gan-epochs", "1", "--batch-size", "12",
          "--quiet", "--device", "cpu", "--solver-epochs", "1"]
 
 

@@ -145,7 +145,7 @@ def test_any_arguments_to_info_and_sample_give_a_result_or_a_one_line_error(two_
 @given(data=CLI_TEXT, classes=CLI_TEXT)
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_learn_task_refuses_odd_sources_and_classes_in_one_line(tmp_path, data, classes):
-    result = run_cli(["learn-task", str(tmp_path / "new"), "--data", data, "--classes", classes, "--epochs", "1",
+    result = run_cli(["learn-task", str(tmp_path / "new"), "--data", data, "--classes", classes, "--gan-epochs", "1",
                       "--quiet", "--data-dir", str(tmp_path / "no-data")])
     assert result.exit_code != 0
 
