@@ -1,6 +1,6 @@
 """What a task of your own images costs: seconds per image and GAN epoch, and the solver phase, per image size.
 
-A user budgets `learn-task --epochs` on their own folder by the GAN's cost per image and epoch; this measures it
+A user budgets `learn-task --gan-epochs` on their own folder by the GAN's cost per image and epoch; this measures it
 for the quick profile's networks (critic 16 wide, DGMw base width 10, a fresh 16-wide solver, 2 solver passes) on
 grey 32 px, colour 32 px and colour 64 px images, as the first task of a new memory (two classes of IMAGES images
 each; random pixels cost what real ones do). Every GAN epoch is timed from one epoch's end to the next (read
@@ -8,7 +8,7 @@ where a checkpointing task hands over its state, which is told to save nothing),
 busy machine's bursts move it less; what follows the last epoch (BatchNorm re-estimation, the solver phase, the
 sample strip) is the task's fixed cost.
 
-Usage: python benchmarks/your_data_cost.py [--images 200] [--epochs 5] [--device cpu] [--sizes 32,64]
+Usage: python scripts/your_data_cost.py [--images 200] [--epochs 5] [--device cpu] [--sizes 32,64]
 """
 
 from __future__ import annotations
