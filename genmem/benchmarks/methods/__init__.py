@@ -13,9 +13,11 @@ import importlib
 REGISTRY = {
     "dgm-solver": "genmem.benchmarks.methods.dgm:StoredSolver",
     "dgm-replay": "genmem.benchmarks.methods.dgm:DgmReplay",
+    "hybrid": "genmem.benchmarks.methods.hybrid:Hybrid",
     "dgr": "genmem.benchmarks.methods.generative_replay:Dgr",
     "mergan": "genmem.benchmarks.methods.generative_replay:Mergan",
     "ewc": "genmem.benchmarks.methods.generative_replay:EwcM",
+    "buffer": "genmem.benchmarks.methods.buffer:Buffer",
     "joint": "genmem.benchmarks.methods.joint:Joint",
     "finetune": "genmem.benchmarks.methods.finetune:Finetune",
 }
