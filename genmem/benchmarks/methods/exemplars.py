@@ -145,14 +145,15 @@ class Exemplars:
         return (images if as_uint8 else to_unit_range(images)), labels
 
     def save(self, path: Path, record) -> None:
-        """The images, and `record` (JSON) beside them in the file's metadata."""
+        """The images, and `record` (JSON) beside them in the file's metadata: one entry, for the file's bytes to
+        be the same every time (safetensors writes several in any order)."""
         save_file({str(label): images.contiguous() for label, images in self.images.items()}, str(path),
-                  metadata={"labels": json.dumps(list(self.images)), "record": json.dumps(record)})
+                  metadata={"exemplars": json.dumps({"labels": list(self.images), "record": record})})
 
     def load(self, path: Path):
         """Take back what `save` wrote; returns its record."""
         tensors = load_tensors(path)
         with safe_open(str(path), "pt") as handle:
-            metadata = handle.metadata()
-        self.images = {label: tensors[str(label)] for label in json.loads(metadata["labels"])}
-        return json.loads(metadata["record"])
+            saved = json.loads(handle.metadata()["exemplars"])
+        self.images = {label: tensors[str(label)] for label in saved["labels"]}
+        return saved["record"]
