@@ -214,7 +214,7 @@ def test_the_command_runs_the_buffer_at_several_scales_and_writes_the_plot_and_t
                                        "--exemplar-selection", "random", "--out", str(out), "--device", "cpu",
                                        "--quiet", "--csv", str(table)])
     assert result.exit_code == 0, result.output
-    assert "| buffer-x0.5 |" in result.output and "| 4,096 |" in result.output, "the bytes table"
+    assert "| buffer-x0.5 | 4,096 | – | 4,096 | 2 |" in result.output, "the bytes table"
     with Image.open(out / "bytes.png") as image:
         assert image.size[0] > 200
     results = json.loads((out / "results.json").read_text())
@@ -244,8 +244,8 @@ def test_combined_runs_plot_the_buffer_against_both_variants_at_their_own_bytes(
                 "classes": [{"label": 0, "name": "0"}], "accuracy": {m: [100.0, 90.0] for m in methods},
                 "storage_bytes": {WEIGHTS_FILE: payload - 1000, MASKS_FILE: 1000, "solver.safetensors": 5}} | facts
 
-    buffers = {"buffer-x0.5": {"tasks": [{"bytes": 10240, "images_per_class": [5, 5]}]},
-               "buffer": {"tasks": [{"bytes": 20480, "images_per_class": [10, 10]}]}}
+    buffers = {"buffer-x0.5": {"tasks": [{"bytes": 10240, "budget_bytes": 10250, "images_per_class": [5, 5]}]},
+               "buffer": {"tasks": [{"bytes": 20480, "budget_bytes": 20500, "images_per_class": [10, 10]}]}}
     runs = {"dgmw": finished("dgmw", ["dgm-replay", "buffer-x0.5", "buffer"], 20500, buffers=buffers),
             "dgma": finished("dgma", ["dgm-replay"], 41000)}
     for variant, results in runs.items():
@@ -254,7 +254,7 @@ def test_combined_runs_plot_the_buffer_against_both_variants_at_their_own_bytes(
     result = CliRunner().invoke(main, ["bench", "protocol", "--combine", str(tmp_path / "dgmw"), "--combine",
                                        str(tmp_path / "dgma"), "--out", str(tmp_path / "both")])
     assert result.exit_code == 0, result.output
-    assert "| buffer-x0.5 | 10,240 | 0.50 | 5 | 90.00 |" in result.output
-    assert "| dgma-replay | 41,000 | 2.00 | – | 90.00 |" in result.output, "each variant at its own bytes"
+    assert "| buffer-x0.5 | 10,240 | 0.50 | 10,250 | 5 | 90.00 |" in result.output
+    assert "| dgma-replay | 41,000 | 2.00 | – | – | 90.00 |" in result.output, "each variant at its own bytes"
     with Image.open(tmp_path / "both" / "bytes.png") as image:
         assert image.size[0] > 200

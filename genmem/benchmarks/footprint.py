@@ -20,6 +20,7 @@ class Point:
     bytes: int  # what it keeps for replay after the last task: DGM's payload, the real images, or both
     accuracy: float  # A_t after the last task
     images_per_class: list[int] | None  # real images kept per class after the last task; None: none
+    budget: int | None = None  # a buffer's: what it may keep (more than it keeps when its classes run out of images)
 
 
 def payload_bytes(results: dict) -> int | None:
@@ -38,7 +39,8 @@ def memory_points(results: dict) -> list[Point]:
             points.append(Point(f"{variant}-replay", "genmem", payload, curve[-1], None))
         elif method in buffers:
             last = buffers[method]["tasks"][-1]
-            points.append(Point(method, "buffer", last["bytes"], curve[-1], last["images_per_class"]))
+            points.append(Point(method, "buffer", last["bytes"], curve[-1], last["images_per_class"],
+                                last["budget_bytes"]))
         elif method in hybrids:
             kept = hybrids[method]
             points.append(Point(f"{variant}-{method}", "hybrid", payload + kept["real_bytes"], curve[-1],
@@ -57,14 +59,16 @@ def points_of_runs(runs: list[dict]) -> list[Point]:
 
 
 def bytes_table(points: list[Point]) -> str:
-    """Bytes kept, as a multiple of genmem's (the first genmem point's), real images per class, and accuracy."""
+    """Bytes kept, as a multiple of genmem's (the first genmem point's), a buffer's budget, real images per class,
+    and accuracy."""
     reference = next((p.bytes for p in points if p.kind == "genmem"), None)
-    lines = ["| method | bytes kept | x genmem's | real images per class | accuracy at the end (%) |",
-             "|---|---|---|---|---|"]
+    lines = ["| method | bytes kept | x genmem's | budget | real images per class | accuracy at the end (%) |",
+             "|---|---|---|---|---|---|"]
     for point in sorted(points, key=lambda p: p.bytes):
         times = f"{point.bytes / reference:.2f}" if reference else "–"
         per_class = point.images_per_class
         images = "–" if not per_class else (f"{min(per_class)}" if min(per_class) == max(per_class)
                                             else f"{min(per_class)} to {max(per_class)}")
-        lines.append(f"| {point.method} | {point.bytes:,} | {times} | {images} | {point.accuracy:.2f} |")
+        budget = "–" if point.budget is None else f"{point.budget:,}"
+        lines.append(f"| {point.method} | {point.bytes:,} | {times} | {budget} | {images} | {point.accuracy:.2f} |")
     return "\n".join(lines)
