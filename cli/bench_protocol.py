@@ -91,7 +91,7 @@ class PositiveList(click.ParamType):
                    "confusion.png.")
 @click.option("--resume", type=click.Path(file_okay=False, path_type=Path), metavar="OUT",
               help="Continue the run in OUT from its last finished task (or DGM's last checkpoint inside the next "
-                   "one), with the options it was started with (only --data-dir, --device, --checkpoint-every, "
+                   "one), with the options it was started with (only --data-dir, --device, --checkpoint-every, --csv, "
                    "--record and --quiet may be given).")
 @click.option("--checkpoint-every", type=FiniteFloatRange(0), metavar="SECONDS",
               help="Also save DGM's training state inside a task this often (0: every epoch; genmem learn-task "
@@ -134,9 +134,12 @@ def protocol(ctx, source, test_data, data_dir, variant, methods, profile, images
     generative replay (dgr), MeRGAN's replay alignment (mergan) or EWC on the
     generator (ewc), joint
     training on every real image seen (upper bound) and sequential
-    fine-tuning without replay (lower bound). No real image of an earlier
-    class is used by the continual methods, for training or for model
-    selection: every figure is the final model's. The paper's figures are
+    fine-tuning without replay (lower bound). A buffer of real images in as
+    many bytes as DGM's memory (buffer) and DGM's replay with K real images
+    per class mixed in (hybrid) measure what the generative memory is worth
+    against keeping real images. No real image of an earlier class is used
+    by the continual methods beyond what buffer and hybrid keep, for training
+    or for model selection: every figure is the final model's. The paper's figures are
     printed beside them only for the data sets it measured (MNIST, SVHN,
     CIFAR-10).
 
