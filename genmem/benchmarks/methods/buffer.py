@@ -3,18 +3,19 @@ as many bytes as DGM's memory needs for replay (or a budget given).
 
 What a generative memory is worth is measured against its simplest rival:
 keeping real images in the same bytes. After each task's classifier is
-trained, the buffer takes in the task's classes (iCaRL's order), the same
-number of images of every class it holds, at one byte per pixel and channel
-at the protocol's image size, and drops the last-chosen images of the others
-to stay within its budget (iCaRL's reduction). Its budget after task t is its
-scale times either a number of bytes given (option buffer_bytes) or the
-payload of DGM's version t as stored for replay (generator and masks; the
-stored solver is no part of replay). Task t's classifier thus replays what
-the buffer kept after task t-1, in the bytes of DGM's version t-1, as
-dgm-replay replays version t, whose images of the earlier classes are version
-t-1's bit for bit. A run may hold the buffer at several scales at once
-(option buffer_scales: buffer-x0.25, buffer, buffer-x4, ...), all beside one
-DGM memory.
+trained, the buffer takes in the task's classes (iCaRL's order) at one byte
+per pixel and channel at the protocol's image size: an equal share of its
+budget per class held, the newest classes' in full, the others' by dropping
+their last-chosen images (iCaRL's reduction; a class never regains images it
+dropped, so a share that grows leaves them short). Its budget after task t
+is its scale times either a number of bytes given (option buffer_bytes) or
+the payload of DGM's version t as stored for replay (generator and masks;
+the stored solver is no part of replay). Task t's classifier thus replays
+what the buffer kept after task t-1, in the bytes of DGM's version t-1, as
+dgm-replay replays version t, whose images of the earlier classes are
+version t-1's bit for bit. A run may hold the buffer at several scales at
+once (option buffer_scales: buffer-x0.25, buffer, buffer-x4, ...), all
+beside one DGM memory.
 """
 
 from __future__ import annotations
