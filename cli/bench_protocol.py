@@ -2,16 +2,42 @@
 
 from __future__ import annotations
 
+import math
 import shlex
 import sys
 from pathlib import Path
 
 import click
 
-from genmem.benchmarks.methods import DEFAULT_METHODS, METHODS
+from genmem.benchmarks.methods import DEFAULT_METHODS, METHODS, SELECTIONS
 from genmem.benchmarks.profiles import PROFILES
 from genmem.cli.common import AugmentPolicy, FiniteFloatRange, friendly_errors, run_options, split_classes
 from genmem.config import MAX_CLASSIFIER_EPOCHS, SOLVER_MODES
+
+# The methods' own options (run_protocol's method_options), and the methods that take them.
+METHOD_OPTIONS = {"buffer_bytes": ("buffer",), "buffer_scales": ("buffer",), "exemplar_selection": ("buffer", "hybrid"),
+                  "hybrid_per_class": ("hybrid",), "hybrid_ratio": ("hybrid",)}
+
+
+class PositiveList(click.ParamType):
+    """Comma-separated numbers above 0 of one kind (int or float), e.g. 0.25,0.5,1,2,4."""
+
+    name = "list"
+
+    def __init__(self, kind: type):
+        self.kind = kind
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, list):
+            return value
+        try:
+            numbers = [self.kind(part) for part in split_classes(value)]
+        except ValueError:
+            numbers = []
+        if not numbers or not all(math.isfinite(n) and n > 0 for n in numbers):
+            whole = "whole " if self.kind is int else ""
+            self.fail(f"{value!r} is not a comma-separated list of {whole}numbers above 0", param, ctx)
+        return numbers
 
 
 @click.command()
@@ -65,7 +91,7 @@ from genmem.config import MAX_CLASSIFIER_EPOCHS, SOLVER_MODES
                    "confusion.png.")
 @click.option("--resume", type=click.Path(file_okay=False, path_type=Path), metavar="OUT",
               help="Continue the run in OUT from its last finished task (or DGM's last checkpoint inside the next "
-                   "one), with the options it was started with (only --data-dir, --device, --checkpoint-every, "
+                   "one), with the options it was started with (only --data-dir, --device, --checkpoint-every, --csv, "
                    "--record and --quiet may be given).")
 @click.option("--checkpoint-every", type=FiniteFloatRange(0), metavar="SECONDS",
               help="Also save DGM's training state inside a task this often (0: every epoch; genmem learn-task "
@@ -74,12 +100,31 @@ from genmem.config import MAX_CLASSIFIER_EPOCHS, SOLVER_MODES
 @click.option("--combine", type=click.Path(file_okay=False, path_type=Path), multiple=True, metavar="RUN",
               help="Instead of running: one table and one A_t plot (into --out) from finished runs of one data "
                    "set, profile and seed, e.g. a DGMw run with the baselines and a DGMa run; repeat per run.")
+@click.option("--buffer-bytes", type=click.IntRange(1), metavar="N",
+              help="The buffer's budget in bytes (default: after each task, the bytes DGM's last version stores for "
+                   "replay, its generator's weights and masks; required when no DGM method runs). An image costs one "
+                   "byte per pixel and channel at 32 pixels.")
+@click.option("--buffer-scales", type=PositiveList(float), metavar="LIST",
+              help="Run the buffer at these multiples of its budget, all beside one DGM memory, e.g. 0.25,0.5,1,2,4: "
+                   "methods buffer-x0.25, buffer-x0.5, buffer, buffer-x2, buffer-x4 (default: 1, the method buffer).")
+@click.option("--exemplar-selection", type=click.Choice(SELECTIONS),
+              help="How buffer and hybrid choose the real images they keep: herding (iCaRL's, in a fixed random "
+                   "convolutional feature space; the default) or random.")
+@click.option("--hybrid-per-class", type=PositiveList(int), metavar="K",
+              help="Real images hybrid keeps of every class (default 20); a list, e.g. 20,50,100, runs hybrid-k20, "
+                   "hybrid-k50 and hybrid-k100 beside one DGM memory.")
+@click.option("--hybrid-ratio", type=FiniteFloatRange(0, 1), metavar="R",
+              help="The share of real images among each earlier class's images in hybrid's batches, the paper's r "
+                   "(default 0.5); the rest are DGM's replay.")
+@click.option("--csv", "table_csv", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+              help="Also write the run's figures as rows of this CSV (BENCHMARKS.csv): every method's accuracy after "
+                   "the last task, and DGM's replay payload in bytes.")
 @run_options
 @click.pass_context
 @friendly_errors
 def protocol(ctx, source, test_data, data_dir, variant, methods, profile, images_per_class, gan_epochs, augment,
              classifier_epochs, classifier_width, base_width, solver_mode, tasks, out, resume, checkpoint_every,
-             combine, seed, device, record, quiet):
+             combine, seed, device, record, quiet, table_csv, **method_settings):
     """Run the paper's protocol: one class per task, A_t after every task, against baselines and bounds.
 
     After every task each method's classifier is tested on the real test
@@ -89,9 +134,12 @@ def protocol(ctx, source, test_data, data_dir, variant, methods, profile, images
     generative replay (dgr), MeRGAN's replay alignment (mergan) or EWC on the
     generator (ewc), joint
     training on every real image seen (upper bound) and sequential
-    fine-tuning without replay (lower bound). No real image of an earlier
-    class is used by the continual methods, for training or for model
-    selection: every figure is the final model's. The paper's figures are
+    fine-tuning without replay (lower bound). A buffer of real images in as
+    many bytes as DGM's memory (buffer) and DGM's replay with K real images
+    per class mixed in (hybrid) measure what the generative memory is worth
+    against keeping real images. No real image of an earlier class is used
+    by the continual methods beyond what buffer and hybrid keep, for training
+    or for model selection: every figure is the final model's. The paper's figures are
     printed beside them only for the data sets it measured (MNIST, SVHN,
     CIFAR-10).
 
@@ -107,9 +155,11 @@ def protocol(ctx, source, test_data, data_dir, variant, methods, profile, images
           --out runs/mnist-baselines
       genmem bench protocol --resume runs/mnist-baselines
       genmem bench protocol --combine runs/mnist-baselines --combine runs/mnist-dgma --out runs/mnist-table
+      genmem bench protocol --data mnist --methods dgm-replay,buffer,hybrid --buffer-scales 0.25,0.5,1,2,4 \\
+          --hybrid-per-class 20,50,100 --out runs/mnist-bytes --csv BENCHMARKS.csv
     """
     from genmem.benchmarks.protocol import load_run_data, profile_for, resume_protocol, run_protocol
-    from genmem.benchmarks.record import CpuWatch, machine, provenance
+    from genmem.benchmarks.record import CpuWatch, commit, machine, provenance
     from genmem.benchmarks.results import describe_data
     from genmem.device import resolve_device
     from genmem.presets import recipe_for
@@ -122,19 +172,22 @@ def protocol(ctx, source, test_data, data_dir, variant, methods, profile, images
         return combined_report(combine, out, record)
     if (out is None) == (resume is None):
         raise click.UsageError("give --out NEW_FOLDER for a new run, or --resume OUT to continue one")
-    fixed = given_options(ctx, exclude=("resume", "data_dir", "device", "record", "quiet", "checkpoint_every"))
+    fixed = given_options(ctx, exclude=("resume", "data_dir", "device", "record", "quiet", "checkpoint_every",
+                                        "table_csv"))
     if resume is not None and fixed:
         raise click.UsageError(f"--resume continues a run with the options it was started with; drop "
                                f"{', '.join(fixed)}")
     target = resolve_device(device)
     command = "genmem " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     where = provenance([machine(target)], command)  # now: the code that runs, not the tree at the end
+    rows = {"hardware": machine(target), "commit": commit(), "command": command}  # for --csv
     watch = CpuWatch()
     if resume is not None:
         out = resume
         results = resume_protocol(resume, data_dir, device=target, progress=not quiet,
                                   checkpoint_every=checkpoint_every)
     else:
+        options = method_options(split_classes(methods), method_settings)
         train, test = load_run_data(source, test_data, data_dir)
         recipe = recipe_for(source, train.images.shape[1])
         budget = profile_for(profile, recipe).with_budget(images_per_class, gan_epochs, augment, classifier_epochs,
@@ -142,8 +195,24 @@ def protocol(ctx, source, test_data, data_dir, variant, methods, profile, images
         results = run_protocol(train, test, recipe, variant, budget, out, device=target, seed=seed, num_tasks=tasks,
                                progress=not quiet, methods=split_classes(methods),
                                data=describe_data(source, test_data), base_width=base_width, solver=solver_mode,
-                               checkpoint_every=checkpoint_every)
+                               checkpoint_every=checkpoint_every, method_options=options)
     report(results, out, where, watch.others_share(), record)
+    if table_csv:
+        from genmem.benchmarks.record import record_rows
+        from genmem.benchmarks.rows import protocol_rows
+
+        record_rows(table_csv, protocol_rows(results, **rows))
+        click.echo(f"rows of every method in {table_csv}")
+
+
+def method_options(methods: list[str], given: dict) -> dict:
+    """The methods' own options the command line gave; one that no chosen method takes is refused."""
+    options = {key: value for key, value in given.items() if value is not None}
+    for key in options:
+        if not set(METHOD_OPTIONS[key]) & set(methods):
+            raise click.UsageError(f"--{key.replace('_', '-')} is an option of {' and '.join(METHOD_OPTIONS[key])}; "
+                                   f"add it to --methods or drop the option")
+    return options
 
 
 def given_options(ctx: click.Context, exclude: tuple[str, ...]) -> list[str]:
@@ -170,6 +239,9 @@ def report(results: dict, out: Path, where: str, busy: float | None, record: Pat
         plots.insert(1, f"`{out}/growth.png`")
     table = markdown_table(results)
     click.echo(table)
+    against_bytes = bytes_report([results], results, out)
+    if against_bytes:
+        plots.append(f"`{out}/bytes.png`")
     others = "CPU use of others unknown" if busy is None else f"other processes took {busy:.0%} of the CPU meanwhile"
     timing = ", ".join(f"{'DGM GAN' if k == 'gan' else k} {v:.0f} s" for k, v in results["seconds"].items())
     timing = f"{timing}; {others}"
@@ -181,6 +253,8 @@ def report(results: dict, out: Path, where: str, busy: float | None, record: Pat
             parts += [growth_table(results), f"Final DGM generator: {size:,} parameters."]
         if "baselines" in results:
             parts.append(f"Baselines' generator: {results['baselines']['parameters']:,} parameters, fixed.")
+        if against_bytes:
+            parts.append(against_bytes)
         parts.append(f"Time: {timing}. Plots: {', '.join(plots)}.")
         record_section(record, f"{run_title(results)}, {results['profile']['name']} profile", "\n\n".join(parts))
 
@@ -194,14 +268,34 @@ def combined_report(runs: tuple[Path, ...], out: Path | None, record: Path | Non
 
     if out is None:
         raise click.UsageError("--combine needs --out FOLDER for the combined plot")
-    results = combine_runs([saved_run(run) for run in runs])
+    saved = [saved_run(run) for run in runs]
+    results = combine_runs(saved)
     out.mkdir(parents=True, exist_ok=True)
     (out / "accuracy.png").write_bytes(accuracy_plot(results))
     table = markdown_table(results)
     click.echo(table)
-    click.echo(f"\nplot in {out / 'accuracy.png'}")
+    against_bytes = bytes_report(saved, results, out)
+    click.echo(f"\nplot in {out / 'accuracy.png'}" + (f" and {out / 'bytes.png'}" if against_bytes else ""))
     if record:
         where = provenance(["the runs' own (see their sections)"], "genmem " + shlex.join(sys.argv[1:]))
-        body = "\n\n".join([where, f"Runs: {', '.join(f'`{run}`' for run in runs)}.", table,
-                             f"Plot: `{out}/accuracy.png`."])
+        plots = f"Plot: `{out}/accuracy.png`" + (f", `{out}/bytes.png`." if against_bytes else ".")
+        listed = f"Runs: {', '.join(f'`{run}`' for run in runs)}."
+        body = "\n\n".join(part for part in (where, listed, table, against_bytes, plots) if part)
         record_section(record, f"{run_title(results)}, {results['profile']['name']} profile", body)
+
+
+def bytes_report(runs: list[dict], results: dict, out: Path) -> str:
+    """Where runs hold a buffer or hybrid: the accuracy against bytes plot into out, its table to the terminal and
+    returned (for --record); '' otherwise."""
+    from genmem.benchmarks.charts import accuracy_bytes_plot
+    from genmem.benchmarks.footprint import bytes_table, points_of_runs
+    from genmem.benchmarks.results import run_title
+
+    points = points_of_runs(runs)
+    if all(point.kind == "genmem" for point in points):
+        return ""
+    title = f"{run_title(results, display=True)}, profile {results['profile']['name']}"
+    (out / "bytes.png").write_bytes(accuracy_bytes_plot(points, title))
+    table = "Accuracy against the bytes kept for replay:\n\n" + bytes_table(points)
+    click.echo("\n" + table)
+    return table

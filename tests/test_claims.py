@@ -12,6 +12,7 @@ import httpx
 import pytest
 import torch
 from safetensors.torch import load as load_safetensors
+from safetensors.torch import load_file
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 import genmem.benchmarks.protocol as protocol
@@ -269,6 +270,34 @@ def test_the_protocol_s_dgm_methods_never_use_a_real_image_of_an_earlier_class(t
                                     tmp_path / "run", progress=False, methods=protocol.DGM_METHODS)
     assert learned == [0, 1] and forbidden == {0}
     assert set(results["accuracy"]) == set(protocol.DGM_METHODS) and len(results["accuracy"]["dgm-replay"]) == 2
+
+
+@pytest.mark.parametrize("methods, options", [(("hybrid",), {"hybrid_per_class": [2]}),
+                                              (("buffer",), {"buffer_bytes": 2 * 3 * 1024})])
+def test_buffer_and_hybrid_read_no_real_image_of_an_earlier_class_beyond_what_they_kept(tmp_path, monkeypatch,
+                                                                                      methods, options):
+    """The run's training data is read through the guard: once task t starts, the data set's images of the classes
+    of tasks before it are forbidden. What buffer and hybrid keep of a class is copied while its task runs, only
+    its budget's worth: hybrid its 2 per class, the buffer 6 images' bytes over the classes finished."""
+    forbidden: set[int] = set()
+    make_task = protocol._task
+
+    def next_task(run, index):
+        forbidden.update(run.classes[:index])
+        return make_task(run, index)
+
+    monkeypatch.setattr(protocol, "_task", next_task)
+    profile = replace(protocol.PROFILES["smoke"], images_per_class=12, classifier_epochs=0.25, solver_steps=5,
+                      critic_width=4, classifier_width=4)
+    train = GuardedImages.of(tiny_set(labels=(0, 1, 2), size=32), forbidden)
+    results = protocol.run_protocol(train, tiny_set(labels=(0, 1, 2), per_class=4), "mnist", "dgmw", profile,
+                                    tmp_path / "run", progress=False, methods=methods, method_options=options,
+                                    base_width=2)
+    assert forbidden == {0, 1} and all(len(curve) == 3 for curve in results["accuracy"].values())
+    (name,) = results["accuracy"]
+    for task, per_class in enumerate(([6], [3, 3], [2, 2, 2]) if name == "buffer" else ([2], [2, 2], [2, 2, 2])):
+        kept = load_file(tmp_path / "run" / "state" / f"task{task:02d}" / f"{name}.safetensors")
+        assert {int(label): len(images) for label, images in kept.items()} == dict(enumerate(per_class))
 
 
 # The training rules are applied by learn_task itself -------------------------------------------------------------

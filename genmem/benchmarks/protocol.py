@@ -12,9 +12,12 @@ accuracies. The methods (genmem.benchmarks.methods, one class each):
     ewc         the same with replay from a generator kept by EWC (the paper's EWC-M)
     joint       the same classifier on real images of every class seen (upper bound; not continual)
     finetune    one classifier trained on each task's real images in turn, no replay (lower bound)
+    buffer      the replay classifier on a buffer of real images in DGM's bytes (at several scales if asked)
+    hybrid      dgm-replay with a few real images kept per class mixed in (the paper's relaxed setup)
 
 No real image of an earlier class is used by the continual methods, for
-training or for model selection: every figure is the final model's.
+training or for model selection, beyond what buffer and hybrid keep: every
+figure is the final model's.
 
 A run writes results.json and its methods' state (the memory's versions, the
 baselines' generators and the fine-tuned classifier, as safetensors) after
@@ -33,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-from genmem.benchmarks.methods import DEFAULT_METHODS, DGM_METHODS, METHODS, REGISTRY, method_class
+from genmem.benchmarks.methods import DEFAULT_METHODS, DGM_METHODS, METHODS, REGISTRY, instance_names, method_class
 from genmem.benchmarks.methods.base import IMAGE_SIZE, Run, Task
 from genmem.benchmarks.profiles import PROFILES, Profile, profile_for
 from genmem.benchmarks.results import describe_data
@@ -51,7 +54,8 @@ __all__ = ["DEFAULT_METHODS", "DGM_METHODS", "IMAGE_SIZE", "METHODS", "PROFILES"
 RESULTS_FILE = "results.json"
 RUN_TIME_FIELDS = ("seconds",)  # facts of the machine and the session, not of the run's outcome
 # What a resumed run must have been started with (the data's description may be worded otherwise).
-RUN_ARGUMENTS = ("recipe", "variant", "profile", "seed", "methods", "classes", "base_width", "solver")
+RUN_ARGUMENTS = ("recipe", "variant", "profile", "seed", "methods", "classes", "base_width", "solver", "method_options")
+RUN_DEFAULTS = {"method_options": {}}  # what a run from before an argument existed had
 
 
 def chosen_methods(methods) -> tuple[str, ...]:
@@ -66,7 +70,7 @@ def run_protocol(train: ImageSet, test: ImageSet, recipe: str, variant: str, pro
                  device: str | torch.device = "cpu", seed: int = 0, num_tasks: int | None = None,
                  progress: bool = True, methods=DEFAULT_METHODS, data: dict | None = None,
                  resume: bool = False, base_width: int | None = None, solver: str = "real",
-                 checkpoint_every: float | None = None) -> dict:
+                 checkpoint_every: float | None = None, method_options: dict | None = None) -> dict:
     """Learn one class per task, test every chosen method after every task; write results after each.
 
     A new run needs a new out_dir. resume=True continues the run in out_dir,
@@ -77,22 +81,26 @@ def run_protocol(train: ImageSet, test: ImageSet, recipe: str, variant: str, pro
     versions store as their solver (genmem.solver: real, replay or none; with
     none the dgm-solver method cannot be run). checkpoint_every: DGM's
     checkpoints inside a task (Memory.learn_task), which a resume continues;
-    the results are the same with or without them.
+    the results are the same with or without them. method_options: the
+    methods' own settings (the buffer's budget and scales, hybrid's real
+    images: genmem.benchmarks.methods.buffer and .hybrid), held on resume.
     """
-    out_dir, methods = Path(out_dir), chosen_methods(methods)
+    out_dir, methods, options = Path(out_dir), chosen_methods(methods), dict(method_options or {})
+    names = instance_names(methods, options)  # (registered, instance): the buffer may run at several budgets
     classes = sorted(train.class_names)[:num_tasks]
     if check_solver_mode(solver) == "none" and "dgm-solver" in methods:
         raise GenmemError("with --solver none the memory stores no solver to test; drop dgm-solver from --methods")
     started = {"recipe": recipe, "variant": variant, "profile": asdict(profile), "seed": seed, "methods": list(methods),
                "base_width": base_width, "data": data or describe_data(train.source),
-               "classes": [{"label": c, "name": train.class_names[c]} for c in classes]}
+               "classes": [{"label": c, "name": train.class_names[c]} for c in classes], "method_options": options}
     saved = _check_resume(out_dir, started | {"solver": solver}, profile) if resume else _check_new(out_dir)
     run = _start(train, test, classes, profile, started, solver, out_dir, device, progress, checkpoint_every)
-    if saved is not None and len(saved["per_class"][methods[0]]) == len(classes):
+    run.options = options
+    if saved is not None and len(saved["per_class"][names[0][1]]) == len(classes):
         return saved  # finished already
-    history = History(methods, saved)
+    history = History(tuple(name for _, name in names), saved)
     run.timings = saved["seconds"] if saved is not None else {}
-    chosen = [method_class(name)(name, run) for name in methods]
+    chosen = [method_class(registered)(name, run) for registered, name in names]
     if history.done:
         for method in chosen:
             method.load(_state_dir(out_dir, history.done - 1))
@@ -114,7 +122,7 @@ def run_protocol(train: ImageSet, test: ImageSet, recipe: str, variant: str, pro
         _write_json(out_dir / RESULTS_FILE, results)
         if progress:
             print(f"task {index} (class {', '.join(train.class_names[c] for c in task.classes)}): "
-                  + ", ".join(f"{m} A={scores[m].average:.2f}" for m in methods), flush=True)
+                  + ", ".join(f"{m} A={score.average:.2f}" for m, score in scores.items()), flush=True)
     return results
 
 
@@ -216,7 +224,8 @@ def saved_arguments(out_dir: Path) -> dict:
     return {"source": saved["data"]["source"], "test_source": saved["data"]["test_source"],
             "recipe": saved["recipe"], "variant": saved["variant"], "profile": Profile.from_record(saved["profile"]),
             "seed": saved["seed"], "methods": tuple(saved["methods"]), "num_tasks": len(saved["classes"]),
-            "base_width": saved.get("base_width"), "solver": _saved_solver(saved), "data": saved["data"]}
+            "base_width": saved.get("base_width"), "solver": _saved_solver(saved), "data": saved["data"],
+            "method_options": saved.get("method_options", RUN_DEFAULTS["method_options"])}
 
 
 def resume_protocol(out_dir: Path, data_dir: Path | None = None, *, device: str | torch.device = "cpu",
@@ -233,7 +242,7 @@ def _check_resume(out_dir: Path, now: dict, profile: Profile) -> dict:
     """The saved results of the run to continue, after checking that it was started with these arguments."""
     saved = saved_run(out_dir)
     # A Profile field added since the run started was at its default then; the description may be reworded.
-    recorded = {key: saved.get(key) for key in RUN_ARGUMENTS} | {"solver": _saved_solver(saved)}
+    recorded = {key: saved.get(key, RUN_DEFAULTS.get(key)) for key in RUN_ARGUMENTS} | {"solver": _saved_solver(saved)}
     if "profile" in saved:
         recorded["profile"] = asdict(Profile.from_record(saved["profile"], about=profile.about))
     differs = [key for key in RUN_ARGUMENTS if _as_json(recorded[key]) != _as_json(now[key])]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from genmem.benchmarks.methods import REGISTRY, method_class
+from genmem.benchmarks.methods import REGISTRY, method_class, registered_name
 from genmem.errors import GenmemError
 
 # The paper's Table 1 (A5, A10, %) per data set it measured; the authors selected models on real old-class
@@ -86,7 +86,7 @@ def combine_runs(runs: list[dict]) -> dict:
             variant = dgm_variant(method, run)
             accuracy.setdefault(f"{variant}-{method.partition('-')[2]}" if variant else method, curve)
     order = {m: i for i, m in enumerate(REGISTRY)}
-    ranked = sorted(accuracy, key=lambda m: order.get(m, order.get(f"dgm-{m.partition('-')[2]}")))  # stable
+    ranked = sorted(accuracy, key=lambda m: order.get(registered_name(m), len(order)))  # stable
     return {"recipe": first["recipe"], "variant": "+".join(dict.fromkeys(run["variant"] for run in runs)),
             "methods": ranked, "data": first.get("data") or describe_data(first["recipe"]),
             "profile": first["profile"], "seed": first["seed"], "classes": first["classes"],

@@ -69,6 +69,7 @@ class Run:
     progress: bool
     base_width: int | None  # DGM's initial base width, if one was chosen
     checkpoint_every: float | None  # DGM's checkpoints inside a task (Memory.learn_task)
+    options: dict = field(default_factory=dict)  # the methods' own settings (run_protocol's method_options)
     timings: dict[str, float] = field(default_factory=dict)
     _parts: dict[type, object] = field(default_factory=dict)
 
@@ -108,9 +109,24 @@ class Method(ABC):
 
     label = ""  # the charts' legend entry
     title: str | None = None  # how a run's title names it ("DGR"); None: not named there (DGM's, the bounds)
+    # Run.timings keys of work it shares with other methods (DGM's GAN), part of its cost beside its own keys,
+    # which start with its name.
+    shared_seconds: tuple[str, ...] = ()
 
     def __init__(self, name: str, run: Run):
         self.name, self.run = name, run
+
+    @classmethod
+    def instances(cls, name: str, methods: tuple[str, ...], options: dict) -> list[str]:
+        """The names the registered method `name` runs under beside `methods`, given the methods' options: itself,
+        or one per setting where an option asks for several at once (the buffer at several budgets). Settings that
+        cannot work are refused here, before anything is learned."""
+        return [name]
+
+    @classmethod
+    def label_of(cls, name: str) -> str:
+        """The legend entry of the instance `name`."""
+        return cls.label
 
     def learn(self, task: Task) -> None:
         """Learn the task's classes into what the method keeps (a generator, say); nothing by default."""

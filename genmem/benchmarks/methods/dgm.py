@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from genmem.artifact import MASKS_FILE, WEIGHTS_FILE
 from genmem.benchmarks.methods.base import IMAGE_SIZE, Method, Run, Task, replay_score
 from genmem.evaluate import Score, solver_score
 from genmem.memory import Memory
@@ -42,6 +43,12 @@ class DgmMemory:
         self.sampler = self.memory.sampler(self.version, run.device)
         run.write_samples("", self.sampler, task)
 
+    def payload_bytes(self) -> int:
+        """What replay needs of the last version, in bytes as stored: its generator's weights and masks (the
+        stored solver is no part of replay)."""
+        files = self.memory.manifest(self.version)["files"]
+        return files[WEIGHTS_FILE]["bytes"] + files[MASKS_FILE]["bytes"]
+
     def facts(self) -> dict:
         """The generator's growth per task, and the bytes of the last version's weights."""
         manifest = self.memory.manifest(self.version)
@@ -53,6 +60,8 @@ class DgmMemory:
 
 class DgmMethod(Method):
     """A figure of the run's DGM memory."""
+
+    shared_seconds = ("gan",)  # the memory's GAN, and the stored solver trained with it
 
     def __init__(self, name: str, run: Run):
         super().__init__(name, run)
@@ -71,7 +80,8 @@ class StoredSolver(DgmMethod):
     label = "DGM stored solver"
 
     def score(self, task: Task) -> Score:
-        return solver_score(self.memory.memory, self.run.test, self.memory.version, self.run.device)
+        with self.run.timed(f"{self.name} test"):
+            return solver_score(self.memory.memory, self.run.test, self.memory.version, self.run.device)
 
 
 class DgmReplay(DgmMethod):

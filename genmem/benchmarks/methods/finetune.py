@@ -25,6 +25,10 @@ class Finetune(Method):
         self.model: Classifier | None = None  # none before the first task
 
     def score(self, task: Task) -> Score:
+        with self.run.timed(f"{self.name} classifier"):
+            return self.trained_and_tested(task)
+
+    def trained_and_tested(self, task: Task) -> Score:
         run, config = self.run, task.config
         outputs = {c: i for i, c in enumerate(run.classes)}
         images, labels = run.images_of(task.classes)

@@ -1,0 +1,64 @@
+"""A finished protocol run's headline figures as rows of BENCHMARKS.csv (genmem.benchmarks.record.COLUMNS).
+
+One row per method: its accuracy after the last task (metric A10 for the
+paper's protocol of ten tasks of one class, `final` otherwise), joint
+training's in the same run beside it, and the method's own seconds: those
+it alone spent plus the shared work it stands on (DGM's GAN for every figure
+of the memory; the order of the real images kept for the buffer and hybrid).
+DGM's methods are named by the run's variant (dgm-replay of a DGMw run is
+dgmw-replay). One more row gives the bytes DGM's last version stores for
+replay (metric payload_bytes, method the variant), the budget that the
+buffer's scales multiply.
+"""
+
+from __future__ import annotations
+
+from genmem.benchmarks.footprint import payload_bytes
+from genmem.benchmarks.methods import method_class, registered_name
+from genmem.benchmarks.methods.dgm import DgmMethod
+
+
+def data_key(results: dict) -> str:
+    """The data set as BENCHMARKS.csv names it: the source's kind (mnist, cifar10), or a folder's or file's name."""
+    kind = results["data"]["source"].partition(":")[0]
+    return results["data"]["name"] if kind in ("folder", "npz") else kind
+
+
+def class_of(method: str) -> type | None:
+    """The class of a method named in results.json (an instance's, such as buffer-x0.25's); None if unknown."""
+    registered = registered_name(method)
+    return method_class(registered) if registered else None
+
+
+def csv_name(method: str, results: dict) -> str:
+    """A method's name in BENCHMARKS.csv: DGM's by the run's variant (dgmw-solver, dgma-hybrid-k20)."""
+    kind = class_of(method)
+    if kind is not None and issubclass(kind, DgmMethod):
+        return f"{results['variant']}-{method.removeprefix('dgm-')}"
+    return method
+
+
+def method_seconds(results: dict, method: str) -> float | None:
+    """The seconds `method` spent alone (Run.timings keys that start with its name) and on the shared work it
+    stands on; None where the run timed none of it."""
+    timings, kind = results.get("seconds", {}), class_of(method)
+    shared = kind.shared_seconds if kind is not None else ()
+    parts = [value for key, value in timings.items() if key.startswith(f"{method} ") or key in shared]
+    return round(sum(parts), 1) if parts else None
+
+
+def protocol_rows(results: dict, hardware: str, commit: str, command: str) -> list[dict]:
+    """The rows of BENCHMARKS.csv for every method of a finished run (record.record_rows writes them)."""
+    curves = results["accuracy"]
+    tasks, per_task = len(next(iter(curves.values()))), results.get("classes_per_task", 1)
+    metric = "A10" if (tasks, per_task) == (10, 1) else "final"
+    joint = curves["joint"][-1] if "joint" in curves else None
+    common = {"data": data_key(results), "tasks": f"{tasks}x{per_task}", "profile": results["profile"]["name"],
+              "hardware": hardware, "commit": commit, "seeds": results["seed"], "command": command}
+    rows = [common | {"method": csv_name(method, results), "metric": metric, "value": curve[-1], "joint": joint,
+                      "seconds": method_seconds(results, method)} for method, curve in curves.items()]
+    payload = payload_bytes(results)
+    if payload is not None:
+        rows.append(common | {"method": results["variant"], "metric": "payload_bytes", "value": payload,
+                              "seconds": results["seconds"].get("gan")})
+    return rows
