@@ -228,5 +228,6 @@ class Memory:
             "classes": history["classes"] + [asdict(c) for c in new_classes],
             "tasks": history["tasks"] + [task_record],
             "solver": {"mode": config.solver, "about": SOLVER_MODES[config.solver],
-                       **({"classes": labels, "width": stored_solver_width(config)} if report.solver is not None else {})},
+                       **({"classes": labels, "width": stored_solver_width(config)}
+                          if report.solver is not None else {})},
         }

@@ -22,7 +22,8 @@ from genmem.memory import Memory
 
 from tiny import class_images, tiny_config
 
-TINY = ["--image-size", "16", "--base-width", "2", "--critic-width", "4", "--gan-epochs", "1", "--batch-size", "8", "--quiet",
+TINY = ["--image-size", "16", "--base-width", "2", "--critic-width", "4", "--gan-epochs", "1", "--batch-size", "8",
+        "--quiet",
         "--device", "cpu"]
 
 
@@ -182,12 +183,14 @@ def test_settings_that_could_never_finish_fit_or_learn_are_refused_before_traini
     rate or weight (which click's ranges let through) trained a version of NaN weights."""
     floats = [(option, value) for option in ("--lr", "--sparsity", "--solver-epochs", "--holdout", "--dp-epsilon",
                                              "--dp-delta") for value in ("nan", "inf", "-nan")]
-    for option, value in [("--batch-size", 10**12), ("--gan-epochs", 10**20), ("--seed", 2**70), ("--seed", -1), *floats]:
+    for option, value in [("--batch-size", 10**12), ("--gan-epochs", 10**20), ("--seed", 2**70), ("--seed", -1),
+                          *floats]:
         result = run("learn-task", tmp_path / "m", "--data", f"npz:{tiny_npz}", "--classes", "0", option, value)
         assert_clear_error(result, f"Invalid value for '{option}'")
     assert not no_training, "every one was refused before the data loaded"
     assert_clear_error(run("evaluate", tmp_path / "m", "--data", f"npz:{tiny_npz}", "--replay-classifier",
-                           "--classifier-epochs", "1e9"), "Invalid value for '--classifier-epochs'")  # a replay classifier for years
+                           "--classifier-epochs", "1e9"),
+                       "Invalid value for '--classifier-epochs'")  # a replay classifier for years
     data = load_source(f"npz:{tiny_npz}")  # the Python API refuses them as well
     nan, inf = float("nan"), float("inf")
     for setting in ({"batch_size": 10**12}, {"epochs": 10**20}, {"batch_size": 1}, {"lr": nan},

@@ -21,7 +21,8 @@ from genmem.replay import ReplayStream
 
 from tiny import class_images, tiny_config, tiny_set
 
-TINY = ["--image-size", "16", "--base-width", "2", "--critic-width", "4", "--gan-epochs", "1", "--batch-size", "8", "--quiet",
+TINY = ["--image-size", "16", "--base-width", "2", "--critic-width", "4", "--gan-epochs", "1", "--batch-size", "8",
+        "--quiet",
         "--device", "cpu", "--solver-epochs", "1"]
 SIZES = [(20, 30), (24, 18), (16, 16), (40, 22)]  # width, height: no two alike, most not square
 

@@ -65,7 +65,8 @@ def paper_a10(row: dict[str, str]) -> str:
     """The paper's A10 beside a row of the same data set, protocol and DGM variant; '–' where it has none."""
     if row["tasks"] != "10x1" or row["metric"] != "A10":
         return "–"
-    key = "joint" if row["method"] == "joint" else row["method"].partition("-")[0]
+    variant, _, figure_of = row["method"].partition("-")
+    key = "joint" if row["method"] == "joint" else variant if figure_of in ("solver", "replay") else None
     figure = PAPER_A10.get(row["data"], {}).get(key)
     return "–" if figure is None else f"{figure:.2f}"
 
