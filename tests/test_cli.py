@@ -23,8 +23,7 @@ from genmem.memory import Memory
 from tiny import class_images, tiny_config
 
 TINY = ["--image-size", "16", "--base-width", "2", "--critic-width", "4", "--gan-epochs", "1", "--batch-size", "8",
-        "--quiet",
-        "--device", "cpu"]
+        "--quiet", "--device", "cpu"]
 
 
 def run(*args):
