@@ -36,7 +36,8 @@ def accuracy_plot(results: dict) -> bytes:
     figure, axes = plt.subplots(figsize=(6.5, 4))
     for method, curve in results["accuracy"].items():
         axes.plot(range(1, len(curve) + 1), curve, marker="o", label=method_label(method, results))
-    axes.set_xlabel("tasks learned (one class each)")
+    per_task = results.get("classes_per_task", 1)
+    axes.set_xlabel("tasks learned (one class each)" if per_task == 1 else f"tasks learned ({per_task} classes each)")
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_ylabel("A_t: mean per-class test accuracy (%)")
     axes.set_ylim(0, 101)
