@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from genmem.benchmarks.methods import REGISTRY, method_class  # noqa: E402
-from genmem.benchmarks.results import dgm_variant, run_title  # noqa: E402
+from genmem.benchmarks.results import dgm_variant, run_title, setting  # noqa: E402
 from genmem.plots import png_bytes  # noqa: E402
 
 
@@ -36,7 +36,7 @@ def accuracy_plot(results: dict) -> bytes:
     figure, axes = plt.subplots(figsize=(6.5, 4))
     for method, curve in results["accuracy"].items():
         axes.plot(range(1, len(curve) + 1), curve, marker="o", label=method_label(method, results))
-    per_task = results.get("classes_per_task", 1)
+    per_task = setting(results, "classes_per_task")
     axes.set_xlabel("tasks learned (one class each)" if per_task == 1 else f"tasks learned ({per_task} classes each)")
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_ylabel("A_t: mean per-class test accuracy (%)")

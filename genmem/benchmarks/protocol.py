@@ -39,7 +39,7 @@ from genmem.benchmarks.classifiers import CLASSIFIERS
 from genmem.benchmarks.methods import DEFAULT_METHODS, DGM_METHODS, METHODS, REGISTRY, method_class
 from genmem.benchmarks.methods.base import IMAGE_SIZE, Run, Task
 from genmem.benchmarks.profiles import PROFILES, Profile, profile_for
-from genmem.benchmarks.results import describe_data
+from genmem.benchmarks.results import describe_data, setting
 from genmem.classifier import ClassifierConfig
 from genmem.config import check_solver_mode
 from genmem.data import ImageSet, fit_images, load_source
@@ -54,7 +54,6 @@ __all__ = ["DEFAULT_METHODS", "DGM_METHODS", "IMAGE_SIZE", "METHODS", "PROFILES"
 RESULTS_FILE = "results.json"
 RUN_TIME_FIELDS = ("seconds",)  # facts of the machine and the session, not of the run's outcome
 # What a resumed run must have been started with (the data's description may be worded otherwise).
-RUN_DEFAULTS = {"classes_per_task": 1, "classifier": "conv"}
 RUN_ARGUMENTS = ("recipe", "variant", "profile", "seed", "methods", "classes", "classes_per_task", "classifier",
                  "base_width", "solver")
 
@@ -282,7 +281,7 @@ def _saved(saved: dict, key: str):
     """A run argument as results.json recorded it; runs from before an option existed record none: its default."""
     if key == "solver":
         return saved.get("gan_config", {}).get("solver", "real")
-    return saved.get(key, RUN_DEFAULTS.get(key))
+    return setting(saved, key)
 
 
 def _as_json(value):

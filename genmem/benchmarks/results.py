@@ -24,6 +24,8 @@ CITED_NOTE = ("The paper's DGR, MeRGAN and EWC-M figures are its citations of Me
 SPLIT_MNIST = {"DGR": 90.79, "DGR with distillation": 91.79, "replay-through-feedback": 92.56,
                "iCaRL with 2,000 stored real images": 94.57}
 SPLIT_MNIST_SOURCE = "van de Ven & Tolias 2019, Table 4"
+# What a results.json from before an option existed means: the protocol as it ran then.
+RUN_DEFAULTS = {"classes_per_task": 1, "classifier": "conv"}
 DATA_NAMES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "svhn": "SVHN", "cifar10": "CIFAR-10",
               "builtin": "builtin MNIST sample"}
 
@@ -39,9 +41,14 @@ def describe_data(source: str, test_source: str | None = None) -> dict:
     return {"source": source, "test_source": test_source, "name": name, "paper": kind if kind in PAPER else None}
 
 
+def setting(results: dict, key: str):
+    """A run's setting as its results.json records it, or for a run from before the option, its default."""
+    return results.get(key, RUN_DEFAULTS.get(key))
+
+
 def tasks_of(results: dict) -> tuple[int, int]:
     """(tasks, classes per task) of a run, e.g. (10, 1) for the paper's protocol, (5, 2) for split-MNIST."""
-    per_task = results.get("classes_per_task", 1)
+    per_task = setting(results, "classes_per_task")
     return len(results["classes"]) // per_task, per_task
 
 
@@ -64,7 +71,7 @@ def run_title(results: dict, display: bool = False) -> str:
     methods = results.get("methods") or list(results["accuracy"])  # runs from before baselines have no list
     if "classes" in results and tasks_of(results)[1] > 1:  # a run of another protocol gets a section of its own
         subject += " {}x{}".format(*tasks_of(results))
-    if results.get("classifier", "conv") != "conv":
+    if setting(results, "classifier") != "conv":
         subject += f" ({results['classifier']} classifier)"
     width = f" (base width {results['base_width']})" if results.get("base_width") else ""
     compared = [results["variant"].upper() + width] if any(dgm_variant(m, results) for m in methods) else []
@@ -84,7 +91,7 @@ def dgm_variant(method: str, results: dict) -> str | None:
 def paper_figures(results: dict) -> dict[str, tuple[float, float]]:
     """The paper's A5/A10 per method of a run, only where the paper measured the run's data set and protocol
     (one class per task, in label order)."""
-    if results.get("classes_per_task", 1) != 1 or ("classes" in results and not in_label_order(results)):
+    if setting(results, "classes_per_task") != 1 or ("classes" in results and not in_label_order(results)):
         return {}
     paper = PAPER.get(results.get("data", {}).get("paper"), {})
     keys = {method: dgm_variant(method, results) or method for method in results["accuracy"]}
@@ -98,7 +105,7 @@ def combine_runs(runs: list[dict]) -> dict:
     first = runs[0]
     for run in runs[1:]:
         differs = [key for key in ("classes", "classes_per_task", "classifier", "profile", "seed")
-                   if run.get(key) != first.get(key)]
+                   if setting(run, key) != setting(first, key)]
         if run.get("data", {}).get("source") != first.get("data", {}).get("source"):
             differs.append("data")
         if differs:
@@ -114,7 +121,7 @@ def combine_runs(runs: list[dict]) -> dict:
     return {"recipe": first["recipe"], "variant": "+".join(dict.fromkeys(run["variant"] for run in runs)),
             "methods": ranked, "data": first.get("data") or describe_data(first["recipe"]),
             "profile": first["profile"], "seed": first["seed"], "classes": first["classes"],
-            "classes_per_task": first.get("classes_per_task", 1), "classifier": first.get("classifier", "conv"),
+            "classes_per_task": setting(first, "classes_per_task"), "classifier": setting(first, "classifier"),
             "accuracy": {m: accuracy[m] for m in ranked}}
 
 
@@ -148,7 +155,7 @@ def markdown_table(results: dict) -> str:
 def split_mnist(results: dict) -> bool:
     """Whether a run is split-MNIST as the literature runs it: all ten MNIST classes in label order, 5 tasks of
     2, class-incremental, tested by an MLP of 2x400 units, and finished."""
-    return (results.get("data", {}).get("paper") == "mnist" and results.get("classifier") == "mlp"
+    return (results.get("data", {}).get("paper") == "mnist" and setting(results, "classifier") == "mlp"
             and "classes" in results and tasks_of(results) == (5, 2) and in_label_order(results)
             and all(len(curve) == 5 for curve in results["accuracy"].values()))
 
