@@ -1,4 +1,8 @@
-"""`genmem audit`: membership-inference attacks on everything a version ships, kept beside the version."""
+"""`genmem audit`: membership-inference attacks on everything a version ships, kept beside the version.
+
+The record (numbers) is kept in the memory; the picture of the closest pairs, whose bottom row is real training
+images, goes only where --pairs-png says, never into the memory, so that a memory never holds a real image.
+"""
 
 from __future__ import annotations
 
@@ -31,11 +35,14 @@ from genmem.cli.common import DEVICE_HELP, SEED, friendly_errors
 @click.option("--max-per-class", type=click.IntRange(2), default=500, show_default=True,
               help="At most this many members, non-members and reference images per class (a random subset).")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of sampling, subsets and the bootstrap.")
+@click.option("--pairs-png", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+              help="Also write a PNG of the generated images closest to a training image (top row) above those "
+                   "training images (bottom row: real images, so keep FILE private). Never written into MEMORY.")
 @click.option("--json", "as_json", is_flag=True, help="Print the audit record as JSON.")
 @click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
 @friendly_errors
 def audit(memory, members, non_members, non_members_test, reference, reference_test, data_dir, version,
-          samples_per_class, max_per_class, seed, as_json, device):
+          samples_per_class, max_per_class, seed, pairs_png, as_json, device):
     """Attack MEMORY as an auditor would: can its parts tell training images from others?
 
     Every part the version ships is attacked: the generator by the distance
@@ -45,15 +52,17 @@ def audit(memory, members, non_members, non_members_test, reference, reference_t
     ROC AUC (0.5: no better than chance) with a 95 % bootstrap interval and
     the share of members caught at 1 % and 0.1 % false positives. The copy
     rate says how many generated images are nearer a training image than
-    fresh real images are. The audit, its Markdown card and a PNG of the
-    closest generated/training pairs are kept under MEMORY/audits/VERSION/
-    (the version itself never changes); `genmem info` shows them.
+    fresh real images are. The audit and its Markdown card, numbers only,
+    are kept under MEMORY/audits/VERSION/ (the version itself never
+    changes); `genmem info` shows them. The picture of the closest
+    generated/training pairs holds real training images: it is written only
+    to --pairs-png, never into MEMORY.
 
     \b
     Examples:
       genmem audit digits.mem --members mnist --non-members mnist --non-members-test
       genmem learn-task held.mem --data mnist --classes 0 --holdout 0.1
-      genmem audit held.mem --members mnist --non-members holdout
+      genmem audit held.mem --members mnist --non-members holdout --pairs-png ~/private/pairs.png
     """
     from genmem.audit import HOLDOUT, audit as run_audit, audit_card
     from genmem.data import load_source
@@ -64,17 +73,23 @@ def audit(memory, members, non_members, non_members_test, reference, reference_t
     from genmem.cli.render import privacy_lines
 
     mem = Memory(memory)
-    mem.store.resolve(version)  # a missing memory or version fails before any data loads
-    member_set = load_source(members, data_dir, train=True)
+    if pairs_png is not None and pairs_png.resolve().is_relative_to(mem.path.resolve()):
+        raise click.BadParameter("it lies inside MEMORY, and a memory never holds a real image: choose a file "
+                                 "outside it", param_hint="--pairs-png")
+    size = mem.manifest(version)["generator"]["image_size"]  # a missing memory or version fails before any data
+    member_set = load_source(members, data_dir, train=True, image_size=size)
     non_member_set = HOLDOUT if non_members == HOLDOUT else load_source(non_members, data_dir,
-                                                                         train=not non_members_test)
-    reference_set = load_source(reference, data_dir, train=not reference_test) if reference else None
+                                                                         train=not non_members_test, image_size=size)
+    reference_set = load_source(reference, data_dir, train=not reference_test, image_size=size) if reference else None
     record, pairs = run_audit(mem, member_set, non_member_set, reference_set, version, samples_per_class,
                               max_per_class, seed, resolve_device(device))
-    where = add_audit(mem.store, record["version"], {"AUDIT.md": audit_card(record).encode(),
-                                                     "closest-pairs.png": pairs}, record)
+    where = add_audit(mem.store, record["version"], {"AUDIT.md": audit_card(record).encode()}, record)
+    if pairs_png is not None:
+        pairs_png.write_bytes(pairs)
     if as_json:
-        click.echo(json.dumps({**record, "path": str(where)}, indent=2))
+        click.echo(json.dumps({**record, "path": str(where), "pairs_png": pairs_png and str(pairs_png)}, indent=2))
         return
     click.echo("\n".join(privacy_lines(summarise(mem, record["version"]))[1:]))
-    click.echo(f"kept in {where} (AUDIT.md, closest-pairs.png)")
+    click.echo(f"kept in {where} (audit.json, AUDIT.md: numbers, no image)")
+    if pairs_png is not None:
+        click.echo(f"closest pairs in {pairs_png}: its bottom row is real training images, so keep it private")

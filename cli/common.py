@@ -45,6 +45,16 @@ class AugmentPolicy(click.ParamType):
 SEED = click.IntRange(0, MAX_SEED // 2)  # every command's --seed; the rest of torch's 64 bits for what protocols add
 
 
+def publish(table: str, where: str, record: Path | None, title: str) -> None:
+    """Print a benchmark's table, and write it with its provenance as the section `title` of `record`."""
+    from genmem.benchmarks.record import record_section
+
+    click.echo(table)
+    if record is not None:
+        record_section(record, title, where + "\n\n" + table)
+        click.echo(f"recorded in {record}")
+
+
 def run_options(command):
     """--seed, --device, --record and --quiet, which every benchmark run takes alike."""
     options = [

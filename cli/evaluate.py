@@ -64,7 +64,8 @@ def evaluate(memory, source, data_dir, version, replay_classifier, epochs, min_c
     versions = [mem.store.resolve(version)] if version else mem.versions()
     if not versions:
         mem.store.resolve(None)  # raises the right error for a missing or empty memory
-    test = load_source(source, data_dir, train=False)
+    test = load_source(source, data_dir, train=False,
+                       image_size=mem.manifest(versions[-1])["generator"]["image_size"])
     scores = {v: solver_score(mem, test, v, target) for v in versions if has_solver(mem.manifest(v))}
     if not scores and not replay_classifier:
         raise click.ClickException("no version asked for stores a solver (learned with --solver none); pass "

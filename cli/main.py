@@ -12,6 +12,7 @@ from genmem.cli.audit import audit
 from genmem.cli.bench import bench
 from genmem.cli.common import DEVICE_HELP, SEED, AugmentPolicy, FiniteFloatRange, friendly_errors, split_classes
 from genmem.cli.evaluate import evaluate
+from genmem.cli.export import export
 from genmem.cli.render import render_summary
 from genmem.cli.report import report
 from genmem.cli.serve import serve
@@ -43,7 +44,8 @@ def main():
 @click.argument("memory", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--data", "source", required=True, metavar="SOURCE",
               help="Where the task's images come from: builtin (5000 MNIST digits, offline), mnist, fashion-mnist, "
-                   "svhn, cifar10, folder:PATH (a sub-folder per class) or npz:PATH (arrays x and y).")
+                   "svhn, cifar10, folder:PATH (a sub-folder per class, named 00_cat, 01_dog, ... to fix the "
+                   "labels) or npz:PATH (arrays x and y).")
 @click.option("--classes", required=True, metavar="A,B,...",
               help="The new classes this task learns, by label or name, comma-separated (e.g. 3 or cat,dog).")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
@@ -61,7 +63,9 @@ def main():
 @click.option("--critic-width", type=click.IntRange(1), help="Channels of the critic's first layer, doubling "
                                                               "per layer (default 32; 128 for cifar10).")
 @click.option("--image-size", type=int, default=32, show_default=True,
-              help="Image side of a new memory (a power of two); data is resized to it. Set by the first task.")
+              help="Image side of a new memory (a power of two: 32, 64, ...; 64 px costs 3 to 4 times as much per "
+                   "image), set by the first task. Images of any size are brought to it: the shorter side resized "
+                   "to it, then the centre cropped square (docs/your-data.md).")
 @click.option("--width", "base_width", type=click.IntRange(1),
               help="Base width of a new memory's generator (default 6 for dgmw, 20 for dgma, 20 for cifar10).")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the task's training; same seed, "
@@ -84,8 +88,8 @@ def main():
                    "(default 5).")
 @click.option("--solver-augment", type=AugmentPolicy(), metavar="POLICY",
               help="Augmentation of the solver's training images, comma-separated from translation, cutout, "
-                   "colour; '' for none (default translation, and cutout too for CIFAR-10): shifts help it read "
-                   "real images after learning from replay.")
+                   "colour; '' for none (default translation, and cutout too for CIFAR-10 and custom colour "
+                   "data): shifts help it read real images after learning from replay.")
 @click.option("--holdout", type=FiniteFloatRange(0, 1, max_open=True), default=0.0,
               help="Share of the task's images kept out of training, so that `genmem audit --non-members "
                    "holdout` can test them; the manifest records which (by position and seed), never the images.")
@@ -109,10 +113,12 @@ def learn_task(memory, source, classes, data_dir, download, variant, epochs, bat
     """Learn new classes into MEMORY as the next task and write a new version.
 
     The first task creates MEMORY. Later tasks must bring classes the memory
-    has not learned, with images of the same channel count; images of
-    another square size are resized. A second learn-task on the same memory
-    while one runs fails at once; a run that is killed leaves every finished
-    version intact.
+    has not learned, with images of the same channel count; images of any
+    size are brought to the memory's (shorter side resized, centre cropped).
+    A folder's classes keep the labels the memory gave them when a class
+    folder is added later (docs/your-data.md). A second learn-task on the
+    same memory while one runs fails at once; a run that is killed leaves
+    every finished version intact.
 
     \b
     Examples:
@@ -128,9 +134,11 @@ def learn_task(memory, source, classes, data_dir, download, variant, epochs, bat
     """
     from genmem.data import load_source
     from genmem.device import resolve_device
-    from genmem.distributed import finish, from_environment, shutdown, version_writer
+    from genmem.distributed import from_environment
     from genmem.memory import Memory
+    from genmem.nets import GeneratorSpec
     from genmem.presets import base_width_for, paper_config, recipe_for
+    from genmem.rank_writer import finish, shutdown, version_writer
 
     target = resolve_device(device)
     parallel = from_environment(target)  # set when torchrun launched this process as one rank of several
@@ -143,17 +151,18 @@ def learn_task(memory, source, classes, data_dir, download, variant, epochs, bat
         raise click.UsageError("--dp-epsilon trains in one process; run it without torchrun")
     mem = Memory(memory)
     with version_writer(mem.store, parallel) as writer:  # before the data loads: a second writer fails at once
-        data = load_source(source, data_dir, train=True, download=download)
-        if mem.versions():
-            variant_now = mem.manifest()["generator"]["variant"]
-        else:
-            variant_now = variant or "dgmw"
+        generator = mem.manifest()["generator"] if mem.versions() else {"variant": variant or "dgmw",
+                                                                         "image_size": image_size}
+        variant_now = generator["variant"]
+        GeneratorSpec.for_images(variant_now, 1, generator["image_size"])  # a bad --image-size fails before the data
+        data = load_source(source, data_dir, train=True, download=download, image_size=generator["image_size"])
         recipe = recipe_for(source, data.images.shape[1])
-        config = paper_config(recipe, variant_now, epochs=epochs, batch_size=batch_size, lr=lr,
-                              sparsity_weight=sparsity, critic_width=critic_width, seed=seed,
-                              solver=solver_mode or ("replay" if dp_epsilon is not None else "real"),
-                              solver_start=solver_start, solver_width=solver_width, solver_epochs=solver_epochs,
-                              solver_augment=solver_augment, dp_epsilon=dp_epsilon, dp_delta=dp_delta)
+        options = dict(epochs=epochs, batch_size=batch_size, lr=lr, sparsity_weight=sparsity,
+                       critic_width=critic_width, solver_start=solver_start, solver_width=solver_width,
+                       solver_epochs=solver_epochs, solver_augment=solver_augment, dp_epsilon=dp_epsilon)
+        given = {name: value for name, value in options.items() if value is not None}  # click's None: left out
+        config = paper_config(recipe, variant_now, seed=seed, dp_delta=dp_delta,
+                              solver=solver_mode or ("replay" if dp_epsilon is not None else "real"), **given)
         version = mem.learn_task(data, wanted, variant=variant, config=config, device=target,
                                  image_size=image_size, base_width=base_width or base_width_for(recipe),
                                  progress=not quiet and not (parallel and parallel.rank), writer=writer,
@@ -242,6 +251,7 @@ main.add_command(evaluate)
 main.add_command(bench)
 main.add_command(audit)
 main.add_command(report)
+main.add_command(export)
 
 if __name__ == "__main__":
     sys.exit(main())

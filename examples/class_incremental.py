@@ -23,8 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genmem import Memory, load_source
-from genmem.data import fit_images
+from genmem import Memory, load_source, to_memory_labels, to_memory_pixels
 from genmem.replay import ReplayStream
 from genmem.subprocess_server import serving
 
@@ -37,12 +36,8 @@ def small_cnn(num_classes: int, channels: int, image_size: int) -> nn.Module:
         nn.Flatten(), nn.Linear(64 * (image_size // 4) ** 2, 128), nn.ReLU(), nn.Linear(128, num_classes))
 
 
-def as_input(images: torch.Tensor) -> torch.Tensor:
-    return images.float() / 127.5 - 1
-
-
 def train_step(model, optimiser, images, labels) -> None:
-    loss = F.cross_entropy(model(as_input(images)), labels)
+    loss = F.cross_entropy(model(images), labels)
     optimiser.zero_grad()
     loss.backward()
     optimiser.step()
@@ -50,7 +45,7 @@ def train_step(model, optimiser, images, labels) -> None:
 
 @torch.no_grad()
 def mean_class_accuracy(model, images, labels, seen: list[int]) -> float:
-    logits = model(as_input(images))
+    logits = model(images)
     unseen = torch.ones(logits.shape[1], dtype=torch.bool)
     unseen[seen] = False
     predicted = logits.masked_fill(unseen, float("-inf")).argmax(1)  # one head over the classes seen so far
@@ -58,10 +53,14 @@ def mean_class_accuracy(model, images, labels, seen: list[int]) -> float:
 
 
 def learn_tasks(memory: Memory, source: str, args: argparse.Namespace) -> None:
-    """Every version in order: both classifiers learn its new classes; print A_t for both."""
-    train, test = load_source(args.data, args.data_dir), load_source(args.data, args.data_dir, train=False)
+    """Every version in order: both classifiers learn its new classes; print A_t for both.
+
+    Real images meet the classifier as they met the memory: at its size, channels and [-1, 1] range
+    (to_memory_pixels), under its labels (to_memory_labels). Replay comes at that size already, as uint8.
+    """
     spec = memory.manifest()["generator"]
-    fit = lambda images: fit_images(images, spec["channels"], spec["image_size"], args.data)  # noqa: E731
+    train, test = (to_memory_labels(load_source(args.data, args.data_dir, train=split, image_size=spec["image_size"]),
+                                    memory) for split in (True, False))
     num_classes = max(train.class_names) + 1
     torch.manual_seed(0)
     with_replay = small_cnn(num_classes, spec["channels"], spec["image_size"])
@@ -77,7 +76,7 @@ def learn_tasks(memory: Memory, source: str, args: argparse.Namespace) -> None:
         earlier = list(seen)
         seen += new
         mine = torch.isin(train.labels, torch.tensor(new))
-        real_images, real_labels = fit(train.images[mine]), train.labels[mine]
+        real_images, real_labels = to_memory_pixels(train.images[mine], memory), train.labels[mine]
         replay = iter(ReplayStream(source, classes=earlier, batch_size=args.batch_size * len(earlier),
                                    version=version)) if earlier else None
         for _ in range(args.steps):
@@ -85,11 +84,11 @@ def learn_tasks(memory: Memory, source: str, args: argparse.Namespace) -> None:
             images, labels = real_images[pick], real_labels[pick]
             train_step(without, optimisers[1], images, labels)
             if replay is not None:  # one batch of every earlier class for each batch of new ones
-                old_images, old_labels = next(replay)
-                images, labels = torch.cat([images, old_images]), torch.cat([labels, old_labels])
+                old_images, old_labels = next(replay)  # uint8 at the memory's size: only the range to change
+                images, labels = torch.cat([images, old_images.float() / 127.5 - 1]), torch.cat([labels, old_labels])
             train_step(with_replay, optimisers[0], images, labels)
         keep = torch.isin(test.labels, torch.tensor(seen))
-        test_images, test_labels = fit(test.images[keep]), test.labels[keep]
+        test_images, test_labels = to_memory_pixels(test.images[keep], memory), test.labels[keep]
         print(f"{len(manifest['tasks']) - 1:>4}  {','.join(map(str, new)):<7}  "
               f"{mean_class_accuracy(with_replay, test_images, test_labels, seen):15.2f}  "
               f"{mean_class_accuracy(without, test_images, test_labels, seen):18.2f}", flush=True)

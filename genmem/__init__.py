@@ -14,6 +14,8 @@ _EXPORTS = {
     "TrainingConfig": "genmem.config",
     "load_source": "genmem.data",
     "paper_config": "genmem.presets",
+    "to_memory_labels": "genmem.alignment",
+    "to_memory_pixels": "genmem.alignment",
 }
 __all__ = sorted(_EXPORTS)
 

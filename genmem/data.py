@@ -8,8 +8,15 @@ and a name per label. Sources are named by a short spec string:
     fashion-mnist  the same layout under FashionMNIST/raw
     svhn           train_32x32.mat / test_32x32.mat under --data-dir (or its SVHN/ folder)
     cifar10        cifar-10-batches-bin/, or a JPEG copy: CIFAR10-jpeg/{train,test}/<class>/*.jpg or its .tar.gz
-    folder:PATH    one sub-folder of images per class
+    folder:PATH    one sub-folder of images per class (docs/your-data.md)
     npz:PATH       arrays x (images) and y (labels), optionally class_names
+
+Images of any size meet a memory through `fit_images`: the shorter side is
+resized to the memory's image size, then the centre is cropped square. A
+folder's labels are fixed by numbered sub-folders (`00_cat`) or a
+`labels.json`; otherwise they are the sorted order of its sub-folders, which
+a memory replaces with its own labels (`ImageSet.labelled_as`), so that a class
+folder added later never renumbers the classes learned.
 
 Nothing is unpickled: IDX, .mat, CIFAR's binary batches, JPEG/PNG and .npz
 (with allow_pickle=False) are all plain data formats.
@@ -18,15 +25,19 @@ Nothing is unpickled: IDX, .mat, CIFAR's binary batches, JPEG/PNG and .npz
 from __future__ import annotations
 
 import gzip
+import itertools
+import json
 import os
+import re
 import tarfile
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageOps
 
 from genmem.errors import DataError
 from genmem.names import label_number, shown
@@ -38,16 +49,24 @@ FASHION = dict(enumerate(["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
 CIFAR10 = dict(enumerate(["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
                           "truck"]))
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
+GREY_MODES = ("1", "L", "I", "I;16")
+LABELS_FILE = "labels.json"  # {"sub-folder": label, ...}: a folder source's fixed labels
+NUMBERED_FOLDER = re.compile(r"([0-9]{1,9})(?:_(.+))?", re.ASCII)  # "03_cat": label 3, class cat; "3": label 3
 
 
 @dataclass
 class ImageSet:
-    """Images with labels; `class_names` maps every label that may occur to its name."""
+    """Images with labels; `class_names` maps every label that may occur to its name.
+
+    fixed_labels: False when the labels are only the sorted order of a folder's sub-folders, which a memory
+    replaces with its own (`labelled_as`).
+    """
 
     images: torch.Tensor  # uint8 [N, C, H, W]
     labels: torch.Tensor  # int64 [N]
     class_names: dict[int, str]
     source: str
+    fixed_labels: bool = True
 
     def __post_init__(self):
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:
@@ -79,7 +98,7 @@ class ImageSet:
         if count is None:
             return self
         keep = first_of_each_class(self.labels, count)
-        return ImageSet(self.images[keep], self.labels[keep], self.class_names, self.source)
+        return replace(self, images=self.images[keep], labels=self.labels[keep])
 
     def select(self, labels: list[int]) -> "ImageSet":
         """Only the images of `labels`; every one of them must have images."""
@@ -87,8 +106,36 @@ class ImageSet:
             if not bool((self.labels == label).any()):
                 raise DataError(f"class {self.class_names[label]!r} has no images in {self.source}")
         keep = torch.isin(self.labels, torch.tensor(labels))
-        return ImageSet(self.images[keep], self.labels[keep],
-                        {label: self.class_names[label] for label in labels}, self.source)
+        return replace(self, images=self.images[keep], labels=self.labels[keep],
+                       class_names={label: self.class_names[label] for label in labels})
+
+    def labelled_as(self, known: Mapping[int, str]) -> "ImageSet":
+        """These images under a memory's labels; `known`: {label: name} of the classes the memory learned.
+
+        Fixed labels (numbered sub-folders, labels.json, every other source)
+        must agree with the memory on each class name both hold. Labels that
+        are only a folder's sorted order are replaced: a name the memory knows
+        takes its label, and the other names, in sorted order, the labels after
+        the memory's largest. So a class folder added later never renumbers the
+        classes learned before it.
+        """
+        by_name = {name: label for label, name in known.items()}
+        if self.fixed_labels:
+            for label, name in sorted(self.class_names.items()):
+                if by_name.get(name, label) != label:
+                    raise DataError(f"{self.source} gives class {name!r} label {label}, but the memory learned it as "
+                                    f"label {by_name[name]}; a class keeps its label once learned (fix the "
+                                    f"numbered folder or {LABELS_FILE}, or use a new memory)")
+            return self
+        new_labels = itertools.count(max(known, default=-1) + 1)
+        mapping = {label: by_name[name] if name in by_name else next(new_labels)
+                   for label, name in sorted(self.class_names.items())}
+        lookup = torch.zeros(max(self.class_names, default=0) + 1, dtype=torch.long)
+        for old, new in mapping.items():
+            lookup[old] = new
+        return replace(self, labels=lookup[self.labels],
+                       class_names={mapping[label]: name for label, name in self.class_names.items()},
+                       fixed_labels=True)
 
 
 def first_of_each_class(labels: torch.Tensor, count: int | None) -> torch.Tensor:
@@ -103,29 +150,40 @@ def first_of_each_class(labels: torch.Tensor, count: int | None) -> torch.Tensor
 
 
 def fit_images(images: torch.Tensor, channels: int, size: int, source: str) -> torch.Tensor:
-    """Check channels and squareness, then resize to `size` (MNIST's 28 px become 32, as in the paper)."""
+    """uint8 images [N, C, H, W] as a memory of `size` px holds them: the shorter side resized to `size`, the longer
+    in proportion (rounded down), bilinear with antialiasing, rounded to uint8; then the centre `size` x `size`
+    cropped (one pixel nearer the top or left when the rest is odd). Square images are simply resized (MNIST's
+    28 px become 32, as in the paper). The channel count must be the memory's already.
+    """
     _, c, h, w = images.shape
     if c != channels:
         raise DataError(f"{source} has {c}-channel images but the memory holds {channels}-channel images; "
                         f"learn this data into a new memory")
-    if h != w:
-        raise DataError(f"{source} has {h}x{w} images; genmem needs square images (crop or pad them first)")
-    if h == size:
+    if h == w == size:
         return images
-    resized = F.interpolate(images.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    return resized.round().clamp(0, 255).to(torch.uint8)
+    height, width = (size, size * w // h) if h <= w else (size * h // w, size)
+    resized = F.interpolate(images.float(), size=(height, width), mode="bilinear", antialias=True,
+                            align_corners=False).round().clamp(0, 255).to(torch.uint8)
+    top, left = (height - size) // 2, (width - size) // 2
+    return resized[:, :, top: top + size, left: left + size].contiguous()
 
 
 def load_source(spec: str, data_dir: str | os.PathLike | None = None, train: bool = True,
-                download: bool = False) -> ImageSet:
-    """Open a source by its spec string (see the module docstring); train=False gives its test split."""
+                download: bool = False, image_size: int | None = None) -> ImageSet:
+    """Open a source by its spec string (see the module docstring); train=False gives its test split.
+
+    image_size: the memory's image size, for a folder source: each image is brought to it as it is read
+    (`fit_images`), so that images of several sizes stack and large photos never fill the RAM. Without it a
+    folder's images are read at their size, and brought to the smallest one's shorter side if they differ.
+    Other sources are read as they are; `fit_images` brings them to a memory's size where they meet it.
+    """
     kind, _, path = spec.partition(":")
     if kind == "builtin":
         return _builtin(train)
     if kind in ("folder", "npz"):
         if not path:
             raise DataError(f"{kind} needs a path: {kind}:PATH")
-        return _folder(Path(path)) if kind == "folder" else _npz(Path(path))
+        return _folder(Path(path), image_size=image_size) if kind == "folder" else _npz(Path(path))
     loaders = {"mnist": _mnist, "fashion-mnist": _fashion_mnist, "svhn": _svhn, "cifar10": _cifar10}
     if kind not in loaders:
         raise DataError(f"unknown data source {spec!r}: use one of {', '.join(SOURCES)}")
@@ -261,40 +319,102 @@ def _to_nchw(arrays: list[np.ndarray]) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(stacked.transpose(0, 3, 1, 2)))
 
 
-def _folder(path: Path, names: dict[int, str] | None = None, source: str | None = None) -> ImageSet:
-    """One sub-folder per class; labels follow the sorted sub-folder names unless `names` fixes them.
+def _folder(path: Path, names: dict[int, str] | None = None, source: str | None = None,
+            image_size: int | None = None) -> ImageSet:
+    """One sub-folder per class (hidden ones skipped); labels as `_folder_labels` finds them, unless `names` fixes
+    them by folder name.
 
-    Images are grey if every one of them is, colour (RGB) otherwise.
+    Images are grey if every one of them is, colour (RGB) otherwise, and stand as their EXIF orientation says.
+    Each is brought to `image_size` as it is read (see `load_source`).
     """
     source = source or f"folder {path}"
     if not path.is_dir():
         raise DataError(f"{source}: no such folder")
-    folders = sorted(p for p in path.iterdir() if p.is_dir())
+    folders = sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not folders:
         raise DataError(f"{source} has no sub-folders; put each class's images in a sub-folder named after it")
     if names is None:
-        names = {label: folder.name for label, folder in enumerate(folders)}
-    by_name = {name: label for label, name in names.items()}
-    files = [(f, by_name[folder.name]) for folder in folders if folder.name in by_name
-             for f in sorted(folder.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
+        label_of, names, fixed = _folder_labels(path, folders, source)
+    else:
+        label_of, fixed = {name: label for label, name in names.items()}, True
+    files = [(f, label_of[folder]) for folder in folders if folder in label_of
+             for f in sorted((path / folder).iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
     if not files:
         raise DataError(f"{source} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    decoded = []
-    for file, _ in files:
-        try:
-            with Image.open(file) as image:
-                image.load()
-        except OSError as exc:
-            raise DataError(f"{file} is not a readable image: {exc}") from exc
-        decoded.append(image)
-    grey = all(image.mode in ("1", "L", "I", "I;16") for image in decoded)
-    for (file, _), image in zip(files, decoded):
-        if image.size != decoded[0].size:
-            raise DataError(f"{file} is {image.size[0]}x{image.size[1]} but {files[0][0]} is "
-                            f"{decoded[0].size[0]}x{decoded[0].size[1]}; all images of a folder source must have "
-                            f"one size")
-    arrays = [np.asarray(image.convert("L" if grey else "RGB")) for image in decoded]
-    return ImageSet(_to_nchw(arrays), torch.tensor([label for _, label in files]), names, source)
+    grey = all(_mode(file) in GREY_MODES for file, _ in files)
+    images = [_read_image(file, grey, image_size, source) for file, _ in files]
+    if len({image.shape for image in images}) > 1:  # several sizes and no image_size: the smallest side
+        side = min(min(image.shape[1:]) for image in images)
+        images = [fit_images(image[None], image.shape[0], side, source)[0] for image in images]
+    images = torch.stack(images)
+    return ImageSet(images, torch.tensor([label for _, label in files]), names, source, fixed)
+
+
+def _folder_labels(path: Path, folders: list[str], source: str) -> tuple[dict[str, int], dict[int, str], bool]:
+    """{sub-folder: label}, {label: class name}, and whether the labels are fixed.
+
+    labels.json ({"cat": 0, ...}) fixes them by sub-folder name; else sub-folders all named by a number, alone or
+    before an underscore and the class name ("00_cat", "01_dog"), take that number; else the sorted order gives
+    them, not fixed.
+    """
+    if (path / LABELS_FILE).is_file():
+        label_of = _labels_json(path / LABELS_FILE, folders)
+        return label_of, {label: folder for folder, label in label_of.items()}, True
+    numbered = {folder: NUMBERED_FOLDER.fullmatch(folder) for folder in folders}
+    if not any(numbered.values()):
+        return {folder: label for label, folder in enumerate(folders)}, dict(enumerate(folders)), False
+    plain = [folder for folder, match in numbered.items() if match is None]
+    if plain:
+        raise DataError(f"{source} numbers some class folders but not {plain[0]!r}: name every one NN_name "
+                        f"(00_cat, 01_dog) or none, or give the labels in {LABELS_FILE}")
+    label_of, names = {}, {}
+    for folder, match in numbered.items():
+        label = int(match[1])
+        name = match[2] or str(label)
+        if label in names or name in names.values():
+            other = next(f for f, known in label_of.items() if known == label or names[known] == name)
+            raise DataError(f"{source}: the class folders {other!r} and {folder!r} give the same label or class "
+                            f"name; give each class its own")
+        label_of[folder], names[label] = label, name
+    return label_of, names, True
+
+
+def _labels_json(file: Path, folders: list[str]) -> dict[str, int]:
+    """{sub-folder: label} from a labels.json, which must give every sub-folder its own label of 0 or more."""
+    try:
+        given = json.loads(file.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{file} is not readable JSON ({exc}); write it as {{\"cat\": 0, \"dog\": 1}}") from None
+    if not isinstance(given, dict) or not all(type(label) is int and 0 <= label < 2**31 for label in given.values()):
+        raise DataError(f"{file} must map each sub-folder's name to a label, a whole number of 0 or more: "
+                        f"{{\"cat\": 0, \"dog\": 1}}")
+    if len(set(given.values())) != len(given):
+        raise DataError(f"{file} gives two sub-folders one label; give each class its own")
+    missing = [folder for folder in folders if folder not in given]
+    if missing:
+        raise DataError(f"{file} gives no label to the sub-folder {missing[0]!r}; add it with a label no other "
+                        f"class has")
+    return given
+
+
+def _mode(file: Path) -> str:
+    """An image's mode (grey or colour), read without decoding its pixels."""
+    try:
+        with Image.open(file) as image:
+            return image.mode
+    except OSError as exc:
+        raise DataError(f"{file} is not a readable image: {exc}") from exc
+
+
+def _read_image(file: Path, grey: bool, size: int | None, source: str) -> torch.Tensor:
+    """uint8 [C, H, W]: the image upright, grey or RGB, brought to `size` when given (`fit_images`)."""
+    try:
+        with Image.open(file) as image:
+            upright = ImageOps.exif_transpose(image).convert("L" if grey else "RGB")
+    except OSError as exc:
+        raise DataError(f"{file} is not a readable image: {exc}") from exc
+    pixels = _to_nchw([np.asarray(upright)])
+    return (pixels if size is None else fit_images(pixels, pixels.shape[1], size, source))[0]
 
 
 def _npz(path: Path) -> ImageSet:

@@ -24,13 +24,14 @@ from genmem.artifact import (CARD_FILE, FORMAT, FORMAT_VERSION, SAMPLES_FILE, SO
 from genmem.checkpoint import Checkpointing, task_key
 from genmem.config import SOLVER_MODES, TrainingConfig, check_settings, stored_solver_width
 from genmem.data import ImageSet, fit_images
-from genmem.distributed import ONE_PROCESS, DataParallel, version_writer
+from genmem.distributed import ONE_PROCESS, DataParallel
 from genmem.errors import DataError
 from genmem.holdout import hold_out
 from genmem.learn import PastReplay, TaskReport, learn_task
 from genmem.learned_quality import learned_quality, sample_strip
 from genmem.nets import Generator, GeneratorSpec
-from genmem.presets import paper_config
+from genmem.presets import paper_config, recipe_for_channels
+from genmem.rank_writer import version_writer
 from genmem.sampler import Sampler
 from genmem.solver import records_real_image_figures
 from genmem.store import MemoryStore, VersionWriter
@@ -81,9 +82,11 @@ class Memory:
 
         The first task creates the memory with `variant` (default dgmw), the
         data's channel count, `image_size` and `base_width`; later tasks must
-        fit it. `config` defaults to the paper's recipe (MNIST's for grey
-        images, SVHN's for colour). Fails before training if a class is
-        already in the memory or the images do not fit. `writer`: the
+        fit it; their labels become the memory's (`ImageSet.labelled_as`).
+        `config` defaults to the recipe for custom data (MNIST's for grey
+        images, the colour recipe for colour: genmem.presets). Fails before
+        training if a class is already in the memory or the images do not
+        fit (any size fits: genmem.data.fit_images). `writer`: the
         memory's lock if the caller already holds it (`store.writer()`, taken
         before loading the data so that a second writer fails at once).
         `solver`: real, replay or none (genmem.solver; default: config.solver).
@@ -99,11 +102,13 @@ class Memory:
         """
         lock = contextlib.nullcontext(writer) if writer is not None else version_writer(self.store, parallel)
         with lock as writer:
+            parent = self.store.latest()
+            if parent is not None:  # the memory's labels for the classes it knows: a folder's order cannot shift them
+                data = data.labelled_as({c["label"]: c["name"] for c in self.manifest(parent)["classes"]})
             labels = data.resolve(classes)
             if not labels:
                 raise DataError("name at least one class to learn")
             task_data = data.select(labels)
-            parent = self.store.latest()
             if parent is None:
                 spec = GeneratorSpec.for_images(variant or "dgmw", task_data.images.shape[1], image_size, base_width)
                 history: dict = {"classes": [], "tasks": []}
@@ -113,7 +118,7 @@ class Memory:
                 if variant is not None and variant != spec.variant:
                     raise DataError(f"memory {self.path} is {spec.variant}; drop the variant {variant} or start "
                                     f"a new memory")
-            config = config or paper_config("mnist" if spec.channels == 1 else "svhn", spec.variant)
+            config = config or paper_config(recipe_for_channels(spec.channels), spec.variant)
             if solver is not None:
                 config = replace(config, solver=solver)
             # Before its seed draws the holdout or a first generator: a refused task changes nothing.

@@ -87,6 +87,14 @@ def _read_regular_file(path: Path, version: str, limit: int = -1) -> bytes:
         return file.read(limit)
 
 
+def write_files(folder: Path, files: dict[str, bytes]) -> None:
+    """Write `files` into `folder`, a new folder (its parents are made), each file fsynced, then the folder."""
+    folder.mkdir(parents=True)
+    for name, data in files.items():
+        _write_synced(folder / name, data)
+    _fsync_dir(folder)
+
+
 def _refuse_link(path: Path, what: str) -> None:
     if path.is_symlink():
         raise CorruptMemory(f"{path} is a symbolic link; genmem does not follow links inside a memory ({what} "
@@ -165,6 +173,20 @@ class MemoryStore:
                 raise CorruptMemory(f"{path} fails its sha256 checksum (damaged); version {name} cannot be loaded")
             files[file] = data
         return manifest, files
+
+    def version_files(self, version: str | None = None) -> tuple[str, dict[str, bytes]]:
+        """A version's name and its files exactly as stored, manifest.json included (the bytes a signature signs),
+        all verified: what a copy of the version holds (and nothing else its folder may hold)."""
+        manifest, files = self.read(version)
+        name = manifest["version"]
+        raw = _read_regular_file(self.versions_dir / name / MANIFEST, f"version {name}")
+        try:
+            same = json.loads(raw) == manifest
+        except (ValueError, UnicodeDecodeError):
+            same = False
+        if not same:
+            raise CorruptMemory(f"the manifest of version {name} changed while it was read; try again")
+        return name, {**files, MANIFEST: raw}
 
     def manifest(self, version: str | None = None) -> dict:
         """The verified manifest alone (the other files are not read)."""
@@ -340,22 +362,30 @@ def add_audit(store: MemoryStore, version: str, files: dict[str, bytes], record:
 
 def read_audits(store: MemoryStore, version: str | None = None) -> list[dict]:
     """The verified audit records of a version, oldest first; a damaged one raises CorruptMemory naming it."""
+    return [{**record, "path": str(path)} for path, record, _ in audit_files(store, version)]
+
+
+def audit_files(store: MemoryStore, version: str | None = None) -> list[tuple[Path, dict, dict[str, bytes]]]:
+    """Each verified audit of a version, oldest first: its folder, its record (without its own checksum) and its
+    files exactly as stored, audit.json included; a damaged one raises CorruptMemory naming it."""
     name = store.resolve(version)
     folder = store.path / AUDITS / name
     if not folder.is_dir():
         return []
-    records = []
+    audits = []
     for audit in sorted((p for p in folder.iterdir() if AUDIT_NAME.fullmatch(p.name)), key=lambda p: int(p.name[1:])):
-        path = audit / AUDIT_RECORD
         try:
-            record = json.loads(_read_regular_file(path, f"version {name}'s audit"))
+            files = {AUDIT_RECORD: _read_regular_file(audit / AUDIT_RECORD, f"version {name}'s audit")}
+            record = json.loads(files[AUDIT_RECORD])
             body = {k: v for k, v in record.items() if k != "manifest_sha256"}
+            if any(Path(file).name != file or file == AUDIT_RECORD for file in record["files"]):
+                raise ValueError("a listed file is not a file of the audit's own folder")
+            files |= {file: _read_regular_file(audit / file, f"version {name}'s audit") for file in record["files"]}
             intact = sha256(_canonical(body)) == record["manifest_sha256"] and all(
-                sha256(_read_regular_file(audit / file, f"version {name}'s audit")) == expected["sha256"]
-                for file, expected in record["files"].items())
+                sha256(files[file]) == expected["sha256"] for file, expected in record["files"].items())
         except (ValueError, UnicodeDecodeError, KeyError, TypeError, AttributeError, CorruptMemory):
             intact = False
         if not intact:
             raise CorruptMemory(f"the audit {audit} is damaged (it fails its checksum); delete that folder")
-        records.append({**body, "path": str(audit)})
-    return records
+        audits.append((audit, body, files))
+    return audits

@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import settings
 
 from tiny import tiny_memory, tiny_set
+
+# Hypothesis draws the same examples on every run (seeded from each test's source), so that a failure found in CI
+# reproduces anywhere; `pytest --hypothesis-profile explore` draws new ones.
+settings.register_profile("repeatable", derandomize=True)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile("repeatable")
 
 
 @pytest.fixture

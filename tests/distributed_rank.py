@@ -18,10 +18,11 @@ from safetensors.torch import save_file
 import genmem.memory
 from genmem import plasticity
 from genmem.checkpoint import Checkpointing
-from genmem.distributed import ONE_PROCESS, finish, from_environment
+from genmem.distributed import ONE_PROCESS, from_environment
 from genmem.learn import learn_task
 from genmem.memory import Memory
 from genmem.nets import Classifier, Generator, dcgan_init_
+from genmem.rank_writer import finish
 from genmem.solver import train_solver
 
 from tiny import TINY_SIZE, tiny_config, tiny_set, tiny_spec

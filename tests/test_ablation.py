@@ -3,7 +3,7 @@
 import pytest
 
 from genmem.benchmarks.ablation import judge_for, markdown_table, run_setting
-from genmem.cli.bench_ablation import parse_setting
+from genmem.cli.bench_replay import parse_setting
 from genmem.errors import InvalidSetting
 
 from tiny import tiny_config, tiny_set

@@ -87,8 +87,7 @@ def test_an_audit_of_held_out_images_is_kept_beside_the_version_and_shown(tmp_pa
     assert {p.name: p.read_bytes() for p in (tmp_path / "m" / "versions" / "v0001").iterdir()} == before
     memory.store.read()  # the version still verifies
     [kept] = read_audits(memory.store)
-    assert kept["attacks"] == record["attacks"] and (tmp_path / "m" / "audits" / "v0001" / "a0001" /
-                                                    "closest-pairs.png").stat().st_size > 100
+    assert kept["attacks"] == record["attacks"]
     shown = CliRunner().invoke(main, ["info", str(tmp_path / "m")])
     assert "audit" in shown.output and "worst AUC" in shown.output and "12 images held out" in shown.output
 

@@ -5,11 +5,13 @@ import signal
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import pytest
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+import genmem.checkpoint
 from genmem.checkpoint import Checkpointing
 from genmem.cli.render import render_summary
 from genmem.errors import CorruptMemory, InvalidSetting, MemoryNotFound
@@ -151,14 +153,29 @@ def test_genmem_info_reads_a_checkpoints_header_not_its_tensors(tmp_path, monkey
     assert read and all(0 < limit < 64 * 1024 for limit in read), read
 
 
-def test_checkpoints_are_saved_only_as_often_as_asked(tmp_path, monkeypatch):
-    memory = Memory(tmp_path / "m")
+EPOCH_ENDS = (7, 10, 25, 26, 40, 41, 42, 70)  # seconds after the task's checkpointing started
+
+
+@pytest.mark.parametrize("every, saved_after", [(0, [1, 2, 3, 4, 5, 6, 7, 8]), (10, [2, 3, 5, 8]), (15, [3, 5, 8]),
+                                                (16, [3, 6, 8]), (40, [5, 8]), (3600, [8])])
+def test_checkpoints_are_saved_only_as_often_as_asked(tmp_path, monkeypatch, every, saved_after):
+    """With epochs ending at EPOCH_ENDS on a clock the test controls, a save comes at the first epoch end at least
+    `every` seconds after the previous save (or the start), and after the last epoch, for a kill in the solver
+    phase: at 15 s the saves are at 25 s and exactly 15 s later, at 40 s; at 16 s, at 25 s and 41 s."""
+    clock = {"now": 0.0}
+    monkeypatch.setattr(genmem.checkpoint, "time", SimpleNamespace(monotonic=lambda: clock["now"]))
+    handle = Checkpointing.after_epoch
+
+    def after_epoch_at_its_time(self, state, progress, last):
+        clock["now"] = float(EPOCH_ENDS[progress.epoch - 1])
+        handle(self, state, progress, last)
+
     saves = []
-    monkeypatch.setattr(VersionWriter, "save_checkpoint", lambda writer, data: saves.append(len(data)))
-    learn(memory, 0, checkpoint_every=3600)
-    assert len(saves) == 1, "an hour's interval saves only after the last epoch, for a kill in the solver phase"
-    learn(memory, 1, checkpoint_every=0)
-    assert len(saves) == 1 + EPOCHS
+    monkeypatch.setattr(Checkpointing, "after_epoch", after_epoch_at_its_time)
+    monkeypatch.setattr(VersionWriter, "save_checkpoint", lambda writer, data: saves.append(clock["now"]))
+    Memory(tmp_path / "m").learn_task(tiny_set(), TASKS[0], config=tiny_config(epochs=len(EPOCH_ENDS)),
+                                      image_size=16, base_width=2, progress=False, checkpoint_every=every)
+    assert saves == [EPOCH_ENDS[epoch - 1] for epoch in saved_after]
 
 
 def test_checkpoints_are_refused_with_dp_before_any_training(tmp_path):
@@ -170,6 +187,7 @@ def test_checkpoints_are_refused_with_dp_before_any_training(tmp_path):
     assert not memory.path.exists()
 
 
+@pytest.mark.timeout(900)  # three 40-epoch runs of the command, each allowed 300 s
 def test_learn_task_killed_with_sigkill_continues_from_its_checkpoint(tmp_path, tiny_npz):
     """The real thing: the command killed outright mid-task, then run again, ends where one run ends."""
     options = ["--data", f"npz:{tiny_npz}", "--classes", "0,1", "--image-size", "16", "--width", "2",

@@ -10,8 +10,11 @@ from click.testing import CliRunner
 from PIL import Image
 from safetensors.torch import load_file
 
+import genmem.data
+import genmem.memory
 from genmem.cli.common import FiniteFloatRange
 from genmem.cli.main import main
+from genmem.config import MAX_BATCH_SIZE, MAX_EPOCHS
 from genmem.data import load_source
 from genmem.errors import InvalidSetting
 from genmem.memory import Memory
@@ -103,23 +106,20 @@ def test_unknown_and_empty_classes(tmp_path):
 
 
 def test_wrong_image_shapes(tmp_path, learned):
-    np.savez(tmp_path / "wide.npz", x=np.zeros((4, 16, 20), np.uint8), y=np.array([5, 5, 5, 5]))
-    assert_clear_error(run("learn-task", learned, "--data", f"npz:{tmp_path / 'wide.npz'}", "--classes", "5", *TINY),
-                       "16x20 images; genmem needs square images")
     np.savez(tmp_path / "rgb.npz", x=np.zeros((4, 16, 16, 3), np.uint8), y=np.array([5, 5, 5, 5]))
     assert_clear_error(run("learn-task", learned, "--data", f"npz:{tmp_path / 'rgb.npz'}", "--classes", "5", *TINY),
                        "3-channel images but the memory holds 1-channel images")
 
 
-def test_bad_settings(tmp_path, tiny_npz):
+def test_bad_settings(tmp_path, tiny_npz, monkeypatch):
     source = ["--data", f"npz:{tiny_npz}", "--classes", "0"]
     assert_clear_error(run("learn-task", tmp_path / "m", *source, *TINY[:-2], "--device", "tpu"),
                        "unknown device 'tpu'")
     assert_clear_error(run("learn-task", tmp_path / "m", *source, "--image-size", "12", "--quiet"),
                        "image size 12 is not supported")
     assert not (tmp_path / "m").exists()
-    if not torch.cuda.is_available():
-        assert_clear_error(run("learn-task", tmp_path / "m", *source, "--device", "cuda"), "no CUDA GPU")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a machine without a GPU, on any machine
+    assert_clear_error(run("learn-task", tmp_path / "m", *source, "--device", "cuda"), "no CUDA GPU")
 
 
 def test_networks_too_large_for_memory_are_one_line_and_lose_no_version(learned, tiny_npz):
@@ -133,7 +133,48 @@ def test_networks_too_large_for_memory_are_one_line_and_lose_no_version(learned,
     assert run("learn-task", learned, *source, *TINY).exit_code == 0, "the memory still learns afterwards"
 
 
-def test_settings_that_could_never_finish_fit_or_learn_are_refused_before_training(tmp_path, tiny_npz):
+class TrainingStarted(Exception):
+    """Raised where the training loop would start: the settings passed every check."""
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """Memory.learn_task's training loop raises TrainingStarted; counts the data sets the command loads."""
+    loads = []
+    load = genmem.data.load_source
+
+    def counted_load(*args, **kwargs):
+        loads.append(args)
+        return load(*args, **kwargs)
+
+    def training(*args, **kwargs):
+        raise TrainingStarted
+
+    monkeypatch.setattr(genmem.data, "load_source", counted_load)
+    monkeypatch.setattr(genmem.memory, "learn_task", training)
+    return loads
+
+
+@pytest.mark.parametrize("option, accepted, refused", [("--epochs", MAX_EPOCHS, MAX_EPOCHS + 1), ("--epochs", 1, 0),
+                                                       ("--batch-size", MAX_BATCH_SIZE, MAX_BATCH_SIZE + 1),
+                                                       ("--batch-size", 2, 1)])
+def test_epochs_and_batch_sizes_are_refused_exactly_past_their_bounds_before_the_data_loads(tmp_path, tiny_npz,
+                                                                                           no_training, option,
+                                                                                           accepted, refused):
+    learn = ["learn-task", tmp_path / "m", "--data", f"npz:{tiny_npz}", "--classes", "0", "--quiet", option]
+    assert isinstance(run(*learn, accepted).exception, TrainingStarted)
+    assert len(no_training) == 1
+    assert_clear_error(run(*learn, refused), f"Invalid value for '{option}'")
+    assert len(no_training) == 1, "refused before the data loaded"
+    setting = option[2:].replace("-", "_")  # the Python API, which the CLI's bounds mirror
+    data = load_source(f"npz:{tiny_npz}")
+    with pytest.raises(TrainingStarted):
+        Memory(tmp_path / "m").learn_task(data, [0], config=tiny_config(**{setting: accepted}), image_size=16)
+    with pytest.raises(InvalidSetting, match="out of range"):  # and not TrainingStarted: refused before training
+        Memory(tmp_path / "m").learn_task(data, [0], config=tiny_config(**{setting: refused}), image_size=16)
+
+
+def test_settings_that_could_never_finish_fit_or_learn_are_refused_before_training(tmp_path, tiny_npz, no_training):
     """A batch this large would fail only after the whole GAN had trained, such epochs would never end, and a NaN
     rate or weight (which click's ranges let through) trained a version of NaN weights."""
     floats = [(option, value) for option in ("--lr", "--sparsity", "--solver-epochs", "--holdout", "--dp-epsilon",
@@ -141,6 +182,7 @@ def test_settings_that_could_never_finish_fit_or_learn_are_refused_before_traini
     for option, value in [("--batch-size", 10**12), ("--epochs", 10**20), ("--seed", 2**70), ("--seed", -1), *floats]:
         result = run("learn-task", tmp_path / "m", "--data", f"npz:{tiny_npz}", "--classes", "0", option, value)
         assert_clear_error(result, f"Invalid value for '{option}'")
+    assert not no_training, "every one was refused before the data loaded"
     assert_clear_error(run("evaluate", tmp_path / "m", "--data", f"npz:{tiny_npz}", "--replay-classifier",
                            "--epochs", "1e9"), "Invalid value for '--epochs'")  # a replay classifier for years
     data = load_source(f"npz:{tiny_npz}")  # the Python API refuses them as well
@@ -160,6 +202,9 @@ def test_the_solver_phase_is_set_from_the_command_line(tmp_path, tiny_npz):
     training = Memory(tmp_path / "m").manifest()["tasks"][-1]["training"]
     assert (training["solver_start"], training["solver_epochs"], training["solver_augment"],
             training["solver_width"]) == ("fresh", 1.5, "translation,cutout", 6)
+    assert run("learn-task", tmp_path / "d", *source, *TINY).exit_code == 0  # options left out keep the defaults
+    training = Memory(tmp_path / "d").manifest()["tasks"][-1]["training"]
+    assert (training["solver_epochs"], training["solver_width"], training["average_decay"]) == (5.0, None, 0.99)
     missing = ["--data", f"npz:{tmp_path / 'missing.npz'}", "--classes", "0"]  # the typo is found before the data
     assert_clear_error(run("learn-task", tmp_path / "n", *missing, "--solver-augment", "blur", *TINY),
                        "unknown augmentation 'blur'")

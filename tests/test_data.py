@@ -127,11 +127,28 @@ def test_folder_source_turns_mixed_grey_and_colour_into_colour(tmp_path):
     assert load_source(f"folder:{tmp_path}").images.shape == (2, 3, 8, 8)
 
 
-def test_folder_source_names_the_image_of_the_wrong_size(tmp_path):
-    _write_png(tmp_path / "a" / "1.png", np.zeros((8, 8), np.uint8))
-    _write_png(tmp_path / "a" / "2.png", np.zeros((9, 8), np.uint8))
-    with pytest.raises(DataError, match=r"2\.png is 8x9 but .*1\.png is 8x8"):
-        load_source(f"folder:{tmp_path}")
+def test_folder_images_of_several_sizes_are_each_fitted_as_they_are_read(tmp_path):
+    rng = np.random.default_rng(0)
+    shapes = {"a/1.png": (20, 30, 3), "a/2.png": (16, 16, 3), "b/3.png": (40, 12, 3)}
+    for name, shape in shapes.items():
+        _write_png(tmp_path / name, rng.integers(0, 255, shape, dtype=np.uint8))
+    data = load_source(f"folder:{tmp_path}", image_size=8)
+    assert data.images.shape == (3, 3, 8, 8)
+    for image, name in zip(data.images, shapes):  # exactly what fit_images makes of each alone
+        alone = torch.from_numpy(np.array(Image.open(tmp_path / name))).permute(2, 0, 1)[None]
+        assert torch.equal(image, fit_images(alone, 3, 8, "t")[0])
+    assert load_source(f"folder:{tmp_path}").images.shape == (3, 3, 12, 12)  # no size given: the smallest side
+
+
+def test_folder_images_stand_upright_as_their_exif_orientation_says(tmp_path):
+    pixels = np.zeros((6, 10), np.uint8)
+    pixels[0, :] = 255  # a bright top row, which a quarter turn puts at one side
+    (tmp_path / "a").mkdir()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to view"
+    Image.fromarray(pixels).save(tmp_path / "a" / "1.jpg", exif=exif, quality=100)
+    image = load_source(f"folder:{tmp_path}").images[0, 0]
+    assert image.shape == (10, 6) and image[:, -1].float().mean() > 200 and image[:, 0].float().mean() < 50
 
 
 def test_folder_source_errors(tmp_path):
@@ -204,11 +221,80 @@ def test_resolve_and_select_complain_clearly(tiny_npz):
         empty.select([5])
 
 
-def test_fit_images_resizes_square_images_and_refuses_the_rest():
+def test_fit_images_resizes_the_shorter_side_then_crops_the_centre():
     images = torch.randint(0, 255, (2, 1, 28, 28), dtype=torch.uint8)
     assert fit_images(images, 1, 32, "t").shape == (2, 1, 32, 32)
     assert fit_images(images, 1, 28, "t") is images
     with pytest.raises(DataError, match="3-channel images but the memory holds 1-channel"):
         fit_images(images.expand(2, 3, 28, 28), 1, 32, "t")
-    with pytest.raises(DataError, match="28x20 images; genmem needs square images"):
-        fit_images(images[:, :, :, :20], 1, 32, "t")
+    wide = torch.zeros(1, 1, 10, 40, dtype=torch.uint8)
+    wide[..., 10:30] = 200  # a bright centre band: the crop keeps it whole and drops the dark sides
+    fitted = fit_images(wide, 1, 5, "t")
+    assert fitted.shape == (1, 1, 5, 5) and bool((fitted == 200).all())
+    tall = torch.arange(60, dtype=torch.uint8).view(1, 1, 60, 1).expand(1, 1, 60, 30)
+    fitted = fit_images(tall, 1, 30, "t")  # 30 px wide already: only the crop, rows 15..44
+    assert torch.equal(fitted[0, 0, :, 0], torch.arange(15, 45, dtype=torch.uint8))
+    odd = torch.arange(33, dtype=torch.uint8).view(1, 1, 1, 33).expand(1, 1, 32, 33)
+    assert fit_images(odd, 1, 32, "t")[0, 0, 0, 0] == 0  # one pixel left over: the crop keeps the left one
+
+
+def _class_folders(root, names):
+    """One 8 px image per class folder, all of the value 10 * (its place in `names` + 1)."""
+    for place, name in enumerate(names):
+        _write_png(root / name / "0.png", np.full((8, 8), 10 * (place + 1), np.uint8))
+
+
+def _value_of(data, label):
+    return int(data.images[data.labels == label][0, 0, 0, 0])
+
+
+def test_numbered_class_folders_and_labels_json_fix_the_labels(tmp_path):
+    _class_folders(tmp_path / "numbered", ["07_dog", "03_cat", "5"])
+    data = load_source(f"folder:{tmp_path / 'numbered'}")
+    assert data.fixed_labels and data.class_names == {3: "cat", 5: "5", 7: "dog"}
+    assert data.resolve(["dog", "cat", "5"]) == [7, 3, 5] and (_value_of(data, 7), _value_of(data, 3)) == (10, 20)
+
+    _class_folders(tmp_path / "listed", ["dog", "cat"])
+    (tmp_path / "listed" / "labels.json").write_text('{"cat": 4, "dog": 2, "bird": 9}')
+    data = load_source(f"folder:{tmp_path / 'listed'}")
+    assert data.fixed_labels and data.class_names == {4: "cat", 2: "dog", 9: "bird"}
+    assert (_value_of(data, 2), _value_of(data, 4)) == (10, 20)
+
+    _class_folders(tmp_path / "plain", ["dog", "cat", ".ipynb_checkpoints"])  # hidden folders are no class
+    data = load_source(f"folder:{tmp_path / 'plain'}")
+    assert not data.fixed_labels and data.class_names == {0: "cat", 1: "dog"}
+
+
+@pytest.mark.parametrize("folders,labels_json,message", [
+    (["00_cat", "dog"], None, "numbers some class folders but not 'dog'"),
+    (["00_cat", "0_dog"], None, "'00_cat' and '0_dog' give the same label"),
+    (["01_cat", "02_cat"], None, "give the same label or class name"),
+    (["cat", "dog"], '{"cat": 0}', "gives no label to the sub-folder 'dog'"),
+    (["cat", "dog"], '{"cat": 0, "dog": 0}', "gives two sub-folders one label"),
+    (["cat"], '{"cat": -1}', "a whole number of 0 or more"),
+    (["cat"], '{"cat": true}', "a whole number of 0 or more"),
+    (["cat"], '["cat"]', "must map each sub-folder's name to a label"),
+    (["cat"], '{"cat": 0', "is not readable JSON"),
+])
+def test_bad_fixed_labels_are_named(tmp_path, folders, labels_json, message):
+    _class_folders(tmp_path, folders)
+    if labels_json is not None:
+        (tmp_path / "labels.json").write_text(labels_json)
+    with pytest.raises(DataError, match=message):
+        load_source(f"folder:{tmp_path}")
+
+
+def test_a_memorys_labels_replace_a_folders_sorted_order_and_must_match_fixed_ones(tmp_path):
+    _class_folders(tmp_path / "plain", ["cat", "dog", "bird"])
+    plain = load_source(f"folder:{tmp_path / 'plain'}")  # sorted: bird 0, cat 1, dog 2
+    known = {0: "cat", 1: "dog", 4: "fish"}
+    mine = plain.labelled_as(known)
+    assert mine.class_names == {5: "bird", 0: "cat", 1: "dog"} and mine.fixed_labels
+    assert [_value_of(mine, label) for label in (0, 1, 5)] == [10, 20, 30]  # every image keeps its class
+    assert plain.labelled_as({}).class_names == plain.class_names
+
+    _class_folders(tmp_path / "numbered", ["01_cat", "02_bird"])
+    numbered = load_source(f"folder:{tmp_path / 'numbered'}")
+    assert numbered.labelled_as({1: "cat", 7: "fish"}) is numbered
+    with pytest.raises(DataError, match="gives class 'cat' label 1, but the memory learned it as label 0"):
+        numbered.labelled_as(known)

@@ -135,6 +135,7 @@ def test_the_learn_task_command_under_torchrun_writes_one_version_and_exits_clea
     assert first_task.store.manifest("v0002")["tasks"][-1]["training"]["processes"] == 2
 
 
+@pytest.mark.timeout(900)  # three two-rank runs of up to 180 s each
 def test_two_ranks_stopped_after_a_checkpoint_continue_to_the_version_of_an_uninterrupted_run(first_task, tmp_path):
     stopped = Memory(tmp_path / "stopped")
     shutil.copytree(first_task.path, stopped.path)

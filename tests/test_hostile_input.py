@@ -101,10 +101,21 @@ def test_a_body_that_is_not_json_or_too_deep_is_a_4xx(server):
 
 
 def run_cli(args: list[str]):
+    """Run a command; a refusal must be one line of error and nothing else (a usage error: after click's usage)."""
     result = CliRunner().invoke(main, args)
     assert result.exception is None or isinstance(result.exception, SystemExit), \
         f"{args}: {result.exception!r}\n{result.output}"
     assert "Traceback" not in result.output
+    if result.exit_code != 0:
+        lines = result.stderr.splitlines()
+        assert len(lines) >= 1 and lines[-1].startswith("Error: "), (args, result.stderr)
+        before = lines[:-1]
+        if result.exit_code == 1:  # genmem's refusal: the one line alone
+            assert before == [], (args, result.stderr)
+        else:  # click's: after its usage line, its pointer to --help and a blank line
+            assert result.exit_code == 2 and len(before) == 3 and before[0].startswith("Usage: ") \
+                and before[1].startswith("Try ") and before[2] == "", (args, result.stderr)
+        assert result.stdout == "", (args, result.stdout)
     return result
 
 

@@ -1,4 +1,4 @@
-"""benchmarks/last_solver.py: it reproduces the run's stored solver score and retrains without touching the memory."""
+"""scripts/last_solver.py: it reproduces the run's stored solver score and retrains without touching the memory."""
 
 import importlib.util
 from pathlib import Path
@@ -10,7 +10,7 @@ from genmem.memory import Memory
 
 from tiny import tiny_set
 
-SCRIPT = Path(__file__).parents[1] / "benchmarks" / "last_solver.py"
+SCRIPT = Path(__file__).parents[1] / "scripts" / "last_solver.py"
 
 
 def load_script():

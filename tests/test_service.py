@@ -201,8 +201,10 @@ def test_work_in_flight_is_bounded_waits_then_is_refused_with_retry_after():
     assert time.monotonic() - start >= 0.2, "it waited for room first"
     with pytest.raises(TooManySamples, match="holds at most 0.0 MiB in flight"):
         admission.claim(101)
+    admission.wait_seconds = 600  # room frees up while it waits, however late a loaded machine runs the timer
     threading.Timer(0.05, first.release).start()
-    second = admission.claim(60)  # room frees up while it waits
+    second = admission.claim(60)
+    assert first.released
     second.release()
     second.release()  # idempotent: the bytes are handed back once
     assert admission.in_flight == 0

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
+import shutil
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load as load_safetensors
-from safetensors.torch import save as save_safetensors
 
 import genmem.learn
 from genmem.artifact import SOLVER_FILE, decode_shipped_critic, decode_solver
@@ -18,6 +19,8 @@ from genmem.nets import Classifier, Discriminator
 from genmem.presets import paper_config
 from genmem.solver import train_solver
 from tiny import TINY_SIZE, RecordingClassifier, tiny_config, tiny_set
+
+FORMAT_1 = Path(__file__).parent / "fixtures" / "format-1-memory"
 
 
 class RealImageRead(Exception):
@@ -84,15 +87,38 @@ def test_no_solver_stores_no_solver_file(tmp_path):
     memory.sampler().sample({"0": 2, "1": 2})  # replay works as before
 
 
-def test_a_format_1_solver_still_loads_and_its_critic_head_is_found(two_versions):
-    """Format 1 stored the whole critic; readers drop its real-or-fake head, audits can still reach it."""
-    manifest, files = Memory(two_versions).store.read("v0001")
-    critic = Discriminator(1, TINY_SIZE, len(manifest["solver"]["classes"]), 4)
-    old_manifest = {**json.loads(json.dumps(manifest)), "format_version": 1}
-    del old_manifest["solver"]["mode"]
-    old_files = {**files, SOLVER_FILE: save_safetensors(critic.state_dict())}
-    assert isinstance(decode_solver(old_manifest, old_files), Classifier)
-    assert isinstance(decode_shipped_critic(old_manifest, old_files), Discriminator)
+def test_a_format_1_version_from_an_old_release_decodes_to_its_stored_weights(tmp_path):
+    """tests/fixtures/format-1-memory was written by the last genmem that wrote format 1 (its README says how):
+    readers drop its critic's real-or-fake head from the solver, audits can still reach it, and every network
+    holds exactly the tensors stored."""
+    shutil.copytree(FORMAT_1, tmp_path / "m")
+    memory = Memory(tmp_path / "m")
+    manifest, files = memory.store.read("v0001")  # every checksum verified
+    assert manifest["format_version"] == 1 and "mode" not in manifest["solver"]
+    stored = load_safetensors(files[SOLVER_FILE])
+    head = {k for k in stored if k.startswith("critic.")}
+    assert head == {"critic.weight", "critic.bias"}
+
+    solver, critic = decode_solver(manifest, files), decode_shipped_critic(manifest, files)
+    assert isinstance(solver, Classifier) and isinstance(critic, Discriminator)
+    assert solver.state_dict().keys() == stored.keys() - head
+    assert critic.state_dict().keys() == stored.keys()
+    for network in (solver, critic):
+        assert all(torch.equal(tensor, stored[name]) for name, tensor in network.state_dict().items())
+    probe = torch.rand(5, 1, TINY_SIZE, TINY_SIZE, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(solver(probe), critic(probe)[1])  # the solver is the critic's trunk and class head
+
+    generator, _ = memory.load()
+    weights = load_safetensors(files["generator.safetensors"])
+    assert generator.state_dict().keys() == weights.keys()
+    assert all(torch.equal(tensor, weights[name]) for name, tensor in generator.state_dict().items())
+    for layer, mask in enumerate(generator.tasks[0].masks):
+        packed = load_safetensors(files["masks.safetensors"])[f"task0.layer{layer}"].numpy()
+        bits = np.unpackbits(packed)[: mask.numel()].reshape(mask.shape)  # FORMAT.md: numpy.packbits, C order
+        assert torch.equal(mask, torch.from_numpy(bits).bool())
+    images, labels = memory.sampler().sample({"0": 2, "1": 2}, seed=0)
+    assert images.shape == (4, 1, TINY_SIZE, TINY_SIZE) and labels.tolist() == [0, 0, 1, 1]
 
 
 def test_the_solver_phase_augments_its_batches_only_when_asked():

@@ -101,10 +101,11 @@ def _rank_main() -> None:
     import torch.distributed as dist
 
     from genmem.data import fit_images, load_source
-    from genmem.distributed import finish, from_environment
+    from genmem.distributed import from_environment
     from genmem.learn import learn_task
     from genmem.nets import Generator, GeneratorSpec
     from genmem.presets import paper_config
+    from genmem.rank_writer import finish
 
     parser = argparse.ArgumentParser()
     for option in ("--images", "--epochs", "--batch-size"):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from genmem.cli.common import FiniteFloatRange, friendly_errors
+from genmem.cli.common import FiniteFloatRange, friendly_errors, publish
 
 
 @click.command("serve-load")
@@ -38,7 +38,7 @@ def serve_load(memory, clients, seconds, batch, learn, damage, retries, record):
     """
     import torch
 
-    from genmem.benchmarks.record import CpuWatch, machine, provenance, record_section
+    from genmem.benchmarks.record import CpuWatch, machine, provenance
     from genmem.benchmarks.serve_load import report, run
 
     command = shlex.join(["genmem", "bench", "serve-load", str(memory), "--clients", str(clients), "--seconds",
@@ -49,8 +49,4 @@ def serve_load(memory, clients, seconds, batch, learn, damage, retries, record):
     watch = CpuWatch()
     result = run(memory, clients, seconds, batch, shlex.split(learn) if learn else None, damage, retries,
                  progress=lambda line: click.echo(line, err=True))
-    table = report(result, watch.others_share())
-    click.echo(table)
-    if record is not None:
-        record_section(record, "Serving under load", where + "\n\n" + table)
-        click.echo(f"recorded in {record}")
+    publish(report(result, watch.others_share()), where, record, "Serving under load")

@@ -5,7 +5,7 @@ redoes only the last task's solver phase as `genmem.learn` does it (the task's r
 generated images of every earlier class), from a fresh network, so solver recipes compare on one memory
 without another GAN. The memory is not changed.
 
-Usage: python benchmarks/last_solver.py RUN_DIR DATA_DIR [--epochs 5] [--augment translation] [--solver real]
+Usage: python scripts/last_solver.py RUN_DIR DATA_DIR [--epochs 5] [--augment translation] [--solver real]
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""`genmem bench distributed` and `genmem bench replicas`: how training and serving scale with processes."""
+"""`genmem bench replicas`: how serving scales with worker processes and Ray Serve replicas."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ from pathlib import Path
 
 import click
 
-from genmem.cli.common import FiniteFloatRange, friendly_errors
-from genmem.config import MAX_BATCH_SIZE
+from genmem.cli.common import FiniteFloatRange, friendly_errors, publish
 
 
 def counts(text: str, option: str) -> list[int]:
@@ -20,51 +19,6 @@ def counts(text: str, option: str) -> list[int]:
     if any(value < 1 for value in values):
         raise click.BadParameter("every number must be 1 or more", param_hint=option)
     return values
-
-
-def publish(table: str, where: str, record: Path | None, title: str) -> None:
-    """Print the table, and write it with its provenance as the section `title` of `record`."""
-    from genmem.benchmarks.record import record_section
-
-    click.echo(table)
-    if record is not None:
-        record_section(record, title, where + "\n\n" + table)
-        click.echo(f"recorded in {record}")
-
-
-@click.command()
-@click.option("--settings", default="1x1,1x2,2x1", show_default=True, metavar="RxT,...",
-              help="Ranks x torch threads per rank, comma-separated; the first is the baseline of the ratios.")
-@click.option("--images", type=click.IntRange(1), default=512, show_default=True,
-              help="Images of the task, at most (one class of the built-in MNIST digits has about 400).")
-@click.option("--epochs", type=click.IntRange(1), default=3, show_default=True)
-@click.option("--batch-size", type=click.IntRange(2, MAX_BATCH_SIZE), default=64, show_default=True,
-              help="The global batch, split over the ranks.")
-@click.option("--record", type=click.Path(dir_okay=False, path_type=Path),
-              help="Also write the table as the '## Data-parallel training' section of this file (BENCHMARKS.md).")
-@friendly_errors
-def distributed(settings, images, epochs, batch_size, record):
-    """Seconds per task and images/s of learn-task on 1 and N data-parallel ranks (gloo, this machine's CPU).
-
-    Each setting is a torchrun launch on loopback; only learn_task is timed.
-
-    \b
-    Example:
-      genmem bench distributed --settings 1x1,1x2,2x1 --record BENCHMARKS.md
-    """
-    import torch
-
-    from genmem.benchmarks.distributed import measure, parse_settings, report
-    from genmem.benchmarks.record import CpuWatch, machine, provenance
-
-    chosen = parse_settings(settings)
-    command = shlex.join(["genmem", "bench", "distributed", "--settings", settings, "--images", str(images),
-                          "--epochs", str(epochs), "--batch-size", str(batch_size), "--record", str(record)])
-    where = provenance([machine(torch.device("cpu"))], command)
-    watch = CpuWatch()
-    results = measure(chosen, images, epochs, batch_size, progress=lambda line: click.echo(line, err=True))
-    publish(report(results, epochs, batch_size, watch.others_share()), where, record,
-            "Data-parallel training")
 
 
 @click.command()

@@ -10,7 +10,7 @@
 # Then the sampling benchmark on the GPU, alone. Finished tasks survive the time limit (results are written
 # after every task); each run folder is packed into PACK for the trip back.
 #
-# Usage: benchmarks/gpu_session.sh DATA_DIR RUNS PACK SECONDS
+# Usage: scripts/gpu_session.sh DATA_DIR RUNS PACK SECONDS
 #   SMOKE=1 swaps every budget for seconds-long ones, to try this script on any machine.
 #   TASKS_PER_CALL=N stops each protocol run once it has finished N more tasks, rather than cut off a task it
 #   started: with 15 minutes of device time and 10 per call, two calls of one task each (the second on the warm
@@ -25,7 +25,7 @@
 # annotated-doc, typing-inspection, typing-extensions, opentelemetry-api, opacus and opt-einsum into .whl, carry
 # both, and run
 #   pip install --no-index --no-deps --target /tmp/site .whl/*.whl && PYTHONPATH=/tmp/site PATH=/tmp/site/bin:$PATH \
-#     bash benchmarks/gpu_session.sh gpu/data gpu/runs $OUT 410
+#     bash scripts/gpu_session.sh gpu/data gpu/runs $OUT 410
 # Unpack a previous session's <run>.tar.gz (its pieces joined with cat) into gpu/runs first to continue its paper runs
 # (`[ -d gpu/runs/RUN ] || tar ...`: a second call on the warm machine finds the first call's progress there).
 # A resume reads only a run's latest version: a run too large for a call's 64 MiB can travel without its older
