@@ -330,3 +330,11 @@ def test_the_literatures_split_mnist_figures_are_printed_only_beside_split_mnist
         assert "90.79" not in markdown_table(other)
     assert run_title(split_run()) == "Paper protocol: mnist 5x2 (mlp classifier) DGMW vs DGR"
     assert "paper A5" in markdown_table(split_run(classes_per_task=1, classifier="conv", tasks=10))
+
+
+def test_a_budget_field_left_none_keeps_the_recipes_value_or_means_none_where_a_setting_takes_it():
+    smoke = PROFILES["smoke"].training_config("mnist", "dgmw")
+    assert (smoke.solver_epochs, smoke.solver_steps, smoke.epochs) == (None, 20, 1), "its 20 steps, as it says"
+    paper = PROFILES["paper"].training_config("cifar10", "dgma")
+    assert (paper.epochs, paper.lr, paper.critic_width) == (251, 2e-4, 128), "the recipe's where the profile is None"
+    assert PROFILES["quick"].training_config("mnist", "dgma").epochs == 38
