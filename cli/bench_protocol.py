@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from genmem.benchmarks.classifiers import CLASSIFIERS
 from genmem.benchmarks.methods import DEFAULT_METHODS, METHODS, SELECTIONS
 from genmem.benchmarks.profiles import PROFILES
 from genmem.cli.common import AugmentPolicy, FiniteFloatRange, friendly_errors, run_options, split_classes
@@ -85,7 +86,17 @@ class PositiveList(click.ParamType):
 @click.option("--solver", "solver_mode", type=click.Choice(list(SOLVER_MODES)), default="real", show_default=True,
               help="What DGM's versions store as their solver: real (trained on the task's real images), replay "
                    "(on generated images only: nothing stored saw a real image) or none (then drop dgm-solver).")
-@click.option("--tasks", type=click.IntRange(1), help="Stop after this many tasks (default: one per class, 10).")
+@click.option("--tasks", type=click.IntRange(1), help="Stop after this many tasks (default: every class learned).")
+@click.option("--classes-per-task", type=click.IntRange(1), default=1, show_default=True, metavar="K",
+              help="Classes each task brings: 1 is the paper's protocol; 2 on MNIST or CIFAR-10 is split-MNIST or "
+                   "split-CIFAR-10 (5 tasks of 2). The classes must split into tasks of K.")
+@click.option("--class-order", metavar="LIST", help="The classes in the order the tasks learn them, comma-separated "
+                                                      "labels or names, e.g. 3,1,0,2 (default: every class in label "
+                                                      "order); a run learns only the classes named.")
+@click.option("--classifier", "network", type=click.Choice(list(CLASSIFIERS)), default="conv", show_default=True,
+              help="The network of the replay, joint and fine-tuned classifiers: conv, the critic's trunk "
+                   "(--classifier-width wide); mlp, 2 hidden layers of 400 ReLU units trained from scratch, as van "
+                   "de Ven & Tolias (2019) use on split-MNIST. The stored solver is DGM's own either way.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="New folder for the run: memory/, samples/, state/, results.json, accuracy.png, growth.png, "
                    "confusion.png.")
@@ -123,9 +134,14 @@ class PositiveList(click.ParamType):
 @click.pass_context
 @friendly_errors
 def protocol(ctx, source, test_data, data_dir, variant, methods, profile, images_per_class, gan_epochs, augment,
-             classifier_epochs, classifier_width, base_width, solver_mode, tasks, out, resume, checkpoint_every,
-             combine, seed, device, record, quiet, table_csv, **method_settings):
+             classifier_epochs, classifier_width, base_width, solver_mode, tasks, classes_per_task, class_order,
+             network, out, resume, checkpoint_every, combine, seed, device, record, quiet, table_csv,
+             **method_settings):
     """Run the paper's protocol: one class per task, A_t after every task, against baselines and bounds.
+
+    With --classes-per-task 2 it runs split-MNIST or split-CIFAR-10 (5 tasks of
+    2 classes, class-incremental); the literature's split-MNIST figures are
+    printed beside a run with --classifier mlp.
 
     After every task each method's classifier is tested on the real test
     images of the classes seen so far: the DGM solver stored with the
@@ -139,9 +155,9 @@ def protocol(ctx, source, test_data, data_dir, variant, methods, profile, images
     per class mixed in (hybrid) measure what the generative memory is worth
     against keeping real images. No real image of an earlier class is used
     by the continual methods beyond what buffer and hybrid keep, for training
-    or for model selection: every figure is the final model's. The paper's figures are
-    printed beside them only for the data sets it measured (MNIST, SVHN,
-    CIFAR-10).
+    or for model selection: every figure is the final model's. The paper's
+    figures are printed beside them only for the data sets and protocol it
+    measured (MNIST, SVHN, CIFAR-10; one class per task in label order).
 
     Results and state are written after every task: a killed or pre-empted
     run continues with --resume OUT and ends with the results.json an
@@ -154,6 +170,8 @@ def protocol(ctx, source, test_data, data_dir, variant, methods, profile, images
       genmem bench protocol --data mnist --methods dgm-solver,dgm-replay,dgr,mergan,joint,finetune \\
           --out runs/mnist-baselines
       genmem bench protocol --resume runs/mnist-baselines
+      genmem bench protocol --data mnist --classes-per-task 2 --classifier mlp \\
+          --methods dgm-solver,dgm-replay,dgr,joint,finetune --out runs/split-mnist
       genmem bench protocol --combine runs/mnist-baselines --combine runs/mnist-dgma --out runs/mnist-table
       genmem bench protocol --data mnist --methods dgm-replay,buffer,hybrid --buffer-scales 0.25,0.5,1,2,4 \\
           --hybrid-per-class 20,50,100 --out runs/mnist-bytes --csv BENCHMARKS.csv
@@ -195,7 +213,9 @@ def protocol(ctx, source, test_data, data_dir, variant, methods, profile, images
         results = run_protocol(train, test, recipe, variant, budget, out, device=target, seed=seed, num_tasks=tasks,
                                progress=not quiet, methods=split_classes(methods),
                                data=describe_data(source, test_data), base_width=base_width, solver=solver_mode,
-                               checkpoint_every=checkpoint_every, method_options=options)
+                               checkpoint_every=checkpoint_every, method_options=options,
+                               classes_per_task=classes_per_task, class_order=split_classes(class_order) or None,
+                               classifier=network)
     report(results, out, where, watch.others_share(), record)
     if table_csv:
         from genmem.benchmarks.record import record_rows

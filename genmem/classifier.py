@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from tqdm.auto import tqdm
 
 from genmem.augment import diff_augment, parse_policy
@@ -96,10 +97,18 @@ def mixed_batches(*streams: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> Iter
         yield torch.cat([images.cpu() for images, _ in parts]), torch.cat([t.cpu() for _, t in parts])
 
 
+def fresh_classifier(channels: int, image_size: int, num_classes: int, width: int, seed: int) -> Classifier:
+    """A new Classifier (the critic's trunk), its weights drawn from `seed`."""
+    model = Classifier(channels, image_size, num_classes, width)
+    dcgan_init_(model, torch.Generator().manual_seed(seed))
+    return model
+
+
 def train_classifier(batches: Iterable[tuple[torch.Tensor, torch.Tensor]], steps: int, num_classes: int,
                      channels: int, image_size: int, config: ClassifierConfig, device: str | torch.device = "cpu",
-                     model: Classifier | None = None, progress: bool = False, desc: str = "classifier") -> Classifier:
-    """Train `model` (a fresh Classifier by default) for `steps` batches with Adam and a cosine-decayed rate.
+                     model: nn.Module | None = None, progress: bool = False, desc: str = "classifier") -> nn.Module:
+    """Train `model` (any network of images to logits; a fresh Classifier by default) for `steps` batches with
+    Adam and a cosine-decayed rate.
 
     With config.augment every batch is augmented afresh (whole-pixel shifts,
     say), which helps a classifier trained on generated images generalise to
@@ -109,8 +118,7 @@ def train_classifier(batches: Iterable[tuple[torch.Tensor, torch.Tensor]], steps
     policy = parse_policy(config.augment)
     rng = torch.Generator(device).manual_seed(config.seed)
     if model is None:
-        model = Classifier(channels, image_size, num_classes, config.width)
-        dcgan_init_(model, torch.Generator().manual_seed(config.seed))
+        model = fresh_classifier(channels, image_size, num_classes, config.width, config.seed)
     model.to(device).train()
     optimiser, schedule = classifier_optimiser(model.parameters(), config.lr, steps)
     with torch.enable_grad():

@@ -26,9 +26,15 @@ def class_images(label: int) -> torch.Tensor:
     return data.images
 
 
+def task_of(*labels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A task's images of `labels` and their generator conditions (here condition i is class i)."""
+    data = tiny_set(labels=labels)
+    return data.images, data.labels
+
+
 def test_dgr_trains_the_new_generator_on_its_own_replay_of_old_classes(monkeypatch):
     generator = tiny_generator()
-    learn_baseline_task(generator, class_images(0), 0, tiny_config(seed=SEED), progress=False)
+    learn_baseline_task(generator, *task_of(0), tiny_config(seed=SEED), progress=False)
     before = copy.deepcopy(generator)
     replay = to_unit_range(generate(before, 0, len(class_images(1)), SEED)).flatten(1)
     batches = []
@@ -36,7 +42,7 @@ def test_dgr_trains_the_new_generator_on_its_own_replay_of_old_classes(monkeypat
     monkeypatch.setattr(genmem.critic, "gradient_penalty",
                         lambda critic, real, fake, rng: batches.append(real.detach()) or real_penalty(critic, real,
                                                                                                       fake, rng))
-    learn_baseline_task(generator, class_images(1), 1, tiny_config(seed=SEED), progress=False)
+    learn_baseline_task(generator, *task_of(1), tiny_config(seed=SEED), progress=False)
     assert batches, "the critic was trained"
     for real in batches:
         new, old = real.flatten(1).chunk(2)
@@ -48,7 +54,7 @@ def test_dgr_trains_the_new_generator_on_its_own_replay_of_old_classes(monkeypat
 
 def test_mergan_alignment_is_zero_at_the_start_and_pulls_towards_the_old_generator():
     generator = tiny_generator()
-    learn_baseline_task(generator, class_images(0), 0, tiny_config(seed=SEED), progress=False)
+    learn_baseline_task(generator, *task_of(0), tiny_config(seed=SEED), progress=False)
     previous = _frozen_copy(generator)
     stats = [norm.running_mean.clone() for norm in previous.norms]
     generator.train()
@@ -70,11 +76,11 @@ def test_mergan_alignment_is_zero_at_the_start_and_pulls_towards_the_old_generat
 
 def test_alignment_keeps_old_classes_closer_to_what_they_were():
     start = tiny_generator()
-    learn_baseline_task(start, class_images(0), 0, tiny_config(seed=SEED), progress=False)
+    learn_baseline_task(start, *task_of(0), tiny_config(seed=SEED), progress=False)
     drift = {}
     for weight in (0.0, 1.0):
         generator = copy.deepcopy(start)
-        learn_baseline_task(generator, class_images(1), 1, tiny_config(seed=SEED, epochs=4),
+        learn_baseline_task(generator, *task_of(1), tiny_config(seed=SEED, epochs=4),
                             baselines.Baseline(alignment_weight=weight), progress=False)
         drift[weight] = float((generate(generator, 0, 32, 0).float() - generate(start, 0, 32, 0).float()).abs().mean())
     assert drift[1.0] < drift[0.0]
@@ -94,7 +100,7 @@ def test_a_baseline_generator_serves_reproducible_class_balanced_replay_streams(
 def test_ewc_trains_without_replay_and_holds_the_weights_old_tasks_need(monkeypatch):
     start = tiny_generator()
     ewc = baselines.Baseline(replay=False, ewc_weight=1e6)
-    fisher = learn_baseline_task(start, class_images(0), 0, tiny_config(seed=SEED), ewc, progress=False)["fisher"]
+    fisher = learn_baseline_task(start, *task_of(0), tiny_config(seed=SEED), ewc, progress=False)["fisher"]
     assert set(fisher) == {name for name, _ in start.named_parameters()}
     assert all(f.min() >= 0 for f in fisher.values()) and sum(float(f.sum()) for f in fisher.values()) > 0
     anchor = {name: p.detach().clone() for name, p in start.named_parameters()}
@@ -107,7 +113,7 @@ def test_ewc_trains_without_replay_and_holds_the_weights_old_tasks_need(monkeypa
     moved, summed = {}, None
     for weight in (0.0, 1e6):
         generator = copy.deepcopy(start)
-        report = learn_baseline_task(generator, class_images(1), 1, tiny_config(seed=SEED),
+        report = learn_baseline_task(generator, *task_of(1), tiny_config(seed=SEED),
                                      baselines.Baseline(replay=False, ewc_weight=weight), fisher, progress=False)
         moved[weight] = float(baselines.ewc_penalty(generator, fisher, anchor).detach())
         summed = report["fisher"]
@@ -122,8 +128,8 @@ def test_baselines_take_dgms_lazy_penalty(monkeypatch):
     monkeypatch.setattr(genmem.critic, "gradient_penalty",
                         lambda *args: calls.append(1) or real_penalty(*args))
     config = tiny_config(seed=SEED, epochs=3, gp_every=4)
-    images = class_images(0)
-    learn_baseline_task(tiny_generator(), images, 0, config, progress=False)
+    images, conditions = task_of(0)
+    learn_baseline_task(tiny_generator(), images, conditions, config, progress=False)
     steps = config.epochs * -(-len(images) // config.batch_size)
     assert steps > 4 and len(calls) == -(-steps // 4)
 
@@ -138,8 +144,8 @@ def test_baselines_sample_from_the_average_of_every_weight_with_statistics_for_i
 
     monkeypatch.setattr(baselines, "ParameterAverage", Recorded)
     last, averaged = tiny_generator(), tiny_generator()
-    learn_baseline_task(last, class_images(0), 0, tiny_config(seed=SEED, average_decay=None), progress=False)
-    learn_baseline_task(averaged, class_images(0), 0, tiny_config(seed=SEED, average_decay=0.9), progress=False)
+    learn_baseline_task(last, *task_of(0), tiny_config(seed=SEED, average_decay=None), progress=False)
+    learn_baseline_task(averaged, *task_of(0), tiny_config(seed=SEED, average_decay=0.9), progress=False)
     (average,) = averages
     assert [p.data_ptr() for p in average.tensors] == [p.data_ptr() for p in averaged.parameters()]
     assert all(torch.equal(p, s) for p, s in zip(averaged.parameters(), average.shadow))
@@ -148,3 +154,32 @@ def test_baselines_sample_from_the_average_of_every_weight_with_statistics_for_i
     config = tiny_config()
     assert all(int(norm.num_batches_tracked) == config.recalibration_batches for norm in averaged.norms)
     assert all(int(norm.num_batches_tracked) > config.recalibration_batches for norm in last.norms)
+
+
+def test_dgr_learns_tasks_of_two_classes_and_replays_both_earlier_ones(monkeypatch):
+    generator = tiny_generator(classes=4)
+    batches = []
+    real_step = baselines.BaselineSteps.critic_step
+
+    def recorded(self, real, cls, step):
+        batches.append((real.detach().flatten(1), cls.clone(), self.critic.classes.out_features))
+        return real_step(self, real, cls, step)
+
+    monkeypatch.setattr(baselines.BaselineSteps, "critic_step", recorded)
+    learn_baseline_task(generator, *task_of(0, 1), tiny_config(seed=SEED), progress=False)
+    assert {outputs for _, _, outputs in batches} == {2}, "the first task's critic tells its two classes apart"
+    assert set(torch.cat([cls for _, cls, _ in batches]).tolist()) == {0, 1}
+    before, batches = copy.deepcopy(generator), []
+    images, conditions = task_of(2, 3)
+    replay = {c: to_unit_range(generate(before, c, len(images) // 2, SEED)).flatten(1) for c in (0, 1)}
+    learn_baseline_task(generator, images, conditions, tiny_config(seed=SEED), progress=False)
+    for real, cls, outputs in batches:
+        assert outputs == 4
+        (new, old), (new_cls, old_cls) = real.chunk(2), cls.chunk(2)
+        assert set(new_cls.tolist()) <= {2, 3} and set(old_cls.tolist()) <= {0, 1}
+        exact = "donot_use_mm_for_euclid_dist"
+        assert torch.cdist(new, to_unit_range(images).flatten(1), compute_mode=exact).min(1).values.max() == 0
+        for c in (0, 1):  # every replayed image is the previous generator's image of the class it is labelled
+            if (old_cls == c).any():
+                assert torch.cdist(old[old_cls == c], replay[c], compute_mode=exact).min(1).values.max() == 0
+    assert set(torch.cat([cls.chunk(2)[1] for _, cls, _ in batches]).tolist()) == {0, 1}

@@ -5,14 +5,17 @@ from dataclasses import asdict, replace
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 from PIL import Image
+from safetensors.torch import load_file
 from tiny import tiny_set
 
 from genmem.benchmarks.charts import method_label
+from genmem.benchmarks.classifiers import MLPClassifier
 from genmem.benchmarks.methods import DEFAULT_METHODS, REGISTRY
 from genmem.benchmarks.profiles import PROFILES, Profile, profile_for
-from genmem.benchmarks.protocol import run_protocol
+from genmem.benchmarks.protocol import run_classes, run_protocol
 from genmem.benchmarks.results import describe_data, markdown_table, run_title
 from genmem.cli.main import main
 from genmem.errors import GenmemError, InvalidSetting
@@ -165,6 +168,7 @@ def test_runs_of_both_variants_combine_into_one_table_and_plot(tmp_path):
     dgmw = results_on("mnist", "dgmw", ("dgm-solver", "dgm-replay", "dgr", "mergan", "joint", "finetune"))
     dgma = results_on("mnist", "dgma", ("dgm-solver", "dgm-replay", "joint", "finetune"))
     dgma["accuracy"]["dgm-replay"] = [100.0, 99.0, 98.0, 97.0, 95.5]
+    dgma.update(classes_per_task=1, classifier="conv")  # recorded since the options exist; the DGMw run is older
     for run in (dgmw, dgma):
         run.update(profile={"name": "quick"}, seed=0, classes=[{"label": 0, "name": "0"}])
         (tmp_path / run["variant"]).mkdir()
@@ -268,3 +272,69 @@ def test_the_commands_profiles_are_the_librarys():
     result = CliRunner().invoke(main, ["bench", "protocol", "--help"], terminal_width=200)
     assert result.exit_code == 0
     assert f"[{'|'.join(PROFILES)}]" in result.output.replace("\n", "").replace(" ", "")
+
+
+def test_tasks_of_several_classes_in_a_chosen_order_are_learned_and_scored_together(tmp_path, monkeypatch):
+    monkeypatch.setitem(REGISTRY, "nearest-mean", "nearest_mean_method:NearestMean")
+    train, test = tiny_set(labels=(0, 1, 2, 3)), tiny_set(labels=(0, 1, 2, 3), per_class=8)
+    assert run_classes(train, 2, ["3", "1", "0", "2"]) == [3, 1, 0, 2]
+    assert run_classes(train, 2, num_tasks=1) == [0, 1] and run_classes(train) == [0, 1, 2, 3]
+    for wrong, message in (((3, None), "4 classes do not split into tasks of 3"), ((1, ["3", "9"]), "no class"),
+                           ((0, None), "0 classes per task")):
+        with pytest.raises(GenmemError, match=message):
+            run_classes(train, *wrong)
+    methods = ("dgm-solver", "dgm-replay", "dgr", "joint", "finetune", "nearest-mean")
+    results = run_protocol(train, test, "mnist", "dgmw", PROFILES["smoke"], tmp_path / "run", methods=methods,
+                           classes_per_task=2, class_order=[3, 1, 0, 2], progress=False)
+    assert [c["label"] for c in results["classes"]] == [3, 1, 0, 2] and results["classes_per_task"] == 2
+    for method in methods:
+        assert [sorted(map(int, step)) for step in results["per_class"][method]] == [[1, 3], [0, 1, 2, 3]], method
+        assert results["accuracy"][method] == [sum(step.values()) / len(step) for step in results["per_class"][method]]
+    assert results["accuracy"]["nearest-mean"] == [100.0, 100.0], "each task's two classes are told apart"
+    assert [t["classes"] for t in Memory(tmp_path / "run" / "memory").manifest()["tasks"]] == [[3, 1], [0, 2]]
+    assert [g["task"] for g in results["growth"]] == [0, 1]
+    assert "paper" not in markdown_table(results | {"data": describe_data("mnist")}), "the paper ran 1 class a task"
+    assert run_title(results, display=True).startswith("tiny 2x2")
+
+
+def test_the_mlp_classifier_trains_every_protocol_classifier_and_is_recorded(tmp_path):
+    mlp = MLPClassifier(3 * 32 * 32, 10, rng=torch.Generator().manual_seed(4))
+    assert [m.out_features for m in mlp.modules() if isinstance(m, torch.nn.Linear)] == [400, 400, 10]
+    assert sum(isinstance(m, torch.nn.ReLU) for m in mlp.modules()) == 2
+    again = MLPClassifier(3 * 32 * 32, 10, rng=torch.Generator().manual_seed(4))
+    assert all(torch.equal(a, b) for a, b in zip(mlp.parameters(), again.parameters())), "drawn from its seed"
+    data, test = tiny_set(labels=(0, 1, 2, 3)), tiny_set(labels=(0, 1, 2, 3), per_class=8)
+    results = run_protocol(data, test, "mnist", "dgmw", PROFILES["smoke"], tmp_path / "run",
+                           methods=("joint", "finetune"), classes_per_task=2, classifier="mlp", progress=False)
+    assert results["classifier"] == "mlp" and len(results["accuracy"]["joint"]) == 2
+    finetuned = load_file(tmp_path / "run" / "state" / "task01" / "finetune.safetensors")
+    assert finetuned["layers.1.weight"].shape == (400, 32 * 32), "the fine-tuned classifier is the MLP"
+    with pytest.raises(GenmemError, match="unknown classifier 'resnet'"):
+        run_protocol(data, test, "mnist", "dgmw", PROFILES["smoke"], tmp_path / "other", methods=("joint",),
+                     classifier="resnet", progress=False)
+
+
+def split_run(classes_per_task: int = 2, classifier: str = "mlp", order=range(10), tasks: int = 5) -> dict:
+    """A hand-made results.json of a finished MNIST run."""
+    return {"recipe": "mnist", "variant": "dgmw", "methods": ["dgm-replay", "dgr"], "data": describe_data("mnist"),
+            "classes": [{"label": c, "name": str(c)} for c in order], "classes_per_task": classes_per_task,
+            "classifier": classifier, "accuracy": {m: [99.0] * tasks for m in ("dgm-replay", "dgr")}}
+
+
+def test_the_literatures_split_mnist_figures_are_printed_only_beside_split_mnist_with_the_mlp():
+    table = markdown_table(split_run())
+    assert "90.79" in table and "94.57" in table and "van de Ven & Tolias 2019" in table
+    assert "paper A5" not in table, "the DGM paper measured one class per task"
+    for other in (split_run(classifier="conv"), split_run(order=[1, 0, *range(2, 10)]),
+                  split_run(classes_per_task=1, tasks=10), split_run(tasks=3)):
+        assert "90.79" not in markdown_table(other)
+    assert run_title(split_run()) == "Paper protocol: mnist 5x2 (mlp classifier) DGMW vs DGR"
+    assert "paper A5" in markdown_table(split_run(classes_per_task=1, classifier="conv", tasks=10))
+
+
+def test_a_budget_field_left_none_keeps_the_recipes_value_or_means_none_where_a_setting_takes_it():
+    smoke = PROFILES["smoke"].training_config("mnist", "dgmw")
+    assert (smoke.solver_epochs, smoke.solver_steps, smoke.epochs) == (None, 20, 1), "its 20 steps, as it says"
+    paper = PROFILES["paper"].training_config("cifar10", "dgma")
+    assert (paper.epochs, paper.lr, paper.critic_width) == (251, 2e-4, 128), "the recipe's where the profile is None"
+    assert PROFILES["quick"].training_config("mnist", "dgma").epochs == 38

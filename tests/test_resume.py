@@ -4,11 +4,13 @@ an uninterrupted run."""
 import json
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from genmem.benchmarks.methods import METHODS, base
 from genmem.benchmarks.profiles import PROFILES
-from genmem.benchmarks.protocol import RUN_TIME_FIELDS, run_protocol
+from genmem.benchmarks.protocol import RUN_TIME_FIELDS, load_run_data, resume_protocol, run_protocol, saved_arguments
+from genmem.benchmarks.results import describe_data
 from genmem.checkpoint import Checkpointing
 from genmem.errors import GenmemError
 from genmem.memory import Memory
@@ -143,3 +145,40 @@ def test_a_run_from_before_a_profile_field_existed_or_its_wording_changed_resume
     (out / "results.json").write_text(json.dumps(saved))
     with pytest.raises(GenmemError, match="started with other profile"):
         run(out, num_tasks=1, resume=True)
+
+
+def test_a_run_of_two_classes_per_task_in_a_chosen_order_resumes_to_the_uninterrupted_results(tmp_path, monkeypatch):
+    sources = {}
+    for split, per_class in (("train", 24), ("test", 8)):
+        data = tiny_set(labels=(0, 1, 2, 3), per_class=per_class)
+        np.savez(tmp_path / f"{split}.npz", x=data.images[:, 0].numpy(), y=data.labels.numpy())
+        sources[split] = f"npz:{tmp_path / f'{split}.npz'}"
+    train, test = load_run_data(sources["train"], sources["test"], None)
+
+    def start(out):
+        return run_protocol(train, test, "mnist", "dgmw", PROFILES["smoke"], out, progress=False, methods=METHODS,
+                            seed=5, classes_per_task=2, class_order=["3", "1", "0", "2"], classifier="mlp",
+                            data=describe_data(sources["train"], sources["test"]))
+
+    start(tmp_path / "whole")
+    real_classifier = base.replay_classifier
+
+    def dies_in_the_second_task(source, task, *args, **kwargs):
+        if task.index == 1:
+            raise Killed
+        return real_classifier(source, task, *args, **kwargs)
+
+    monkeypatch.setattr(base, "replay_classifier", dies_in_the_second_task)
+    with pytest.raises(Killed):
+        start(tmp_path / "killed")
+    monkeypatch.setattr(base, "replay_classifier", real_classifier)
+    assert saved_arguments(tmp_path / "killed")["class_order"] == ["3", "1", "0", "2"]
+    resumed = resume_protocol(tmp_path / "killed", progress=False)  # the arguments from its results.json alone
+    assert resumed["classes_per_task"] == 2 and resumed["classifier"] == "mlp"
+    assert outcome(tmp_path / "killed") == outcome(tmp_path / "whole")
+    for whole in (tmp_path / "whole" / "state").rglob("*.safetensors"):
+        resumed_file = tmp_path / "killed" / whole.relative_to(tmp_path / "whole")
+        assert resumed_file.read_bytes() == whole.read_bytes(), f"{resumed_file.name} is the uninterrupted run's"
+    with pytest.raises(GenmemError, match="started with other classes_per_task"):
+        run_protocol(train, test, "mnist", "dgmw", PROFILES["smoke"], tmp_path / "killed", progress=False,
+                     methods=METHODS, seed=5, class_order=["3", "1", "0", "2"], classifier="mlp", resume=True)

@@ -5,8 +5,9 @@ and no growth, and relearns it on every task:
 
     dgr     deep generative replay (Shin et al. 2017): before the task, the
             generator draws as many images of every earlier class as the task
-            has real ones; it then trains on the task's real images plus that
-            replay, as if both were real. What it forgets or distorts of an old
+            has real ones of each of its classes; it then trains on the task's
+            real images plus that replay, as if both were real (a task may
+            bring several classes). What it forgets or distorts of an old
             class is what it replays of it next time: the semantic drift the
             DGM paper measures.
     mergan  MeRGAN's replay alignment (Wu et al. 2018) on top of DGR: an L2 loss
@@ -157,32 +158,37 @@ def _frozen_copy(generator: PlainGenerator) -> PlainGenerator:
 
 
 class BaselineSteps:
-    """One task's GAN training of a baseline generator: a fresh critic and optimisers, and what keeps the old
-    classes (replay drawn before training, the frozen previous generator, EWC's anchor and Fisher information)."""
+    """One task's GAN training of a baseline generator: a fresh critic and optimisers, and what keeps the earlier
+    classes (replay drawn before training, the frozen previous generator, EWC's anchor and Fisher information).
 
-    def __init__(self, generator: PlainGenerator, data: torch.Tensor, task: int, config: TrainingConfig,
+    The task's classes are the generator's conditions `new`; the earlier
+    classes are every condition below them.
+    """
+
+    def __init__(self, generator: PlainGenerator, data: torch.Tensor, new: list[int], config: TrainingConfig,
                  baseline: Baseline, fisher: dict[str, torch.Tensor] | None, rng: torch.Generator):
         device = data.device
-        self.generator, self.task, self.config, self.baseline, self.fisher, self.rng = (generator, task, config,
-                                                                                        baseline, fisher, rng)
-        self.previous = _frozen_copy(generator) if task > 0 and baseline.alignment_weight > 0 else None
-        self.replay = (torch.stack([to_unit_range(generate(generator, c, len(data), config.seed))
-                                    for c in range(task)]).to(device)
-                       if task > 0 and baseline.replay else None)  # [task, n, C, H, W], drawn before training
+        self.generator, self.config, self.baseline, self.fisher, self.rng = generator, config, baseline, fisher, rng
+        self.new, self.earlier, self.known = new, min(new), max(new) + 1
+        per_class = len(data) // len(new)  # as many of every earlier class as the task has of each of its own
+        self.previous = _frozen_copy(generator) if self.earlier and baseline.alignment_weight > 0 else None
+        self.replay = (torch.stack([to_unit_range(generate(generator, c, per_class, config.seed))
+                                    for c in range(self.earlier)]).to(device)
+                       if self.earlier and baseline.replay else None)  # [earlier, per_class, C, H, W], drawn first
         self.anchor = {name: p.detach().clone() for name, p in generator.named_parameters()}
-        self.critic = Discriminator(data.shape[1], data.shape[2], task + 1, config.critic_width).to(device)
+        self.critic = Discriminator(data.shape[1], data.shape[2], self.known, config.critic_width).to(device)
         dcgan_init_(self.critic, rng)
         self.opt_g = torch.optim.Adam(generator.parameters(), lr=config.lr, betas=config.betas)
         self.opt_d = torch.optim.Adam(self.critic.parameters(), lr=config.lr, betas=config.betas)
         self.average = (ParameterAverage(list(generator.parameters()), config.average_decay) if config.average_decay
                         else None)
 
-    def batch(self, real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The task's real images with their classes, and as many replayed images of old classes (DGR, MeRGAN)."""
-        cls = torch.full((len(real),), self.task, device=real.device)
+    def batch(self, real: torch.Tensor, cls: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The task's real images with their classes, and as many replayed images of earlier classes (DGR,
+        MeRGAN)."""
         if self.replay is None:
             return real, cls
-        old = torch.randint(self.task, (len(real),), generator=self.rng, device=real.device)
+        old = torch.randint(self.earlier, (len(real),), generator=self.rng, device=real.device)
         pick = torch.randint(self.replay.shape[1], (len(real),), generator=self.rng, device=real.device)
         return torch.cat([real, self.replay[old, pick]]), torch.cat([cls, old])
 
@@ -193,7 +199,7 @@ class BaselineSteps:
         with torch.no_grad():
             fake = self.generator(noise, cls)
         loss, wasserstein, logits_real = critic_loss(self.critic, real, fake, step, self.config, self.rng)
-        if self.task > 0:
+        if self.known > 1:
             loss = loss + balanced_cross_entropy(logits_real, cls)
         self.opt_d.zero_grad(set_to_none=True)
         loss.backward()
@@ -202,17 +208,17 @@ class BaselineSteps:
 
     def generator_step(self, cls: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Fool the critic, produce the asked class, and (MeRGAN) stay where the old generator was, (EWC) keep the
-        weights old tasks need."""
+        weights earlier tasks need."""
         self.critic.requires_grad_(False)
         noise = torch.randn(len(cls), self.generator.noise_dim, generator=self.rng, device=cls.device)
         fake = self.generator(noise, cls)
         score_fake, logits_fake = self.critic(fake)
         loss = -score_fake.mean()
-        if self.task > 0:
+        if self.known > 1:
             loss = loss + self.config.class_loss_weight * F.cross_entropy(logits_fake, cls)
         aligned = torch.zeros((), device=cls.device)
         if self.previous is not None:
-            old_rows = cls < self.task
+            old_rows = cls < self.earlier
             with torch.no_grad():
                 reference = self.previous(noise, cls)
             aligned = alignment_loss(fake[old_rows], reference[old_rows])
@@ -232,35 +238,37 @@ class BaselineSteps:
         if self.average is not None:
             self.average.apply()
         if self.average is not None and self.config.recalibration_batches > 0:  # 0: the statistics training left
-            recalibrate_norms(self.generator, self.task + 1, self.rng, self.config.recalibration_batches,
+            recalibrate_norms(self.generator, self.known, self.rng, self.config.recalibration_batches,
                               self.config.batch_size)
         self.generator.eval()
         if self.baseline.ewc_weight <= 0:
             return None
-        mine = generator_fisher(self.generator, self.critic, self.task,
+        mine = generator_fisher(self.generator, self.critic, self.new,
                                 torch.Generator(self.rng.device).manual_seed(self.config.seed))
         return mine if self.fisher is None else {name: self.fisher[name] + mine[name] for name in mine}
 
 
 @torch.enable_grad()
-def learn_baseline_task(generator: PlainGenerator, images: torch.Tensor, task: int, config: TrainingConfig,
-                        baseline: Baseline = Baseline(), fisher: dict[str, torch.Tensor] | None = None,
-                        device: str | torch.device = "cpu", progress: bool = True, desc: str = "baseline") -> dict:
-    """Train `generator` (in place) on class `task` (uint8 images [N, C, H, W]) and what keeps classes 0..task-1.
+def learn_baseline_task(generator: PlainGenerator, images: torch.Tensor, conditions: torch.Tensor,
+                        config: TrainingConfig, baseline: Baseline = Baseline(),
+                        fisher: dict[str, torch.Tensor] | None = None, device: str | torch.device = "cpu",
+                        progress: bool = True, desc: str = "baseline") -> dict:
+    """Train `generator` (in place) on a task's uint8 images [N, C, H, W], image i of the generator's condition
+    conditions[i], and on what keeps the earlier classes: every condition below the task's.
 
-    Class i is the generator's condition i and the critic's class output i.
-    fisher: EWC's Fisher information summed over the earlier tasks (None
-    before the first). Returns the final losses, iterations and seconds, and
-    for EWC the Fisher information summed over the tasks including this one.
+    Condition i is also the critic's class output i. fisher: EWC's Fisher
+    information summed over the earlier tasks (None before the first).
+    Returns the final losses, iterations and seconds, and for EWC the Fisher
+    information summed over the tasks including this one.
     """
     started = time.perf_counter()
     device = torch.device(device)
     generator.to(device)
     rng = torch.Generator(device).manual_seed(config.seed)
-    data = to_unit_range(images).to(device)
-    steps = BaselineSteps(generator, data, task, config, baseline, fisher, rng)
+    data, conditions = to_unit_range(images).to(device), conditions.to(device)
+    steps = BaselineSteps(generator, data, sorted(set(conditions.tolist())), config, baseline, fisher, rng)
     batches_per_epoch = -(-len(data) // config.batch_size)
-    bar = tqdm(total=config.epochs * batches_per_epoch, desc=f"{desc} task {task}", unit="it", disable=not progress,
+    bar = tqdm(total=config.epochs * batches_per_epoch, desc=desc, unit="it", disable=not progress,
                dynamic_ncols=True, leave=True)
     generator.train()
     losses: dict[str, float] = {}
@@ -268,7 +276,8 @@ def learn_baseline_task(generator: PlainGenerator, images: torch.Tensor, task: i
     for _ in range(config.epochs):
         order = torch.randperm(len(data), generator=rng, device=device)
         for offset in range(0, len(data), config.batch_size):
-            real, cls = steps.batch(data[order[offset: offset + config.batch_size]])
+            chosen = order[offset: offset + config.batch_size]
+            real, cls = steps.batch(data[chosen], conditions[chosen])
             loss_d, wasserstein = steps.critic_step(real, cls, step)
             loss_g, aligned = steps.generator_step(cls)
             step += 1
@@ -299,19 +308,20 @@ def ewc_penalty(generator: PlainGenerator, fisher: dict[str, torch.Tensor], anch
     return sum((fisher[name] * (p - anchor[name]).pow(2)).sum() for name, p in generator.named_parameters())
 
 
-def generator_fisher(generator: PlainGenerator, critic: Discriminator, task: int, rng: torch.Generator,
+def generator_fisher(generator: PlainGenerator, critic: Discriminator, new: list[int], rng: torch.Generator,
                      batches: int = FISHER_BATCHES, batch_size: int = 16) -> dict[str, torch.Tensor]:
-    """Diagonal Fisher information of the generator for class `task`: its loss's mean squared gradient over
-    small batches, under the task's final critic, with the generator as it samples (eval mode)."""
+    """Diagonal Fisher information of the generator for the task's conditions `new` (in turn within a batch):
+    its loss's mean squared gradient over small batches, under the task's final critic, with the generator as it
+    samples (eval mode)."""
     device = generator.out.weight.device
     generator.eval()
     params = dict(generator.named_parameters())
     fisher = {name: torch.zeros_like(p) for name, p in params.items()}
-    cls = torch.full((batch_size,), task, device=device)
+    cls = torch.tensor(new, device=device)[torch.arange(batch_size, device=device) % len(new)]
     for _ in range(batches):
         noise = torch.randn(batch_size, generator.noise_dim, generator=rng, device=device)
         score, logits = critic(generator(noise, cls))
-        loss = -score.mean() + (F.cross_entropy(logits, cls) if task > 0 else 0.0)
+        loss = -score.mean() + (F.cross_entropy(logits, cls) if logits.shape[1] > 1 else 0.0)
         for name, grad in zip(params, torch.autograd.grad(loss, list(params.values()))):
             fisher[name] += grad.pow(2) / batches
     return fisher

@@ -14,7 +14,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from genmem.benchmarks.footprint import Point  # noqa: E402
 from genmem.benchmarks.methods import REGISTRY, method_class, registered_name  # noqa: E402
-from genmem.benchmarks.results import dgm_variant, run_title  # noqa: E402
+from genmem.benchmarks.results import dgm_variant, run_title, setting  # noqa: E402
 from genmem.plots import png_bytes  # noqa: E402
 
 
@@ -40,7 +40,8 @@ def accuracy_plot(results: dict) -> bytes:
     figure, axes = plt.subplots(figsize=(6.5, 4))
     for method, curve in results["accuracy"].items():
         axes.plot(range(1, len(curve) + 1), curve, marker="o", label=method_label(method, results))
-    axes.set_xlabel("tasks learned (one class each)")
+    per_task = setting(results, "classes_per_task")
+    axes.set_xlabel("tasks learned (one class each)" if per_task == 1 else f"tasks learned ({per_task} classes each)")
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_ylabel("A_t: mean per-class test accuracy (%)")
     axes.set_ylim(0, 101)

@@ -35,7 +35,7 @@ class Profile:
     classifier_epochs: float
     about: str
     solver_steps: int | None = None  # None: TrainingConfig's default
-    solver_epochs: float | None = None  # the solver phase's passes over its images at least; None: TrainingConfig's
+    solver_epochs: float | None = None  # the solver phase's passes over its images at least (None: solver_steps)
     solver_start: str = "critic"  # the real solver starts from the critic or from a fresh network (genmem.solver)
     solver_augment: str = ""  # the solver phase's augmentation (genmem.augment policy)
     critic_width: int | None = None  # the GAN critic's first width (None: the recipe's, 32 for MNIST)
@@ -81,13 +81,14 @@ class Profile:
 
     def training_config(self, recipe: str, variant: str, solver: str = "real") -> TrainingConfig:
         """The GAN's TrainingConfig on this budget: the recipe's, with this profile's settings and then its
-        overrides. A budget field left None keeps the recipe's value (or TrainingConfig's)."""
+        overrides. A budget field left None leaves the recipe's value where the setting needs one
+        (genmem.presets.paper_config)."""
         budget = {"epochs": self.gan_epochs_for(variant), "solver_replay": self.solver_replay,
                   "solver_steps": self.solver_steps, "solver_epochs": self.solver_epochs,
                   "critic_width": self.critic_width, "solver_width": self.solver_width, "lr": self.gan_lr,
                   "gan_images_per_class": self.images_per_class}
         config = paper_config(recipe, variant, solver_start=self.solver_start, solver_augment=self.solver_augment,
-                              solver=solver, **{k: v for k, v in budget.items() if v is not None})
+                              solver=solver, **budget)
         return replace(config, **self.gan_overrides)
 
     def with_budget(self, images_per_class: int | None = None, gan_epochs: int | None = None,

@@ -1,6 +1,7 @@
 """The paper's class-incremental protocol (docs/ALGORITHM.md §1), with its bounds, in one run.
 
-One task per class, classes in label order, 32x32 images in [-1, 1]. After
+One task per class, classes in label order, 32x32 images in [-1, 1]; or
+several classes per task in a chosen order (split-MNIST: 5 tasks of 2). After
 every task each chosen method's classifier is tested on the real test images
 of the classes seen so far, and A_t is the unweighted mean of its per-class
 accuracies. The methods (genmem.benchmarks.methods, one class each):
@@ -31,31 +32,33 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
 
+from genmem.benchmarks.classifiers import CLASSIFIERS
 from genmem.benchmarks.methods import DEFAULT_METHODS, DGM_METHODS, METHODS, REGISTRY, instance_names, method_class
 from genmem.benchmarks.methods.base import IMAGE_SIZE, Run, Task
 from genmem.benchmarks.profiles import PROFILES, Profile, profile_for
-from genmem.benchmarks.results import describe_data
+from genmem.benchmarks.results import describe_data, setting
 from genmem.classifier import ClassifierConfig
 from genmem.config import check_solver_mode
 from genmem.data import ImageSet, fit_images, load_source
-from genmem.errors import DataError, GenmemError
+from genmem.errors import DataError, GenmemError, InvalidSetting
 from genmem.evaluate import Score, average_accuracy, forgetting, images_of_classes
 
 # The runner's inputs, importable beside it.
 __all__ = ["DEFAULT_METHODS", "DGM_METHODS", "IMAGE_SIZE", "METHODS", "PROFILES", "Profile", "RESULTS_FILE",
-           "RUN_TIME_FIELDS", "chosen_methods", "load_run_data", "profile_for", "resume_protocol", "run_protocol",
-           "saved_arguments", "saved_run"]
+           "RUN_TIME_FIELDS", "chosen_methods", "load_run_data", "profile_for", "resume_protocol", "run_classes",
+           "run_protocol", "saved_arguments", "saved_run"]
 
 RESULTS_FILE = "results.json"
 RUN_TIME_FIELDS = ("seconds",)  # facts of the machine and the session, not of the run's outcome
 # What a resumed run must have been started with (the data's description may be worded otherwise).
-RUN_ARGUMENTS = ("recipe", "variant", "profile", "seed", "methods", "classes", "base_width", "solver", "method_options")
-RUN_DEFAULTS = {"method_options": {}}  # what a run from before an argument existed had
+RUN_ARGUMENTS = ("recipe", "variant", "profile", "seed", "methods", "classes", "classes_per_task", "classifier",
+                 "base_width", "solver", "method_options")
 
 
 def chosen_methods(methods) -> tuple[str, ...]:
@@ -70,8 +73,10 @@ def run_protocol(train: ImageSet, test: ImageSet, recipe: str, variant: str, pro
                  device: str | torch.device = "cpu", seed: int = 0, num_tasks: int | None = None,
                  progress: bool = True, methods=DEFAULT_METHODS, data: dict | None = None,
                  resume: bool = False, base_width: int | None = None, solver: str = "real",
-                 checkpoint_every: float | None = None, method_options: dict | None = None) -> dict:
-    """Learn one class per task, test every chosen method after every task; write results after each.
+                 checkpoint_every: float | None = None, classes_per_task: int = 1,
+                 class_order: Sequence[int | str] | None = None, classifier: str = "conv",
+                 method_options: dict | None = None) -> dict:
+    """Learn the classes task by task, test every chosen method after every task; write results after each.
 
     A new run needs a new out_dir. resume=True continues the run in out_dir,
     which must have been started with the same arguments, from its last
@@ -81,22 +86,29 @@ def run_protocol(train: ImageSet, test: ImageSet, recipe: str, variant: str, pro
     versions store as their solver (genmem.solver: real, replay or none; with
     none the dgm-solver method cannot be run). checkpoint_every: DGM's
     checkpoints inside a task (Memory.learn_task), which a resume continues;
-    the results are the same with or without them. method_options: the
-    methods' own settings (the buffer's budget and scales, hybrid's real
-    images: genmem.benchmarks.methods.buffer and .hybrid), held on resume.
+    the results are the same with or without them. classes_per_task,
+    class_order, num_tasks: see `run_classes`. classifier: the network of the
+    replay, joint and fine-tuned classifiers (genmem.benchmarks.classifiers;
+    the stored solver is DGM's own). method_options: the methods' own
+    settings (the buffer's budget and scales, hybrid's real images:
+    genmem.benchmarks.methods.buffer and .hybrid), held on resume.
     """
     out_dir, methods, options = Path(out_dir), chosen_methods(methods), dict(method_options or {})
     names = instance_names(methods, options)  # (registered, instance): the buffer may run at several budgets
-    classes = sorted(train.class_names)[:num_tasks]
+    classes = run_classes(train, classes_per_task, class_order, num_tasks)
+    if classifier not in CLASSIFIERS:
+        raise InvalidSetting(f"unknown classifier {classifier!r}: choose from {', '.join(CLASSIFIERS)}")
     if check_solver_mode(solver) == "none" and "dgm-solver" in methods:
         raise GenmemError("with --solver none the memory stores no solver to test; drop dgm-solver from --methods")
     started = {"recipe": recipe, "variant": variant, "profile": asdict(profile), "seed": seed, "methods": list(methods),
                "base_width": base_width, "data": data or describe_data(train.source),
-               "classes": [{"label": c, "name": train.class_names[c]} for c in classes], "method_options": options}
+               "classes": [{"label": c, "name": train.class_names[c]} for c in classes],
+               "classes_per_task": classes_per_task, "classifier": classifier, "method_options": options}
     saved = _check_resume(out_dir, started | {"solver": solver}, profile) if resume else _check_new(out_dir)
     run = _start(train, test, classes, profile, started, solver, out_dir, device, progress, checkpoint_every)
     run.options = options
-    if saved is not None and len(saved["per_class"][names[0][1]]) == len(classes):
+    tasks = len(classes) // classes_per_task
+    if saved is not None and len(saved["per_class"][names[0][1]]) == tasks:
         return saved  # finished already
     history = History(tuple(name for _, name in names), saved)
     run.timings = saved["seconds"] if saved is not None else {}
@@ -104,7 +116,7 @@ def run_protocol(train: ImageSet, test: ImageSet, recipe: str, variant: str, pro
     if history.done:
         for method in chosen:
             method.load(_state_dir(out_dir, history.done - 1))
-    for index in range(history.done, len(classes)):
+    for index in range(history.done, tasks):
         task = _task(run, index)
         for method in chosen:
             method.learn(task)
@@ -121,9 +133,23 @@ def run_protocol(train: ImageSet, test: ImageSet, recipe: str, variant: str, pro
                    | _merged([method.facts() for method in chosen]))
         _write_json(out_dir / RESULTS_FILE, results)
         if progress:
-            print(f"task {index} (class {', '.join(train.class_names[c] for c in task.classes)}): "
+            print(f"task {index} (class{'es' * (classes_per_task > 1)} "
+                  f"{', '.join(train.class_names[c] for c in task.classes)}): "
                   + ", ".join(f"{m} A={score.average:.2f}" for m, score in scores.items()), flush=True)
     return results
+
+
+def run_classes(train: ImageSet, classes_per_task: int = 1, class_order: Sequence[int | str] | None = None,
+                num_tasks: int | None = None) -> list[int]:
+    """A run's classes in the order its tasks learn them, `classes_per_task` at a time: `class_order` (labels or
+    names) or every class in label order, as far as `num_tasks` tasks go (None: all)."""
+    if classes_per_task < 1:
+        raise InvalidSetting(f"{classes_per_task} classes per task: give 1 or more")
+    order = train.resolve(list(class_order)) if class_order is not None else sorted(train.class_names)
+    if len(order) % classes_per_task:
+        raise InvalidSetting(f"{len(order)} classes do not split into tasks of {classes_per_task}; name a multiple "
+                             f"of {classes_per_task} classes in the class order")
+    return order[: None if num_tasks is None else num_tasks * classes_per_task]
 
 
 class History:
@@ -168,16 +194,16 @@ def _start(train: ImageSet, test: ImageSet, classes: list[int], profile: Profile
     data = ImageSet(fit_images(data.images, data.images.shape[1], IMAGE_SIZE, data.source), data.labels,
                     data.class_names, data.source)
     (out_dir / "samples").mkdir(parents=True, exist_ok=True)
-    return Run(out_dir, data, data.first_per_class(profile.images_per_class), test, classes, started["recipe"],
-               started["variant"], profile, gan, classifier, started["seed"], device, progress, started["base_width"],
-               checkpoint_every)
+    return Run(out_dir, data, data.first_per_class(profile.images_per_class), test, classes,
+               started["classes_per_task"], started["recipe"], started["variant"], profile, gan, classifier,
+               started["classifier"], started["seed"], device, progress, started["base_width"], checkpoint_every)
 
 
 def _task(run: Run, index: int) -> Task:
-    """Task `index` of the run: its class, the classes seen, their test images and the classifiers' budget, which
-    is `epochs` passes over as many images per class seen as the task has real ones."""
-    seen = run.classes[: index + 1]
-    new = seen[index:]
+    """Task `index` of the run: its classes, the classes seen, their test images and the classifiers' budget,
+    which is `epochs` passes over as many images per class seen as the task has real ones per class."""
+    seen = run.classes[: (index + 1) * run.classes_per_task]
+    new = seen[index * run.classes_per_task:]
     config = replace(run.classifier, seed=run.seed + index)
     real = len(run.images_of(new)[0])
     steps = math.ceil(config.epochs * real * len(seen) / (config.batch_size * len(new)))
@@ -223,9 +249,11 @@ def saved_arguments(out_dir: Path) -> dict:
     saved = saved_run(out_dir)
     return {"source": saved["data"]["source"], "test_source": saved["data"]["test_source"],
             "recipe": saved["recipe"], "variant": saved["variant"], "profile": Profile.from_record(saved["profile"]),
-            "seed": saved["seed"], "methods": tuple(saved["methods"]), "num_tasks": len(saved["classes"]),
-            "base_width": saved.get("base_width"), "solver": _saved_solver(saved), "data": saved["data"],
-            "method_options": saved.get("method_options", RUN_DEFAULTS["method_options"])}
+            "seed": saved["seed"], "methods": tuple(saved["methods"]),
+            "class_order": [c["name"] for c in saved["classes"]],  # names: a folder's label 0 may be named "1"
+            "classes_per_task": _saved(saved, "classes_per_task"), "classifier": _saved(saved, "classifier"),
+            "base_width": saved.get("base_width"), "solver": _saved(saved, "solver"), "data": saved["data"],
+            "method_options": _saved(saved, "method_options")}
 
 
 def resume_protocol(out_dir: Path, data_dir: Path | None = None, *, device: str | torch.device = "cpu",
@@ -242,7 +270,7 @@ def _check_resume(out_dir: Path, now: dict, profile: Profile) -> dict:
     """The saved results of the run to continue, after checking that it was started with these arguments."""
     saved = saved_run(out_dir)
     # A Profile field added since the run started was at its default then; the description may be reworded.
-    recorded = {key: saved.get(key, RUN_DEFAULTS.get(key)) for key in RUN_ARGUMENTS} | {"solver": _saved_solver(saved)}
+    recorded = {key: _saved(saved, key) for key in RUN_ARGUMENTS}
     if "profile" in saved:
         recorded["profile"] = asdict(Profile.from_record(saved["profile"], about=profile.about))
     differs = [key for key in RUN_ARGUMENTS if _as_json(recorded[key]) != _as_json(now[key])]
@@ -258,8 +286,11 @@ def _check_new(out_dir: Path) -> None:
                           f"with --resume {out_dir}")
 
 
-def _saved_solver(saved: dict) -> str:
-    return saved.get("gan_config", {}).get("solver", "real")  # runs from before the option stored none
+def _saved(saved: dict, key: str):
+    """A run argument as results.json recorded it; runs from before an option existed record none: its default."""
+    if key == "solver":
+        return saved.get("gan_config", {}).get("solver", "real")
+    return setting(saved, key)
 
 
 def _as_json(value):

@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from genmem.benchmarks.classifiers import new_classifier
 from genmem.benchmarks.profiles import Profile
 from genmem.classifier import ClassifierConfig, mixed_batches, relabelled, shuffled_batches, train_classifier
 from genmem.config import TrainingConfig
@@ -49,6 +50,11 @@ class Task:
     def outputs(self) -> dict[int, int]:
         return {c: i for i, c in enumerate(self.seen)}
 
+    @property
+    def earlier(self) -> list[int]:
+        """The classes of the tasks before this one."""
+        return self.seen[: len(self.seen) - len(self.classes)]
+
 
 @dataclass
 class Run:
@@ -59,11 +65,13 @@ class Run:
     gan_data: ImageSet  # the GANs' share of them (Profile.images_per_class), the same for every method
     test: ImageSet
     classes: list[int]  # every class of the run, in the order they are learned
+    classes_per_task: int
     recipe: str
     variant: str  # DGM's
     profile: Profile
     gan: TrainingConfig  # every GAN's settings; a task's seed is the run's plus its index
     classifier: ClassifierConfig  # every classifier's; likewise seeded per task
+    network: str  # every classifier's network (genmem.benchmarks.classifiers)
     seed: int
     device: torch.device
     progress: bool
@@ -76,6 +84,10 @@ class Run:
     @property
     def channels(self) -> int:
         return self.data.images.shape[1]
+
+    def new_classifier(self, num_classes: int, seed: int) -> nn.Module:
+        """A fresh classifier of the run's network, its weights drawn from `seed`."""
+        return new_classifier(self.network, self.channels, IMAGE_SIZE, num_classes, self.classifier.width, seed)
 
     def shared(self, kind: type):
         """The run's one `kind(run)`, made by whichever method asks first."""
@@ -149,18 +161,20 @@ class Method(ABC):
 def replay_classifier(source, task: Task, run: Run, desc: str) -> nn.Module:
     """A fresh classifier on the task's real images plus `source`'s replay of every earlier class.
 
-    Each batch holds about a len(seen)-th of real images, the rest replay
-    spread evenly over the earlier classes.
+    Each batch holds real images of the task's classes in proportion to
+    their share of the classes seen, the rest replay spread evenly over the
+    earlier classes.
     """
     config, seen = task.config, task.seen
-    real_share = max(1, round(config.batch_size / len(seen)))
+    real_share = max(1, round(config.batch_size * len(task.classes) / len(seen)))
     images, labels = run.images_of(task.classes)
     batches = relabelled(shuffled_batches(images, labels, real_share, config.seed), task.outputs)
-    if len(seen) > 1:
-        replay = ReplayStream(source, classes=seen[:-1], batch_size=config.batch_size - real_share, seed=config.seed)
+    if task.earlier:
+        replay = ReplayStream(source, classes=task.earlier, batch_size=config.batch_size - real_share,
+                              seed=config.seed)
         batches = mixed_batches(batches, relabelled(replay, task.outputs))
     return train_classifier(batches, task.steps, len(seen), run.channels, IMAGE_SIZE, config, run.device,
-                            progress=run.progress, desc=desc)
+                            model=run.new_classifier(len(seen), config.seed), progress=run.progress, desc=desc)
 
 
 def replay_score(source, task: Task, run: Run, name: str) -> Score:

@@ -10,11 +10,11 @@ import math
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from genmem.benchmarks.methods.base import IMAGE_SIZE, Method, Run, Task, load_module, save_module
 from genmem.classifier import output_targets, shuffled_batches, train_classifier
 from genmem.evaluate import Score, evaluate_model
-from genmem.nets import Classifier
 
 
 class Finetune(Method):
@@ -22,7 +22,7 @@ class Finetune(Method):
 
     def __init__(self, name: str, run: Run):
         super().__init__(name, run)
-        self.model: Classifier | None = None  # none before the first task
+        self.model: nn.Module | None = None  # none before the first task
 
     def score(self, task: Task) -> Score:
         with self.run.timed(f"{self.name} classifier"):
@@ -33,9 +33,10 @@ class Finetune(Method):
         outputs = {c: i for i, c in enumerate(run.classes)}
         images, labels = run.images_of(task.classes)
         batches = shuffled_batches(images, output_targets(labels, outputs), config.batch_size, config.seed)
+        model = self.model if self.model is not None else run.new_classifier(len(run.classes), config.seed)
         self.model = train_classifier(batches, math.ceil(config.epochs * len(images) / config.batch_size),
                                       len(run.classes), run.channels, IMAGE_SIZE, config, run.device,
-                                      model=self.model, progress=run.progress, desc="finetune classifier")
+                                      model=model, progress=run.progress, desc="finetune classifier")
         allowed = torch.arange(len(run.classes)) < len(task.seen)
         return evaluate_model(self.model, run.classes, task.test_images, task.test_labels, run.device, allowed)
 
@@ -43,5 +44,5 @@ class Finetune(Method):
         save_module(self.model, state / f"{self.name}.safetensors")
 
     def load(self, state: Path) -> None:
-        self.model = Classifier(self.run.channels, IMAGE_SIZE, len(self.run.classes), self.run.classifier.width)
+        self.model = self.run.new_classifier(len(self.run.classes), seed=0)  # its weights are then loaded
         load_module(self.model, state / f"{self.name}.safetensors")

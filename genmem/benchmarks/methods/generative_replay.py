@@ -13,6 +13,7 @@ from genmem.benchmarks.baselines import (ALIGNMENT_WEIGHT, BASE_WIDTH, EWC_WEIGH
                                          PlainGenerator, learn_baseline_task)
 from genmem.benchmarks.methods.base import (IMAGE_SIZE, Method, Run, Task, load_module, load_tensors, replay_score,
                                             save_module)
+from genmem.classifier import output_targets
 from genmem.evaluate import Score
 
 
@@ -30,11 +31,13 @@ class GenerativeReplay(Method):
 
     def learn(self, task: Task) -> None:
         run = self.run
-        images, _ = run.images_of(task.classes, run.gan_data)
+        images, labels = run.images_of(task.classes, run.gan_data)
+        conditions = output_targets(labels, {c: i for i, c in enumerate(run.classes)})
         with run.timed(f"{self.name} gan"):
-            self.fisher = learn_baseline_task(self.generator, images, task.index,
+            self.fisher = learn_baseline_task(self.generator, images, conditions,
                                               replace(run.gan, seed=run.seed + task.index), self.baseline,
-                                              self.fisher, run.device, run.progress, desc=self.name)["fisher"]
+                                              self.fisher, run.device, run.progress,
+                                              desc=f"{self.name} task {task.index}")["fisher"]
         run.write_samples(f"{self.name}-", self.replay(task), task)
 
     def replay(self, task: Task) -> BaselineReplay:

@@ -16,5 +16,6 @@ class Joint(Method):
             images, labels = run.images_of(task.seen)
             batches = shuffled_batches(images, output_targets(labels, task.outputs), config.batch_size, config.seed)
             model = train_classifier(batches, task.steps, len(task.seen), run.channels, IMAGE_SIZE, config,
-                                     run.device, progress=run.progress, desc="joint classifier")
+                                     run.device, model=run.new_classifier(len(task.seen), config.seed),
+                                     progress=run.progress, desc="joint classifier")
             return evaluate_model(model, task.seen, task.test_images, task.test_labels, run.device)
