@@ -195,8 +195,12 @@ def profile_for(name: str, recipe: str) -> Profile:
     learning rate on CIFAR-10"). At base width 10 instead of the recipe's 20,
     DGMw's A10 rose from 48.8 to 50.5 in a third of the GAN time, and DGMa's
     ten tasks took 2,427 s where at 20 its first seven took 5,012 s
-    (BENCHMARKS.md, "DGMa on CIFAR-10 at base width 10").
+    (BENCHMARKS.md, "DGMa on CIFAR-10 at base width 10"). Colour folders of
+    your own (the colour recipe) take the same shifts and cutout.
     """
     if recipe == "cifar10" and name in CIFAR10_PROFILES:
         return CIFAR10_PROFILES[name]
-    return PROFILES[name]
+    profile = PROFILES[name]
+    if recipe == "colour" and profile.solver_augment:  # your colour images: CIFAR-10's lesson, cutout too
+        return replace(profile, classifier_augment=COLOUR_AUGMENT, solver_augment=COLOUR_AUGMENT)
+    return profile
