@@ -13,7 +13,7 @@ import httpx
 from safetensors.torch import load as load_safetensors
 
 from genmem.benchmarks.serve_load import peak_rss_mib
-from genmem.subprocess_server import serving_process
+from genmem.benchmarks.subprocess_server import serving_process
 
 MAX_SAMPLES = 16000  # 1x16x16 float32 images: 16 MB per reply, 131 MB for eight at once without a bound
 BUDGET_MIB = 20

@@ -23,7 +23,7 @@ import torch
 from genmem.client import ReplayClient, decode_samples
 from genmem.memory import Memory
 from genmem.replay import balanced_counts
-from genmem.subprocess_server import serving
+from genmem.benchmarks.subprocess_server import serving
 
 TARGETS = ("in process on an H100: at least 1,000,000 MNIST-size images/s",
            "over HTTP: at least 100,000 images/s in large requests",
