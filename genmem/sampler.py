@@ -18,6 +18,8 @@ noise streams.
 
 from __future__ import annotations
 
+import math
+import mmap
 import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -35,6 +37,7 @@ from genmem.frozen import FrozenNetwork, freeze
 PRECISIONS = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 CPU_CHUNK = 256  # images per network call: a 32 px task's activations stay within a core's L2 cache
 CUDA_CHUNK = 65536
+MAPPED_BYTES = 1 << 20  # CPU results and noise from this size on get a mapping of their own
 
 _workers: ThreadPoolExecutor | None = None
 _workers_lock = threading.Lock()
@@ -44,6 +47,16 @@ def class_seed(seed: int, label: int) -> int:
     """A well-mixed 63-bit seed for one class's noise stream."""
     state = np.random.SeedSequence([seed & 0xFFFFFFFFFFFFFFFF, label & 0xFFFFFFFF]).generate_state(1, np.uint64)
     return int(state[0] >> np.uint64(1))
+
+
+def result_empty(*shape: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """An uninitialised tensor; on the CPU from MAPPED_BYTES on, in a memory mapping of its own, handed back to the
+    system when the tensor is freed whatever malloc's thresholds. A server lets malloc keep buffers below 32 MiB,
+    so that the sampling threads reuse their chunks' memory (genmem.admission); a reply must not be kept."""
+    nbytes = math.prod(shape) * dtype.itemsize
+    if device.type != "cpu" or nbytes < MAPPED_BYTES:
+        return torch.empty(shape, dtype=dtype, device=device)
+    return torch.frombuffer(mmap.mmap(-1, nbytes), dtype=dtype).view(shape)
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
@@ -100,9 +113,10 @@ class Sampler:
     def image_shape(self) -> tuple[int, int, int]:
         return self.spec.channels, self.spec.image_size, self.spec.image_size
 
-    def noise(self, info: ClassInfo, count: int, seed: int) -> torch.Tensor:
+    def noise(self, info: ClassInfo, count: int, seed: int, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Class `info`'s first `count` noise vectors under `seed` (into `out` if given)."""
         rng = torch.Generator(self.device).manual_seed(class_seed(seed, info.label))
-        return torch.randn(count, self.spec.noise_dim, generator=rng, device=self.device)
+        return torch.randn(count, self.spec.noise_dim, generator=rng, device=self.device, out=out)
 
     @torch.inference_mode()
     def sample(self, counts: Mapping[int | str, int], seed: int = 0, as_uint8: bool = True
@@ -117,8 +131,8 @@ class Sampler:
             if n < 0:
                 raise GenmemError(f"count for class {info.name!r} is {n}; counts must be 0 or more")
         total = sum(n for _, n in wanted)
-        images = torch.empty(total, *self.image_shape, device=self.device,
-                             dtype=torch.uint8 if as_uint8 else torch.float32)
+        dtype = torch.uint8 if as_uint8 else torch.float32
+        images = result_empty(total, *self.image_shape, dtype=dtype, device=self.device)
         labels = torch.empty(total, dtype=torch.long)
         by_task: dict[int, list[tuple[ClassInfo, int, int]]] = {}
         start = 0
@@ -134,9 +148,11 @@ class Sampler:
                 ) -> Iterator[Callable[[], None]]:
         """Per task, its classes' noise as one stream cut into chunks: each a call that draws and places them."""
         for task, parts in by_task.items():
-            noise = torch.cat([self.noise(info, n, seed) for info, n, _ in parts])
-            index = torch.cat([torch.full((n,), info.index, device=self.device) for info, n, _ in parts])
             rows = list(accumulate((n for _, n, _ in parts), initial=0))  # each class's first row in the stream
+            noise = result_empty(rows[-1], self.spec.noise_dim, dtype=torch.float32, device=self.device)
+            for (info, n, _), row in zip(parts, rows):
+                self.noise(info, n, seed, out=noise[row: row + n])
+            index = torch.cat([torch.full((n,), info.index, device=self.device) for info, n, _ in parts])
             for start in range(0, rows[-1], self.chunk):
                 end = min(start + self.chunk, rows[-1])
                 places = []  # (row in the chunk, row in `images`, count) of each class the chunk holds
