@@ -1,4 +1,5 @@
-"""Recording a benchmark in BENCHMARKS.md: one section per benchmark, saying where, how and on what code it ran.
+"""Recording a benchmark in BENCHMARKS.md: one section per benchmark, saying where, how and on what code it ran;
+and as rows of BENCHMARKS.csv.
 
 A number without its machine, command and commit cannot be compared or
 reproduced, so every section carries them; recording again replaces the
@@ -7,6 +8,7 @@ section and leaves the others as they are.
 
 from __future__ import annotations
 
+import csv
 import os
 import re
 import subprocess
@@ -16,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+CSV_COLUMNS = ("data", "tasks", "method", "profile", "metric", "value", "joint", "seconds", "hardware", "commit",
+               "seeds", "command")
 HEADER = ("# Benchmarks\n\n"
           "Each section records the device, the exact command, the date and the commit it was measured on.\n")
 
@@ -97,3 +101,14 @@ def record_section(path: str | os.PathLike, title: str, body: str) -> None:
     else:
         text = text.rstrip("\n") + "\n\n" + section
     path.write_text(text)
+
+
+def append_rows(path: str | os.PathLike, rows: list[dict]) -> None:
+    """Append rows (dicts with the CSV_COLUMNS) to a CSV file, writing the header line first if the file is new."""
+    path = Path(path)
+    new = not path.exists() or path.stat().st_size == 0
+    with path.open("a", newline="") as file:
+        writer = csv.DictWriter(file, CSV_COLUMNS)
+        if new:
+            writer.writeheader()
+        writer.writerows(rows)
