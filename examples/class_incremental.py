@@ -25,7 +25,7 @@ from torch import nn
 
 from genmem import Memory, load_source, to_memory_labels, to_memory_pixels
 from genmem.replay import ReplayStream
-from genmem.subprocess_server import serving
+from genmem.benchmarks.subprocess_server import serving
 
 
 def small_cnn(num_classes: int, channels: int, image_size: int) -> nn.Module:

@@ -3,7 +3,8 @@
 safetensors writes a file's metadata in the iteration order of a Rust HashMap, which changes from one save to
 the next (https://github.com/huggingface/safetensors/issues/584): two saves of the same tensors then differ in
 their header, and so in their sha256. `save` writes the same header with the metadata keys sorted; the tensor
-data is left as the library wrote it.
+data is left as the library wrote it. `frame_header` is the one place genmem writes a safetensors header
+(sample replies use it too, genmem.encoding).
 """
 
 from __future__ import annotations
@@ -16,13 +17,18 @@ from safetensors.torch import save as save_in_any_order
 HEADER_ALIGNMENT = 8  # the JSON header is padded with spaces to a multiple of 8 bytes
 
 
+def frame_header(header: dict) -> bytes:
+    """A safetensors header as a file starts: its length (8 bytes, little-endian), then the JSON padded to 8 bytes,
+    with the metadata's keys sorted."""
+    if "__metadata__" in header:
+        header = {**header, "__metadata__": dict(sorted(header["__metadata__"].items()))}
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % HEADER_ALIGNMENT)
+    return len(text).to_bytes(8, "little") + text
+
+
 def save(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> bytes:
     """safetensors.torch.save, with the header's metadata in sorted key order."""
     data = save_in_any_order(tensors, metadata=metadata)
     size = int.from_bytes(data[:8], "little")
-    header = json.loads(data[8: 8 + size])
-    if "__metadata__" in header:
-        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
-    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
-    text += b" " * (-len(text) % HEADER_ALIGNMENT)
-    return len(text).to_bytes(8, "little") + text + data[8 + size:]
+    return frame_header(json.loads(data[8: 8 + size])) + data[8 + size:]

@@ -22,11 +22,8 @@ them into one buffer.
 
 from __future__ import annotations
 
-import io
-import json
 import logging
 import os
-import struct
 import threading
 import time
 from collections import OrderedDict
@@ -40,7 +37,7 @@ import torch
 from genmem.admission import Admission, Claim
 from genmem.artifact import ClassTable
 from genmem.device import resolve_device
-from genmem.encoding import FORMATS, encode_samples
+from genmem.encoding import FORMATS, Parts, sample_parts
 from genmem.errors import CorruptMemory, InvalidRequest, ServiceUnavailable, TooManySamples
 from genmem.memory import Memory
 from genmem.names import shown
@@ -53,7 +50,6 @@ PNG_LIMIT = 4096  # a grid is for people; a larger one only costs the server mem
 DEFAULT_MAX_SAMPLES = 65536
 DEFAULT_BUDGET_MIB = 256  # images in flight; with the loaded networks, what a small server (1 GB) survives
 SEED_RANGE = (-(2**63), 2**64 - 1)  # the sampler uses a seed's low 64 bits
-SAFETENSORS_DTYPES = {torch.uint8: "U8", torch.float32: "F32", torch.int64: "I64"}
 
 log = logging.getLogger("genmem.service")
 
@@ -61,7 +57,7 @@ log = logging.getLogger("genmem.service")
 class EncodedSamples(NamedTuple):
     """A sample reply: its bytes in parts, their content type, headers saying what they hold, and its claim."""
 
-    parts: list[bytes | memoryview]  # together the reply; views of the sampled tensors, not copies of them
+    parts: Parts  # together the reply; views of the sampled tensors, not copies of them
     media_type: str
     headers: dict[str, str]
     count: int
@@ -77,33 +73,6 @@ class Damage(NamedTuple):
 
     reason: str
     signature: tuple | None
-
-
-def safetensors_parts(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> list[bytes | memoryview]:
-    """The safetensors file of CPU `tensors` as its header and views of their memory, in that order.
-
-    The same format safetensors.torch.save writes (an 8-byte little-endian
-    header length, a JSON header padded to 8 bytes, the raw data), without the
-    copy into one buffer. Put 8-byte types first to keep every tensor aligned.
-    """
-    header: dict = {"__metadata__": metadata}
-    parts, offset = [], 0
-    for name, tensor in tensors.items():
-        data = memoryview(tensor.contiguous().numpy().reshape(-1).view(np.uint8))
-        header[name] = {"dtype": SAFETENSORS_DTYPES[tensor.dtype], "shape": list(tensor.shape),
-                        "data_offsets": [offset, offset + data.nbytes]}
-        parts.append(data)
-        offset += data.nbytes
-    text = json.dumps(header, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)
-    return [struct.pack("<Q", len(text)) + text, *parts]
-
-
-def npy_parts(array: np.ndarray) -> list[bytes | memoryview]:
-    """An .npy file of a C-contiguous array as numpy's header and a view of the array's memory."""
-    header = io.BytesIO()
-    np.lib.format.write_array_header_1_0(header, np.lib.format.header_data_from_array_1_0(array))
-    return [header.getvalue(), memoryview(np.ascontiguousarray(array).reshape(-1).view(np.uint8))]
 
 
 def folder_signature(folder: Path) -> tuple | None:
@@ -334,13 +303,8 @@ class ReplayService:
             images = images.cpu()  # on CUDA, waits for the sampling to finish
             sampled = time.perf_counter()
             meta = {"memory": self.name, "version": sampler.version, "seed": str(seed)}
-            if fmt == "safetensors":
-                parts = safetensors_parts({"labels": labels, "images": images}, meta)
-            elif fmt == "npy":
-                parts = npy_parts(images.numpy())
-            else:
-                names = {c.label: c.name for c in sampler.classes}
-                parts = [encode_samples(images, labels, fmt, names, meta)]
+            names = {c.label: c.name for c in sampler.classes}
+            parts = sample_parts(images, labels, fmt, names, meta)
             encoded = time.perf_counter()
         headers = {
             "X-Genmem-Version": sampler.version,

@@ -121,8 +121,9 @@ wait
 
 for memory in "$runs"/mnist-quick-dgmw/memory "$runs"/mnist-dgmw-paper/memory; do
   if chosen sampling && [ -d "$memory/versions" ]; then
-    timeout 90 genmem bench sampling "$memory" --device "$device" --sizes "$sizes" --seconds 1 \
-      --record "$runs/sampling.md" > "$runs/sampling.log" 2>&1
+    # float16, bfloat16 and float32, each in process and over HTTP (three servers start): 150 s.
+    timeout 150 genmem bench sampling "$memory" --device "$device" --sizes "$sizes" --seconds 1 \
+      --record "$runs/sampling.md" --csv "$runs/sampling.csv" > "$runs/sampling.log" 2>&1
     echo "sampling $memory: exit $?" >> "$runs/status.txt"
     break
   fi

@@ -18,7 +18,7 @@ import contextlib
 import logging
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -84,25 +84,10 @@ def model_metadata(name: str, versions: list[str], manifest: dict, service: Repl
                  TensorMetadata(name="labels", datatype="INT64", shape=[-1])])
 
 
-def bearer_check(token: str | None):
-    """A dependency that lets a request through only with `Authorization: Bearer <token>` (if a token is set)."""
-    scheme = HTTPBearer(auto_error=False, description="The token given to `genmem serve --token` or GENMEM_TOKEN.")
+async def streamed(reply: EncodedSamples) -> AsyncIterator[memoryview]:
+    """The reply's parts in slices of SEND_CHUNK bytes; its claim on the work budget ends when it has been sent.
 
-    def check(credentials: HTTPAuthorizationCredentials | None = Depends(scheme)) -> None:
-        if token is None:
-            return
-        if credentials is None:
-            raise errors.NotAuthorized("this server needs a token: send the header 'Authorization: Bearer <token>' "
-                                       "with the token it was started with (--token or GENMEM_TOKEN)")
-        if not secrets.compare_digest(credentials.credentials.encode(), token.encode()):
-            raise errors.NotAuthorized("the bearer token is wrong: send the token the server was started with "
-                                       "(--token or GENMEM_TOKEN)")
-
-    return check
-
-
-def streamed(reply: EncodedSamples) -> Iterator[memoryview]:
-    """The reply's parts in slices of SEND_CHUNK bytes; its claim on the work budget ends when it has been sent."""
+    Asynchronous, so that each slice goes out from the event loop rather than by a hop to a worker thread."""
     try:
         for part in reply.parts:
             view = memoryview(part)
@@ -147,6 +132,165 @@ async def watch(service: ReplayService, interval: float) -> None:
         await run_in_threadpool(service.refresh)
 
 
+DESCRIPTION = ("Replay of the classes of the generative memory `{name}` for any classifier. Draw images with "
+               "`POST /genmem/sample`; see what the memory holds with `GET /genmem/info`. The Python client "
+               "`genmem.client.ReplayClient(url)` and `genmem.replay.ReplayStream(url)` use this API.")
+
+
+async def service_of(request: Request) -> ReplayService:
+    return request.app.state.service
+
+
+async def metrics_of(request: Request) -> ServiceMetrics:
+    return request.app.state.metrics
+
+
+async def known_model(name: str, service: ReplayService = Depends(service_of)) -> None:
+    if name != service.name:
+        raise errors.MemoryNotFound(f"this server has no model {shown(name)}; it serves {service.name!r}")
+
+
+BEARER = HTTPBearer(auto_error=False, description="The token given to `genmem serve --token` or GENMEM_TOKEN.")
+
+
+async def bearer_token(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(BEARER)) -> None:
+    """Let a request through only with `Authorization: Bearer <token>`, if the app has a token."""
+    token = request.app.state.token
+    if token is None:
+        return
+    if credentials is None:
+        raise errors.NotAuthorized("this server needs a token: send the header 'Authorization: Bearer <token>' "
+                                   "with the token it was started with (--token or GENMEM_TOKEN)")
+    if not secrets.compare_digest(credentials.credentials.encode(), token.encode()):
+        raise errors.NotAuthorized("the bearer token is wrong: send the token the server was started with "
+                                   "(--token or GENMEM_TOKEN)")
+
+
+health = APIRouter(tags=["health"])
+guarded = APIRouter(dependencies=[Depends(bearer_token)], responses={401: ERROR_REPLY})
+guarded_docs = APIRouter(dependencies=[Depends(bearer_token)], include_in_schema=False)  # with a token only
+
+
+@health.get("/v2/health/live", summary="Is the server up?",
+            description="200 as long as the process answers (Open Inference Protocol). No token needed.")
+async def live() -> Response:
+    return Response(status_code=200)
+
+
+@health.get("/v2/health/ready", summary="Can the server sample?",
+            description="200 once a version of the memory is loaded, 503 before (Open Inference Protocol). "
+                        "No token needed.", responses={503: {"description": "No version loaded yet"}})
+async def ready(service: ReplayService = Depends(service_of)) -> Response:
+    return Response(status_code=200 if service.version is not None else 503)
+
+
+@health.get("/metrics", summary="Prometheus metrics",
+            description="Requests by route and status, latency, images generated, errors by kind, the version "
+                        "served. No token needed.", response_class=Response,
+            responses={200: {"content": {"text/plain": {}}}})
+def prometheus(service: ReplayService = Depends(service_of), metrics: ServiceMetrics = Depends(metrics_of)
+               ) -> Response:
+    return Response(metrics.exposition(service.version), media_type="text/plain; version=0.0.4")
+
+
+@guarded.get("/v2/models/{name}", tags=["model"], summary="Model metadata (Open Inference Protocol)",
+             description="The memory as a model: its versions, and the tensors a sample request returns.",
+             responses={404: ERROR_REPLY}, dependencies=[Depends(known_model)])
+def model(service: ReplayService = Depends(service_of)) -> ModelMetadata:
+    served = service.sampler().version
+    return model_metadata(service.name, service.available(), service.memory.manifest(served), service)
+
+
+@guarded.get("/v2/models/{name}/versions/{version}", tags=["model"], summary="Metadata of one version",
+             description="Like the model's metadata, for one version (e.g. v0002).", responses={404: ERROR_REPLY},
+             dependencies=[Depends(known_model)])
+def model_version(version: str, service: ReplayService = Depends(service_of)) -> ModelMetadata:
+    manifest = service.memory.manifest(version)
+    return model_metadata(service.name, [manifest["version"]], manifest, service)
+
+
+@guarded.get("/genmem/info", tags=["replay"], summary="What the memory holds",
+             description="Versions, classes (label, name, task), generator, growth and capacity per task, "
+                         "storage: the summary `genmem info --json` prints, of the version served or "
+                         "`?version=`.", responses={404: ERROR_REPLY, 503: ERROR_REPLY})
+def info(version: str | None = None, service: ReplayService = Depends(service_of)) -> dict:
+    summary = summarise(service.memory, version or service.sampler().version)
+    damaged = {name: damage.reason for name, damage in service.damaged.items()}
+    return service.public({**summary, "memory": service.name, "versions": service.available(),
+                           "served": service.version, "damaged": damaged})
+
+
+@guarded.post("/genmem/sample", tags=["replay"], summary="Draw images of chosen classes",
+              response_class=Response, responses={
+                  200: {"description": "The images (and labels) as bytes; the headers say what they hold",
+                        "content": {"application/octet-stream": {}, "image/png": {}},
+                        "headers": {name: {"description": text, "schema": {"type": "string"}}
+                                    for name, text in SAMPLE_HEADERS.items()}},
+                  404: ERROR_REPLY, 413: ERROR_REPLY, 422: ERROR_REPLY, 503: ERROR_REPLY},
+              description="Ask for `counts` per class (`{\"counts\": {\"3\": 100, \"cat\": 5}}`) or a `total` "
+                          "spread over `classes` (`{\"total\": 4096}` spreads it over all). The reply is "
+                          "binary: safetensors by default. Same seed, same images.\n\n"
+                          "`curl -X POST localhost:8000/genmem/sample -H 'Content-Type: application/json' "
+                          "-d '{\"counts\": {\"0\": 8}, \"format\": \"png\"}' -o samples.png`")
+def sample(request: SampleRequest, service: ReplayService = Depends(service_of),
+           metrics: ServiceMetrics = Depends(metrics_of)) -> Response:
+    reply = service.sample(request.counts, request.classes, request.total, request.seed, request.version,
+                           request.format, request.dtype, keep_claim=True)
+    metrics.samples.inc(reply.count)
+    size = sum(memoryview(part).nbytes for part in reply.parts)
+    return StreamingResponse(streamed(reply), media_type=reply.media_type,
+                             headers={**reply.headers, "Content-Length": str(size)})
+
+
+@guarded.post("/genmem/reload", tags=["replay"], summary="Serve the newest version now",
+              description="Looks for a new version at once instead of waiting for the watcher, and returns the "
+                          "version served. A version that fails to load is reported in `error`; the old one "
+                          "stays served.")
+def reload(service: ReplayService = Depends(service_of)) -> ReloadReply:
+    return ReloadReply(version=service.refresh(), error=service.last_error)
+
+
+@guarded_docs.get("/openapi.json")
+def openapi(request: Request) -> JSONResponse:
+    return JSONResponse(request.app.openapi())
+
+
+@guarded_docs.get("/docs")
+def docs(request: Request) -> HTMLResponse:
+    return get_swagger_ui_html(openapi_url="/openapi.json", title=request.app.title)
+
+
+@guarded_docs.get("/redoc")
+def redoc(request: Request) -> HTMLResponse:
+    return get_redoc_html(openapi_url="/openapi.json", title=request.app.title)
+
+
+async def genmem_error(request: Request, exc: errors.GenmemError) -> JSONResponse:
+    request.app.state.metrics.errors.labels(type(exc).__name__).inc()
+    headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, errors.NotAuthorized) else {}
+    if isinstance(exc, errors.ServerBusy):
+        headers["Retry-After"] = str(exc.retry_after)
+    return JSONResponse({"detail": request.app.state.service.public(str(exc)), "kind": type(exc).__name__},
+                        status_for(exc), headers)
+
+
+async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    request.app.state.metrics.errors.labels("InvalidRequest").inc()
+    return JSONResponse({"detail": readable(exc), "kind": "InvalidRequest"}, 422)
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: FastAPI):
+    """Watch for new versions while the app runs, if it has a watch interval."""
+    interval = app.state.watch_interval
+    watcher = asyncio.create_task(watch(app.state.service, interval)) if interval > 0 else None
+    yield
+    if watcher is not None:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+
+
 def create_app(memory_path: str | os.PathLike, *, token: str | None = None, device: str = "cpu",
                precision: str = "auto", max_samples: int = DEFAULT_MAX_SAMPLES, watch_interval: float = 2.0,
                name: str | None = None, budget_mib: float = DEFAULT_BUDGET_MIB, wait_seconds: float = 30.0,
@@ -165,128 +309,14 @@ def create_app(memory_path: str | os.PathLike, *, token: str | None = None, devi
     service = ReplayService(memory_path, device, precision, max_samples, name=model_name, budget_mib=budget_mib,
                             wait_seconds=wait_seconds, max_running=max_running,
                             signature=SignatureCheck(require_signature) if require_signature else None)
-    metrics = ServiceMetrics()
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI):
-        watcher = asyncio.create_task(watch(service, watch_interval)) if watch_interval > 0 else None
-        yield
-        if watcher is not None:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
-
     hidden = {"openapi_url": None, "docs_url": None, "redoc_url": None} if token is not None else {}
-    app = FastAPI(title="genmem replay", lifespan=lifespan, **hidden, description=(
-        f"Replay of the classes of the generative memory `{model_name}` for any classifier. Draw images with "
-        f"`POST /genmem/sample`; see what the memory holds with `GET /genmem/info`. The Python client "
-        f"`genmem.client.ReplayClient(url)` and `genmem.replay.ReplayStream(url)` use this API."))
-    app.state.service = service
+    app = FastAPI(title="genmem replay", lifespan=lifespan, description=DESCRIPTION.format(name=model_name), **hidden)
+    app.state.service, app.state.metrics = service, ServiceMetrics()
+    app.state.token, app.state.watch_interval = token, watch_interval
     app.add_middleware(LastResort)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
-
-    @app.exception_handler(errors.GenmemError)
-    async def genmem_error(request: Request, exc: errors.GenmemError) -> JSONResponse:
-        metrics.errors.labels(type(exc).__name__).inc()
-        headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, errors.NotAuthorized) else {}
-        if isinstance(exc, errors.ServerBusy):
-            headers["Retry-After"] = str(exc.retry_after)
-        return JSONResponse({"detail": service.public(str(exc)), "kind": type(exc).__name__}, status_for(exc),
-                            headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        metrics.errors.labels("InvalidRequest").inc()
-        return JSONResponse({"detail": readable(exc), "kind": "InvalidRequest"}, 422)
-
-    @app.get("/v2/health/live", tags=["health"], summary="Is the server up?",
-             description="200 as long as the process answers (Open Inference Protocol). No token needed.")
-    def live() -> Response:
-        return Response(status_code=200)
-
-    @app.get("/v2/health/ready", tags=["health"], summary="Can the server sample?",
-             description="200 once a version of the memory is loaded, 503 before (Open Inference Protocol). "
-                         "No token needed.", responses={503: {"description": "No version loaded yet"}})
-    def ready() -> Response:
-        return Response(status_code=200 if service.version is not None else 503)
-
-    @app.get("/metrics", tags=["health"], summary="Prometheus metrics",
-             description="Requests by route and status, latency, images generated, errors by kind, the version "
-                         "served. No token needed.", response_class=Response,
-             responses={200: {"content": {"text/plain": {}}}})
-    def prometheus() -> Response:
-        return Response(metrics.exposition(service.version), media_type="text/plain; version=0.0.4")
-
-    def check_name(name: str) -> None:
-        if name != model_name:
-            raise errors.MemoryNotFound(f"this server has no model {shown(name)}; it serves {model_name!r}")
-
-    guarded = APIRouter(dependencies=[Depends(bearer_check(token))], responses={401: ERROR_REPLY})
-
-    @guarded.get("/v2/models/{name}", tags=["model"], summary="Model metadata (Open Inference Protocol)",
-                 description="The memory as a model: its versions, and the tensors a sample request returns.",
-                 responses={404: ERROR_REPLY})
-    def model(name: str) -> ModelMetadata:
-        check_name(name)
-        served = service.sampler().version
-        return model_metadata(model_name, service.available(), service.memory.manifest(served), service)
-
-    @guarded.get("/v2/models/{name}/versions/{version}", tags=["model"], summary="Metadata of one version",
-                 description="Like the model's metadata, for one version (e.g. v0002).", responses={404: ERROR_REPLY})
-    def model_version(name: str, version: str) -> ModelMetadata:
-        check_name(name)
-        manifest = service.memory.manifest(version)
-        return model_metadata(model_name, [manifest["version"]], manifest, service)
-
-    @guarded.get("/genmem/info", tags=["replay"], summary="What the memory holds",
-                 description="Versions, classes (label, name, task), generator, growth and capacity per task, "
-                             "storage: the summary `genmem info --json` prints, of the version served or "
-                             "`?version=`.", responses={404: ERROR_REPLY, 503: ERROR_REPLY})
-    def info(version: str | None = None) -> dict:
-        summary = summarise(service.memory, version or service.sampler().version)
-        damaged = {name: damage.reason for name, damage in service.damaged.items()}
-        return service.public({**summary, "memory": model_name, "versions": service.available(),
-                               "served": service.version, "damaged": damaged})
-
-    @guarded.post("/genmem/sample", tags=["replay"], summary="Draw images of chosen classes",
-                  response_class=Response, responses={
-                      200: {"description": "The images (and labels) as bytes; the headers say what they hold",
-                            "content": {"application/octet-stream": {}, "image/png": {}},
-                            "headers": {name: {"description": text, "schema": {"type": "string"}}
-                                        for name, text in SAMPLE_HEADERS.items()}},
-                      404: ERROR_REPLY, 413: ERROR_REPLY, 422: ERROR_REPLY, 503: ERROR_REPLY},
-                  description="Ask for `counts` per class (`{\"counts\": {\"3\": 100, \"cat\": 5}}`) or a `total` "
-                              "spread over `classes` (`{\"total\": 4096}` spreads it over all). The reply is "
-                              "binary: safetensors by default. Same seed, same images.\n\n"
-                              "`curl -X POST localhost:8000/genmem/sample -H 'Content-Type: application/json' "
-                              "-d '{\"counts\": {\"0\": 8}, \"format\": \"png\"}' -o samples.png`")
-    def sample(request: SampleRequest) -> Response:
-        reply = service.sample(request.counts, request.classes, request.total, request.seed, request.version,
-                               request.format, request.dtype, keep_claim=True)
-        metrics.samples.inc(reply.count)
-        size = sum(memoryview(part).nbytes for part in reply.parts)
-        return StreamingResponse(streamed(reply), media_type=reply.media_type,
-                                 headers={**reply.headers, "Content-Length": str(size)})
-
-    @guarded.post("/genmem/reload", tags=["replay"], summary="Serve the newest version now",
-                  description="Looks for a new version at once instead of waiting for the watcher, and returns the "
-                              "version served. A version that fails to load is reported in `error`; the old one "
-                              "stays served.")
-    def reload() -> ReloadReply:
-        return ReloadReply(version=service.refresh(), error=service.last_error)
-
-    if token is not None:
-        @guarded.get("/openapi.json", include_in_schema=False)
-        def openapi() -> JSONResponse:
-            return JSONResponse(app.openapi())
-
-        @guarded.get("/docs", include_in_schema=False)
-        def docs() -> HTMLResponse:
-            return get_swagger_ui_html(openapi_url="/openapi.json", title=app.title)
-
-        @guarded.get("/redoc", include_in_schema=False)
-        def redoc() -> HTMLResponse:
-            return get_redoc_html(openapi_url="/openapi.json", title=app.title)
-
-    app.include_router(guarded)
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    app.add_exception_handler(errors.GenmemError, genmem_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    for router in (health, guarded, *([guarded_docs] if token is not None else [])):
+        app.include_router(router)
     return app

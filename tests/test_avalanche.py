@@ -21,7 +21,7 @@ from genmem.errors import GenmemError  # noqa: E402
 from genmem.integrations.avalanche import GenmemReplayPlugin, PixelMap  # noqa: E402
 from genmem.memory import Memory  # noqa: E402
 from genmem.replay import ReplayStream  # noqa: E402
-from genmem.subprocess_server import serving  # noqa: E402
+from genmem.benchmarks.subprocess_server import serving  # noqa: E402
 
 from tiny import TINY_SIZE, tiny_config, tiny_set  # noqa: E402
 

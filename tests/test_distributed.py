@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from genmem.memory import Memory
 from genmem.nets import Classifier
 from genmem.store import CHECKPOINT
-from genmem.subprocess_server import free_port
+from genmem.benchmarks.subprocess_server import free_port
 
 from distributed_rank import one_step, solver_phase
 from tiny import TINY_SIZE, tiny_config, tiny_set

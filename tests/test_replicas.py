@@ -11,7 +11,7 @@ import pytest
 
 from genmem.client import decode_samples
 from genmem.memory import Memory
-from genmem.subprocess_server import serving
+from genmem.benchmarks.subprocess_server import serving
 
 PINNED = {"counts": {"0": 3, "1": 2}, "seed": 11, "version": "v0001", "dtype": "float32"}
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from genmem.benchmarks.record import others_note
 from genmem.errors import GenmemError
-from genmem.subprocess_server import free_port
+from genmem.benchmarks.subprocess_server import free_port
 
 RESULT = "genmem-bench-distributed:"  # rank 0's result line starts with this
 

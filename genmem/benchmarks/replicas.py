@@ -22,7 +22,7 @@ import httpx
 from genmem.benchmarks.record import others_note
 from genmem.benchmarks.sampling import SERVER_START_SECONDS
 from genmem.replay import balanced_counts
-from genmem.subprocess_server import free_port, is_ready, serving
+from genmem.benchmarks.subprocess_server import free_port, is_ready, serving
 
 OPTIONS = ["--device", "cpu", "--watch-interval", "0"]
 

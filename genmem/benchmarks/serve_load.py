@@ -31,7 +31,7 @@ import numpy as np
 
 from genmem.client import ReplayClient
 from genmem.memory import Memory
-from genmem.subprocess_server import serving_process
+from genmem.benchmarks.subprocess_server import serving_process
 
 
 @dataclass
