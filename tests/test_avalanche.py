@@ -253,3 +253,32 @@ def test_the_command_refuses_bad_lists_and_the_old_option_names():
                           (["--epochs", "2"], "No such option"), (["--gan-images-per-class", "10"], "No such option")]:
         result = runner.invoke(main, ["bench", "avalanche", "--out", "unused", *args])
         assert result.exit_code == 2 and message in result.output, result.output
+
+
+class LearningRateSpy(SupervisedPlugin):
+    """Records, per training step, the experience, the learning rate and whether Adam holds any moments."""
+
+    def __init__(self):
+        super().__init__()
+        self.steps: list[tuple[int, float, bool]] = []
+
+    def before_training_iteration(self, strategy, **kwargs):
+        self.steps.append((strategy.experience.current_experience, strategy.optimizer.param_groups[0]["lr"],
+                           bool(strategy.optimizer.state)))
+
+
+def test_icarls_classifier_restarts_adam_and_decays_its_rate_to_zero_over_each_task():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(TINY_SIZE * TINY_SIZE, 3))
+    spy = LearningRateSpy()
+    strategy = Naive(model=model, optimizer=torch.optim.Adam(model.parameters(), lr=0.1),
+                     criterion=nn.CrossEntropyLoss(), train_mb_size=8, train_epochs=2,
+                     evaluator=EvaluationPlugin(loggers=[]), plugins=[icarl.CosinePerTask(0.1), spy])
+    for experience in tiny_stream().train_stream:
+        strategy.train(experience)
+    for exp in (0, 1):
+        steps = [(lr, moments) for e, lr, moments in spy.steps if e == exp]
+        assert steps[0] == (0.1, False), "each task starts at the full rate with fresh moments"
+        rates = [lr for lr, _ in steps]
+        assert rates == sorted(rates, reverse=True) and rates[-1] < 0.1 * 0.2
+    assert strategy.optimizer.param_groups[0]["lr"] == pytest.approx(0, abs=1e-12), "decayed to 0 at the task's end"

@@ -98,7 +98,8 @@ def classifier_budget(profile_name: str, recipe: str, epochs: int | None = None,
 def classifier_passes(config: ClassifierConfig) -> int:
     """Avalanche trains whole epochs: the config's passes, which must be a whole number."""
     if config.epochs != int(config.epochs):
-        raise InvalidSetting(f"iCaRL trains whole passes over each task's images; {config.epochs:g} is not one")
+        raise InvalidSetting(f"iCaRL trains whole passes over each task's images, and {config.epochs:g} is not a "
+                             f"whole number: give --classifier-epochs")
     return int(config.epochs)
 
 
