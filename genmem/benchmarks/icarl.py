@@ -7,7 +7,8 @@ exemplars, the nearest mean of exemplars classifies, its distillation loss
 trains) around the protocol's classifier, so that only the method differs:
 
     feature extractor  genmem.nets.Classifier's convolutional trunk, the profile's classifier width
-    classifier         its linear head (trained by iCaRL's loss; the nearest-mean classifier predicts)
+    classifier         its linear head (trained by iCaRL's loss); the nearest mean of exemplars predicts, each
+                       class's mean over its exemplars and their mirror images (Avalanche's, for natural images)
     images             32x32 in [-1, 1], classes in label order, as the protocol's
     augmentation       the profile's classifier policy (quick on CIFAR-10: translation and cutout) through
                        genmem.augment, on every training minibatch, exemplars included
