@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 
 import httpx
 import torch
@@ -90,6 +91,13 @@ def next_power_of_two(n: int) -> int:
     return 1 << max(n - 1, 1).bit_length()
 
 
+def critic_head_solver(config: TrainingConfig) -> TrainingConfig:
+    """`config` with the critic's class head as the version's solver and no classification phase after the GAN
+    (the paper's solver): Avalanche trains the classifier, so a solver phase of its own would only cost time."""
+    return replace(config, solver="real", solver_start="critic", solver_steps=0, solver_epochs=None,
+                   solver_width=None)
+
+
 class GenmemReplayPlugin(SupervisedPlugin):
     """Learn each experience's new classes into a genmem memory; replay the earlier ones in every minibatch.
 
@@ -102,8 +110,10 @@ class GenmemReplayPlugin(SupervisedPlugin):
         as many per earlier class as the minibatch has per new class.
     epochs, images_per_class, variant, config: the GAN's budget per
         experience. config overrides the paper's recipe (MNIST's for grey
-        images, SVHN's for colour) whose epochs default to `epochs`;
-        images_per_class caps the real images the GAN trains on.
+        images, SVHN's for colour) whose epochs default to `epochs`, with
+        the critic's class head as the stored solver (`critic_head_solver`);
+        images_per_class caps the real images the GAN trains on, drawn at
+        random (config.gan_images_per_class takes the first ones instead).
     normalize: (mean, std) of the stream's Normalize transform; None reads
         the pixel range from the first experience.
     image_size, base_width: the memory's image side (a power of two; None:
@@ -182,8 +192,8 @@ class GenmemReplayPlugin(SupervisedPlugin):
         names = {c: (self.class_names or {}).get(c, str(c)) for c in classes}
         data = ImageSet(pixels, targets, names, "avalanche experience")
         recipe = "mnist" if pixels.shape[1] == 1 else "svhn"
-        # Avalanche trains the classifier, so the stored solver is the paper's (the critic's class head, no extra steps)
-        config = self.config or paper_config(recipe, self.variant, epochs=self.epochs, solver_steps=0, seed=self.seed)
+        config = self.config or critic_head_solver(paper_config(recipe, self.variant, epochs=self.epochs,
+                                                                seed=self.seed))
         size = self.image_size or next_power_of_two(max(pixels.shape[-2:]))
         return self.memory.learn_task(data, classes, variant=self.variant, config=config, device=device,
                                       image_size=size, base_width=self.base_width or base_width_for(recipe),
