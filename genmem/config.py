@@ -31,7 +31,11 @@ SOLVER_MODES = {
               "no real image except through the generator, so it is as private as the generator",
     "none": "no solver is stored; the version holds only the generator",
 }
-SOLVER_STARTS = ("critic", "fresh")  # where a real solver's classification phase starts (genmem.solver)
+SOLVER_STARTS = ("critic", "fresh")
+# The DP critic's losses (genmem.private): the WGAN's with clipped weights, or the non-saturating GAN loss.
+DP_LOSSES = ("wasserstein", "logistic")
+DP_ACTIVATIONS = ("leaky_relu", "tanh")
+MAX_DP_AUGMENTATIONS = 64  # each view is a row of the critic's batch: more only multiplies the step's cost  # where a real solver's classification phase starts (genmem.solver)
 
 
 @dataclass
@@ -59,7 +63,10 @@ class TrainingConfig:
     dp_epsilon: float | None = None  # train the critic with DP-SGD for this epsilon (genmem.private); None: off
     dp_delta: float = 1e-5
     dp_max_grad_norm: float = 1.0  # per-example gradient clipping norm of DP-SGD
-    dp_weight_clip: float = 0.01  # the DP critic's weights are clipped to [-c, c] (it has no gradient penalty)
+    dp_weight_clip: float = 0.01  # the DP Wasserstein critic's weights are clipped to [-c, c] (no gradient penalty)
+    dp_loss: str = "wasserstein"  # the DP critic's loss: wasserstein (weights clipped) or logistic (DP_LOSSES)
+    dp_augmentations: int = 1  # augmented views of each real image averaged in its DP gradient (critic_augment's)
+    dp_activation: str = "leaky_relu"  # the DP critic's nonlinearity: leaky_relu or tanh (genmem.private)
     # Batches that re-estimate the generator's BatchNorm statistics under its binary masks after the GAN;
     # 0 keeps the running statistics training left (the paper's code), which saw soft masks.
     recalibration_batches: int = 16
@@ -156,6 +163,17 @@ def _check_privacy(config: TrainingConfig, processes: int, checkpoints: bool) ->
         raise InvalidSetting(f"--dp-delta must lie in (0, 1), got {config.dp_delta}")
     if not (math.isfinite(config.dp_max_grad_norm) and config.dp_max_grad_norm > 0):
         raise InvalidSetting(f"the DP clipping norm must be a finite number above 0, got {config.dp_max_grad_norm}")
+    if config.dp_loss not in DP_LOSSES:
+        raise InvalidSetting(f"unknown DP critic loss {config.dp_loss!r}: choose one of {', '.join(DP_LOSSES)}")
+    if config.dp_activation not in DP_ACTIVATIONS:
+        raise InvalidSetting(f"unknown DP critic activation {config.dp_activation!r}: choose one of "
+                             f"{', '.join(DP_ACTIVATIONS)}")
+    if not 1 <= config.dp_augmentations <= MAX_DP_AUGMENTATIONS:
+        raise InvalidSetting(f"{config.dp_augmentations} DP augmentations are out of range: give 1 (no "
+                             f"multiplicity) to {MAX_DP_AUGMENTATIONS} views of each real image")
+    if config.dp_augmentations > 1 and not parse_policy(config.critic_augment):
+        raise InvalidSetting(f"{config.dp_augmentations} DP augmentations of each image would be identical without "
+                             f"a critic augmentation: give one (e.g. translation) or a single view")
     if config.solver == "real":
         raise InvalidSetting("a differentially private task cannot ship a solver trained on real images: "
                              "use --solver replay (the default with --dp-epsilon) or --solver none")

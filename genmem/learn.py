@@ -112,7 +112,7 @@ class GanStep:
         noise = torch.randn(len(fake_cls), generator.spec.noise_dim, generator=rng, device=real.device)
         with torch.no_grad():
             fake = generator(noise, task, fake_cls, masks)
-        real, fake = diff_augment(real, policy, rng), diff_augment(fake, policy, rng)
+        real, fake = self.critic.real_views(real, policy, rng), diff_augment(fake, policy, rng)
         loss_d, wasserstein = self.critic.step(real, cls + self.earlier, fake, step, rng)
 
         # Generator: fool the critic, claim little new capacity, produce the asked class.
@@ -121,7 +121,7 @@ class GanStep:
         score_fake, logits_fake = self.critic.network(diff_augment(generator(noise, task, fake_cls, masks), policy,
                                                                    rng))
         penalty = plasticity.sparsity_penalty(masks, self.reserved)
-        loss_g = -score_fake.mean() + self.sparsity_weight * penalty
+        loss_g = self.critic.generator_loss(score_fake) + self.sparsity_weight * penalty
         if self.class_loss_weight > 0:
             loss_g = loss_g + self.class_loss_weight * F.cross_entropy(logits_fake, fake_cls + self.earlier)
         self.optimiser.zero_grad(set_to_none=True)
