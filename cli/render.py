@@ -87,6 +87,7 @@ def privacy_lines(s: dict) -> list[str]:
                      if dp else "no DP guarantee")
         held = f"; {task['held_out']} images held out for audits" if task["held_out"] else ""
         lines.append(f"          task {task['task']}: {guarantee}{held}")
+    lines += budget_lines(p.get("budget"))
     for audit in s["audits"]:
         lines.append(f"audit     {audit['path']}: {audit['members']} members vs {audit['non_members']} non-members "
                      f"({audit['non_members_source']}); worst AUC {audit['worst_auc']:.3f}, copy rate "
@@ -96,4 +97,27 @@ def privacy_lines(s: dict) -> list[str]:
             low, high = attack["auc_interval"]
             lines.append(f"            {attack['part']:<9} {attack['attack']:<48} AUC {attack['auc']:.3f} "
                          f"({low:.3f}-{high:.3f}), TPR@1%FPR {attack['tpr_at_1pct_fpr']:.1%}")
+    return lines
+
+
+def budget_lines(budget: dict | None) -> list[str]:
+    """The memory's DP total under both readings (genmem.privacy_budget): an image in one task, a person in all."""
+    if budget is None:
+        return []
+    worst = budget["per_task"]
+    lines = [f"dp total  an image in one task: ({worst['epsilon']:.2f}, {worst['delta']:g})-DP at most (task "
+             f"{worst['task']}); tasks hold disjoint images, so no image's epsilon adds up over tasks"]
+    basic = budget["basic"]
+    everywhere = f"a person with an image in each of the {len(budget['dp_tasks'])} DP tasks"
+    if budget["composed"] is None:
+        lines.append(f"          {everywhere}: ({basic['epsilon']:.2f}, {basic['delta']:g})-DP by basic composition "
+                     f"(install genmem[dp] for the tighter RDP composition)")
+    else:
+        composed = budget["composed"]
+        lines.append(f"          {everywhere}: ({composed['epsilon']:.2f}, {composed['delta']:g})-DP composed by RDP "
+                     f"over their accountant histories (basic composition: ({basic['epsilon']:.2f}, "
+                     f"{basic['delta']:g}))")
+    if budget["tasks_without_dp"]:
+        lines.append(f"          tasks {', '.join(map(str, budget['tasks_without_dp']))} have no DP: their images "
+                     f"have no guarantee")
     return lines

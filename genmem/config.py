@@ -89,14 +89,13 @@ POSITIVE_SETTINGS = ("lr", "s_max", "solver_lr")
 NON_NEGATIVE_SETTINGS = ("sparsity_weight", "gp_weight", "class_loss_weight")
 
 
-def check_settings(config: TrainingConfig, processes: int = 1, checkpoints: bool = False) -> None:
+def check_settings(config: TrainingConfig, processes: int = 1) -> None:
     """Refuse settings that could never finish, fit, learn or keep their promise, before any training.
 
     A NaN rate or weight trains a version of NaN weights; the batch is
     allocated whole in the solver phase and the recalibration after the GAN,
     so a batch too large would fail only after the whole GAN. `processes`:
-    the data-parallel ranks that will share the task; `checkpoints`: whether
-    the task will save checkpoints (genmem.checkpoint).
+    the data-parallel ranks that will share the task.
     """
     for name in POSITIVE_SETTINGS + NON_NEGATIVE_SETTINGS:
         value = getattr(config, name)
@@ -122,7 +121,7 @@ def check_settings(config: TrainingConfig, processes: int = 1, checkpoints: bool
     parse_policy(config.critic_augment)
     _check_solver_phase(config)
     if config.private:
-        _check_privacy(config, processes, checkpoints)
+        _check_privacy(config, processes)
 
 
 def stored_solver_width(config: TrainingConfig) -> int:
@@ -154,7 +153,7 @@ def _check_solver_phase(config: TrainingConfig) -> None:
                              f"0 and at most {MAX_CLASSIFIER_EPOCHS:g}")
 
 
-def _check_privacy(config: TrainingConfig, processes: int, checkpoints: bool) -> None:
+def _check_privacy(config: TrainingConfig, processes: int) -> None:
     """Refuse DP settings that would void the guarantee or cannot be met (PRIVACY.md)."""
     if not 0 < config.dp_epsilon < math.inf:
         raise InvalidSetting(f"--dp-epsilon must be a positive, finite number, got {config.dp_epsilon} (an "
@@ -179,8 +178,5 @@ def _check_privacy(config: TrainingConfig, processes: int, checkpoints: bool) ->
                              "use --solver replay (the default with --dp-epsilon) or --solver none")
     if processes > 1:
         raise InvalidSetting("differentially private training runs in one process; start it without torchrun")
-    if checkpoints:
-        raise InvalidSetting("a differentially private task takes no checkpoints (Opacus keeps state of its own); "
-                             "drop the checkpoint interval or the DP epsilon")
     if importlib.util.find_spec("opacus") is None:
         raise InvalidSetting("differentially private learning needs Opacus: pip install 'genmem[dp]'")

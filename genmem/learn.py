@@ -167,7 +167,7 @@ def learn_task(generator: Generator, images: torch.Tensor, class_index: torch.Te
     """
     ranks = parallel or ONE_PROCESS
     # Before the generator grows in place: a refused task leaves it as it was.
-    check_settings(config, ranks.world_size, checkpoint is not None)
+    check_settings(config, ranks.world_size)
     started = time.perf_counter()
     device = torch.device(device)
     spec = generator.spec
@@ -200,7 +200,7 @@ def learn_task(generator: Generator, images: torch.Tensor, class_index: torch.Te
                     config.class_loss_weight if classify else 0.0, earlier, ranks)
 
     state = TrainingState(generator, critic.network, embeddings, {"generator": optimiser,
-                                                                  "critic": critic.optimiser}, average, rng)
+                                                                  "critic": critic.optimiser}, average, rng, critic)
     resumed = checkpoint.restore(state) if checkpoint is not None else None
     progress_so_far = resumed or Progress(epoch=0, step=0, losses={})
     losses, step = progress_so_far.losses, progress_so_far.step

@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 
 from genmem.checkpoint import Checkpointing
 from genmem.cli.render import render_summary
-from genmem.errors import CorruptMemory, InvalidSetting, MemoryNotFound
+from genmem.errors import CorruptMemory, MemoryNotFound
 from genmem.memory import Memory
 from genmem.summary import summarise
 from genmem.store import CHECKPOINT, VersionWriter
@@ -159,15 +159,6 @@ def test_checkpoints_are_saved_only_as_often_as_asked(tmp_path, monkeypatch):
     assert len(saves) == 1, "an hour's interval saves only after the last epoch, for a kill in the solver phase"
     learn(memory, 1, checkpoint_every=0)
     assert len(saves) == 1 + EPOCHS
-
-
-def test_checkpoints_are_refused_with_dp_before_any_training(tmp_path):
-    memory = Memory(tmp_path / "m")
-    config = tiny_config(dp_epsilon=10.0, solver="replay")
-    with pytest.raises(InvalidSetting, match="differentially private task takes no checkpoints"):
-        memory.learn_task(tiny_set(), ["0"], config=config, image_size=16, base_width=2, progress=False,
-                          checkpoint_every=60)
-    assert not memory.path.exists()
 
 
 def test_learn_task_killed_with_sigkill_continues_from_its_checkpoint(tmp_path, tiny_npz):
