@@ -44,6 +44,7 @@ from genmem.augment import diff_augment
 from genmem.config import TrainingConfig
 from genmem.critic import replay_batch
 from genmem.nets import Discriminator
+from genmem.presets import paper_config
 
 ACCOUNTANT = "rdp"
 # The Renyi orders the accountant optimises over: a coarser grid than Opacus's default 150 (whose fractional
@@ -51,6 +52,16 @@ ACCOUNTANT = "rdp"
 ORDERS = (1.1, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 16.0, 20.0, 24.0, 32.0, 48.0, 64.0,
           128.0, 256.0)
 ACTIVATIONS = {"leaky_relu": lambda: nn.LeakyReLU(0.2), "tanh": nn.Tanh}
+# genmem's DP defaults: the settings that won on a few digits (docs/experiments/2026-12-01-dp-levers.md).
+# learn-task --dp-epsilon and bench privacy take them where no option says otherwise.
+DP_PROFILE = {"batch_size": 512, "epochs": 20, "critic_width": 16, "solver_width": 32, "solver_replay": 8}
+
+
+def dp_config(epsilon: float, recipe: str = "mnist", variant: str = "dgmw", **overrides) -> TrainingConfig:
+    """The paper's settings for `recipe` with genmem's DP defaults (DP_PROFILE) for `epsilon`, then `overrides`
+    (None values are left out), the solver `replay`."""
+    return paper_config(recipe, variant, **{**DP_PROFILE, "dp_epsilon": epsilon, "solver": "replay",
+                                            **{k: v for k, v in overrides.items() if v is not None}})
 
 
 def dp_network(critic: Discriminator, activation: str) -> nn.Module:
