@@ -22,6 +22,14 @@ What DP-SGD cannot handle is replaced:
   as the expected batch, so nothing but the clipped gradients depends on
   which real images a batch holds.
 
+The Gaussian noise and the Poisson sampling draw from generators seeded from
+the operating system's entropy (`noise_seed`), not from the task's recorded
+seed: with the seed in the manifest, anyone could replay training bit for
+bit with and without a candidate image and tell exactly whether it was a
+member. Everything else (generated images, augmentations, replay draws) stays
+on the task's seeded generator; DP-SGD's guarantee holds for any value of
+that public randomness.
+
 What makes the noise cost less (each a setting of genmem.config, measured in
 docs/experiments/2026-12-01-dp-levers.md):
 - augmentation multiplicity (`dp_augmentations`, De et al. 2022): K augmented
@@ -34,6 +42,7 @@ docs/experiments/2026-12-01-dp-levers.md):
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 
 import torch
@@ -62,6 +71,11 @@ def dp_config(epsilon: float, recipe: str = "mnist", variant: str = "dgmw", **ov
     (None values are left out), the solver `replay`."""
     return paper_config(recipe, variant, **{**DP_PROFILE, "dp_epsilon": epsilon, "solver": "replay",
                                             **{k: v for k, v in overrides.items() if v is not None}})
+
+
+def noise_seed() -> int:
+    """A fresh secret seed for a task's DP noise and sampling, never recorded (tests replace it to replay a task)."""
+    return secrets.randbits(63)
 
 
 def dp_network(critic: Discriminator, activation: str) -> nn.Module:
@@ -97,20 +111,21 @@ class PrivateCritic:
                                                      accountant=ACCOUNTANT, alphas=list(ORDERS))
         self.network = GradSampleModule(dp_network(critic, config.dp_activation).to(rng.device))
         self.network.disable_hooks()  # on only within `step`: the generator's steps backpropagate through it too
+        self._noise = torch.Generator(rng.device).manual_seed(noise_seed())
+        self._sampling = torch.Generator().manual_seed(noise_seed())
         adam = torch.optim.Adam(self.network.parameters(), lr=config.lr, betas=config.betas)
         self.optimiser = DPOptimizer(adam, noise_multiplier=self.noise_multiplier,
                                      max_grad_norm=config.dp_max_grad_norm, expected_batch_size=config.batch_size,
-                                     generator=rng)
+                                     generator=self._noise)
         self.accountant = RDPAccountant()
         self.optimiser.attach_step_hook(self.accountant.get_optimizer_hook_fn(sample_rate=self.sample_rate))
-        self._sampling = torch.Generator().manual_seed(config.seed)
 
     def batches_per_epoch(self, images: int) -> int:
         return self.steps_per_epoch
 
     def epoch_batches(self, rows: torch.Tensor, rng: torch.Generator) -> Iterator[torch.Tensor]:
         """One epoch of Poisson-sampled batches of `rows`: every image joins each batch independently with the
-        sample rate (drawn from the task's own sampling stream, not `rng`)."""
+        sample rate (drawn from the task's secret sampling stream, not `rng`)."""
         from opacus.utils.uniform_sampler import UniformWithReplacementSampler
 
         sampler = UniformWithReplacementSampler(num_samples=self.num_images, sample_rate=self.sample_rate,
@@ -173,16 +188,18 @@ class PrivateCritic:
 
     def state(self) -> dict[str, torch.Tensor]:
         """What a checkpoint must hold beyond the critic's weights and Adam moments: the accountant's history
-        (noise multiplier, sample rate, steps per row, exact in float64) and the Poisson sampler's stream. The
-        noise comes from the task's generator, which the checkpoint holds already."""
+        (noise multiplier, sample rate, steps per row, exact in float64) and the secret noise and Poisson
+        sampling streams (so a checkpoint is as sensitive as the task's images: PRIVACY.md)."""
         history = torch.tensor(self.accountant.history, dtype=torch.float64).reshape(-1, 3)
-        return {"accountant_history": history, "sampling": self._sampling.get_state()}
+        return {"accountant_history": history, "noise": self._noise.get_state(),
+                "sampling": self._sampling.get_state()}
 
     def load_state(self, tensors: dict[str, torch.Tensor]) -> None:
         """Restore what `state` saved; a missing entry raises KeyError, a wrong one RuntimeError or ValueError."""
         history = tensors["accountant_history"]
         if history.dim() != 2 or history.shape[1] != 3:
             raise ValueError(f"an accountant history of shape {tuple(history.shape)}")
+        self._noise.set_state(tensors["noise"])
         self._sampling.set_state(tensors["sampling"])
         self.accountant.history = [(sigma, rate, int(steps)) for sigma, rate, steps in history.tolist()]
 
@@ -198,6 +215,7 @@ class PrivateCritic:
             "steps": sum(steps for _, _, steps in self.accountant.history),
             "history": [list(entry) for entry in self.accountant.history],
             "accountant": f"opacus {ACCOUNTANT} (RDP, Poisson subsampling, add/remove one image)",
+            "noise_source": "operating system entropy, not recorded",
             "orders": list(ORDERS),
             "weight_clip": self.config.dp_weight_clip if self.config.dp_loss == "wasserstein" else None,
             "loss": self.config.dp_loss,

@@ -115,3 +115,16 @@ def test_genmem_info_states_the_total_for_an_image_in_one_task_and_for_a_person_
     text = render_summary(summary)
     assert f"an image in one task: ({budget['per_task']['epsilon']:.2f}, 1e-05)-DP at most" in text
     assert f"each of the 2 DP tasks: ({composed:.2f}, 1e-05)-DP composed by RDP" in text
+
+
+def test_two_private_runs_of_one_seed_differ_because_the_noise_is_secret(tmp_path):
+    """With the noise drawn from the recorded seed, anyone could replay training with and without an image and
+    tell membership exactly; the version must not be a function of the data and the manifest."""
+    versions = []
+    for name in ("a", "b"):
+        memory = Memory(tmp_path / name)
+        memory.learn_task(tiny_set(), ["0"], config=tiny_config(dp_epsilon=4.0, solver="replay"),
+                          image_size=TINY_SIZE, base_width=2, progress=False)
+        versions.append(memory.store.read()[1]["generator.safetensors"])
+        assert memory.manifest()["tasks"][-1]["privacy"]["noise_source"] == "operating system entropy, not recorded"
+    assert versions[0] != versions[1]
