@@ -16,7 +16,7 @@ from genmem.cli.render import render_summary
 from genmem.cli.report import report
 from genmem.cli.serve import serve
 from genmem.cli.sign import keygen, sign
-from genmem.config import MAX_BATCH_SIZE, MAX_EPOCHS, SOLVER_STARTS
+from genmem.config import DP_ACTIVATIONS, DP_LOSSES, MAX_BATCH_SIZE, MAX_DP_AUGMENTATIONS, MAX_EPOCHS, SOLVER_STARTS
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -95,6 +95,16 @@ def main():
                    "see PRIVACY.md. Needs the dp extra: pip install 'genmem[dp]'.")
 @click.option("--dp-delta", type=FiniteFloatRange(0, 1, min_open=True, max_open=True), default=1e-5,
               show_default=True, help="The delta of --dp-epsilon; keep it well below 1 / the task's image count.")
+@click.option("--dp-augmentations", type=click.IntRange(1, MAX_DP_AUGMENTATIONS),
+              help="With --dp-epsilon: augmented views of each real image whose gradients are averaged before "
+                   "clipping (augmentation multiplicity; views are shifted by --critic-augment's policy).")
+@click.option("--dp-loss", type=click.Choice(list(DP_LOSSES)),
+              help="With --dp-epsilon: the critic's loss, wasserstein (weights clipped) or logistic.")
+@click.option("--dp-activation", type=click.Choice(list(DP_ACTIVATIONS)),
+              help="With --dp-epsilon: the critic's nonlinearity, leaky_relu or tanh (tempered).")
+@click.option("--critic-augment", type=AugmentPolicy(), metavar="POLICY",
+              help="Differentiable augmentation of the critic's real and generated images, comma-separated from "
+                   "translation, cutout, colour; '' for none (default none, or genmem's DP defaults').")
 @click.option("--checkpoint-every", type=FiniteFloatRange(0), metavar="SECONDS",
               help="Save the task's training state inside MEMORY at the first epoch end after this many seconds "
                    "(0: every epoch). Rerun the same command after a kill and the task continues from it, ending "
@@ -105,7 +115,8 @@ def main():
 @friendly_errors
 def learn_task(memory, source, classes, data_dir, download, variant, epochs, batch_size, lr, sparsity, critic_width,
                image_size, base_width, seed, device, solver_mode, solver_start, solver_width, solver_epochs,
-               solver_augment, holdout, dp_epsilon, dp_delta, checkpoint_every, quiet):
+               solver_augment, holdout, dp_epsilon, dp_delta, dp_augmentations, dp_loss, dp_activation,
+               critic_augment, checkpoint_every, quiet):
     """Learn new classes into MEMORY as the next task and write a new version.
 
     The first task creates MEMORY. Later tasks must bring classes the memory
@@ -120,6 +131,10 @@ def learn_task(memory, source, classes, data_dir, download, variant, epochs, bat
       genmem learn-task pets.mem --data folder:./pets --classes cat,dog --variant dgma
       genmem learn-task private.mem --data mnist --classes 0 --dp-epsilon 10 --holdout 0.1
 
+    With --dp-epsilon, the settings no option gives are genmem's DP defaults
+    (genmem.private.DP_PROFILE: batch size, epochs, critic, augmentation
+    multiplicity; PRIVACY.md says why).
+
     Data-parallel on N processes (GPUs with NCCL, else CPU with gloo), same
     global --batch-size and --lr as one process; rank 0 writes the version:
 
@@ -131,6 +146,7 @@ def learn_task(memory, source, classes, data_dir, download, variant, epochs, bat
     from genmem.distributed import finish, from_environment, shutdown, version_writer
     from genmem.memory import Memory
     from genmem.presets import base_width_for, paper_config, recipe_for
+    from genmem.private import dp_config
 
     target = resolve_device(device)
     parallel = from_environment(target)  # set when torchrun launched this process as one rank of several
@@ -149,11 +165,13 @@ def learn_task(memory, source, classes, data_dir, download, variant, epochs, bat
         else:
             variant_now = variant or "dgmw"
         recipe = recipe_for(source, data.images.shape[1])
-        config = paper_config(recipe, variant_now, epochs=epochs, batch_size=batch_size, lr=lr,
-                              sparsity_weight=sparsity, critic_width=critic_width, seed=seed,
-                              solver=solver_mode or ("replay" if dp_epsilon is not None else "real"),
-                              solver_start=solver_start, solver_width=solver_width, solver_epochs=solver_epochs,
-                              solver_augment=solver_augment, dp_epsilon=dp_epsilon, dp_delta=dp_delta)
+        given = dict(epochs=epochs, batch_size=batch_size, lr=lr, sparsity_weight=sparsity, critic_width=critic_width,
+                     seed=seed, solver=solver_mode, solver_start=solver_start, solver_width=solver_width,
+                     solver_epochs=solver_epochs, solver_augment=solver_augment, critic_augment=critic_augment,
+                     dp_delta=dp_delta, dp_augmentations=dp_augmentations, dp_loss=dp_loss,
+                     dp_activation=dp_activation)
+        config = (dp_config(dp_epsilon, recipe, variant_now, **given) if dp_epsilon is not None
+                  else paper_config(recipe, variant_now, **{"solver": "real", **given}))
         version = mem.learn_task(data, wanted, variant=variant, config=config, device=target,
                                  image_size=image_size, base_width=base_width or base_width_for(recipe),
                                  progress=not quiet and not (parallel and parallel.rank), writer=writer,

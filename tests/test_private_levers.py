@@ -128,3 +128,20 @@ def test_two_private_runs_of_one_seed_differ_because_the_noise_is_secret(tmp_pat
         versions.append(memory.store.read()[1]["generator.safetensors"])
         assert memory.manifest()["tasks"][-1]["privacy"]["noise_source"] == "operating system entropy, not recorded"
     assert versions[0] != versions[1]
+
+
+def test_learn_task_with_dp_epsilon_takes_genmems_dp_defaults_where_no_option_is_given(tmp_path, tiny_npz):
+    from click.testing import CliRunner
+
+    from genmem.cli.main import main
+    from genmem.private import DP_PROFILE
+
+    result = CliRunner().invoke(main, ["learn-task", str(tmp_path / "m"), "--data", f"npz:{tiny_npz}", "--classes",
+                                       "0", "--image-size", "16", "--width", "2", "--epochs", "1", "--solver", "none",
+                                       "--dp-epsilon", "10", "--dp-loss", "logistic", "--quiet", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    training = Memory(tmp_path / "m").manifest()["tasks"][-1]["training"]
+    given = {"epochs": 1, "solver": "none", "dp_epsilon": 10.0, "dp_loss": "logistic"}
+    assert {k: training[k] for k in given} == given
+    assert {k: training[k] for k in DP_PROFILE if k not in given} == {k: v for k, v in DP_PROFILE.items()
+                                                                       if k not in given}
