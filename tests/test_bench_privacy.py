@@ -101,3 +101,23 @@ def test_combine_names_a_damaged_results_file(tmp_path):
                                            str(folder)])
         assert result.exit_code == 1 and str(path) in result.output, result.output
         assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_a_tiny_run_learns_tests_and_audits_every_seed(tmp_path, monkeypatch):
+    from tiny import tiny_config
+
+    monkeypatch.setattr(privacy, "task_config", lambda epsilon, delta, epochs: tiny_config(
+        dp_epsilon=epsilon, dp_delta=delta, solver="replay", solver_width=4))
+    monkeypatch.setattr(privacy, "CLASSIFIER_GRID", (ClassifierConfig(epochs=2.0, width=4),))
+    monkeypatch.setattr(privacy, "JUDGE", ClassifierConfig(epochs=1.0, width=4))
+    data = tiny_set(labels=(0, 1))
+    results = privacy.run_privacy(data, data, tmp_path, [4.0], num_tasks=2, seeds=2, synthetic_per_class=30,
+                                  holdout=0.25, provenance={"hardware": "a CPU", "commit": "abc", "command": "x"},
+                                  progress=False)
+    assert [(r["setting"], r["seed"]) for r in results["rows"]] == [("epsilon 4", 0), ("epsilon 4", 1)]
+    for r in results["rows"]:
+        assert r["spent"] <= 4.0 and 0 <= r["accuracy"] <= 100 and r["frechet"] >= 0 and r["solver"] == "replay"
+        assert {a["part"] for a in r["attacks"]} == {"generator", "solver"}
+    assert json.loads((tmp_path / "results.json").read_text()) == json.loads(json.dumps(results))
+    assert [(c["seeds"], c["hardware"]) for c in privacy.csv_rows(results)] == [(0, "a CPU"), (1, "a CPU")]
+    assert "| epsilon 4 | 2 |" in privacy.privacy_table(results)

@@ -46,6 +46,7 @@ IMAGE_SIZE = 32
 SYNTHETIC_PER_CLASS = 6000  # as many generated images per class as MNIST has real ones (DPImageBench's 60,000)
 VALIDATION_PER_CLASS = 1000  # the held-out split of generated images that chooses the classifier's settings
 CLASSIFIER_EPOCHS = 3.0
+JUDGE = ClassifierConfig(epochs=2.0)  # genmem.quality's judge of the replay, trained on the real training images
 CLASSIFIER_GRID = tuple(ClassifierConfig(lr=lr, augment=augment, epochs=CLASSIFIER_EPOCHS)
                         for lr in (1e-3, 3e-3) for augment in ("", "translation"))
 # DPImageBench (Gao et al., CCS 2025), MNIST, accuracy (%) of its fixed classifier trained on synthetic images.
@@ -139,7 +140,7 @@ def run_privacy(train: ImageSet, test: ImageSet, out_dir: Path, epsilons: list[f
     data = train.select(classes).first_per_class(images_per_class)
     data = ImageSet(fit_images(data.images, data.images.shape[1], IMAGE_SIZE, data.source), data.labels,
                     data.class_names, data.source)
-    judge = train_judge(data.images, data.labels, classes, ClassifierConfig(epochs=2.0), device)
+    judge = train_judge(data.images, data.labels, classes, JUDGE, device)
     results = {"classes": classes, "images_per_class": images_per_class, "epochs": epochs, "holdout": holdout,
                "delta": delta, "synthetic_per_class": synthetic_per_class,
                "joint": real_reference(data, test, classes, device), "rows": []}
