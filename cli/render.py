@@ -104,20 +104,15 @@ def budget_lines(budget: dict | None) -> list[str]:
     """The memory's DP total under both readings (genmem.privacy_budget): an image in one task, a person in all."""
     if budget is None:
         return []
-    worst = budget["per_task"]
+    worst, basic, composed = budget["per_task"], budget["basic"], budget["composed"]
     lines = [f"dp total  an image in one task: ({worst['epsilon']:.2f}, {worst['delta']:g})-DP at most (task "
-             f"{worst['task']}); tasks hold disjoint images, so no image's epsilon adds up over tasks"]
-    basic = budget["basic"]
-    everywhere = f"a person with an image in each of the {len(budget['dp_tasks'])} DP tasks"
-    if budget["composed"] is None:
-        lines.append(f"          {everywhere}: ({basic['epsilon']:.2f}, {basic['delta']:g})-DP by basic composition "
-                     f"(install genmem[dp] for the tighter RDP composition)")
-    else:
-        composed = budget["composed"]
-        lines.append(f"          {everywhere}: ({composed['epsilon']:.2f}, {composed['delta']:g})-DP composed by RDP "
-                     f"over their accountant histories (basic composition: ({basic['epsilon']:.2f}, "
-                     f"{basic['delta']:g}))")
+             f"{worst['task']}); each image is in one task, so epsilons do not add up"]
+    if len(budget["dp_tasks"]) > 1:
+        basic_text = f"({basic['epsilon']:.2f}, {basic['delta']:g})"
+        reading = (f"{basic_text}-DP by basic composition (install genmem[dp] for RDP's)" if composed is None else
+                   f"({composed['epsilon']:.2f}, {composed['delta']:g})-DP by RDP composition (basic: {basic_text})")
+        lines.append(f"          a person with an image in each of the {len(budget['dp_tasks'])} DP tasks: {reading}")
     if budget["tasks_without_dp"]:
-        lines.append(f"          tasks {', '.join(map(str, budget['tasks_without_dp']))} have no DP: their images "
-                     f"have no guarantee")
+        lines.append(f"          no guarantee for the images of task(s) "
+                     f"{', '.join(map(str, budget['tasks_without_dp']))}, learned without DP")
     return lines

@@ -114,7 +114,7 @@ def test_genmem_info_states_the_total_for_an_image_in_one_task_and_for_a_person_
     assert max(r["epsilon"] for r in records) < composed < sum(r["epsilon"] for r in records)
     text = render_summary(summary)
     assert f"an image in one task: ({budget['per_task']['epsilon']:.2f}, 1e-05)-DP at most" in text
-    assert f"each of the 2 DP tasks: ({composed:.2f}, 1e-05)-DP composed by RDP" in text
+    assert f"each of the 2 DP tasks: ({composed:.2f}, 1e-05)-DP by RDP composition" in text
 
 
 def test_two_private_runs_of_one_seed_differ_because_the_noise_is_secret(tmp_path):
