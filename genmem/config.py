@@ -18,6 +18,7 @@ from genmem.errors import InvalidSetting
 
 MAX_EPOCHS = 100_000  # far past any budget in use (the paper's largest is 251); more is a typo
 MAX_BATCH_SIZE = 65_536  # GAN batches this large are already unusual; larger ones fail for memory after the GAN
+MAX_GENERATOR_STEPS = 64  # generator updates per critic step; more would train against a stale critic
 MAX_SEED = 2**64 - 1  # seeds are torch generator seeds, which stop at 64 bits
 # Passes over its images for any classifier genmem trains (the solver, evaluation and the benchmarks'):
 # far past any plateau, so more is a typo, and infinity would never end.
@@ -73,6 +74,9 @@ class TrainingConfig:
     gan_images_per_class: int | None = None  # the GAN trains on the first N images of each class; None: all
     average_decay: float | None = 0.99  # sample from an EMA of the task's free entries (genmem.ema); None: off
     critic_augment: str = ""  # DiffAugment policy for the critic, e.g. "translation,cutout" (genmem.augment)
+    # Generator updates after each critic step: under DP a critic step costs privacy and a generator step none,
+    # so a few large-batch critic steps can drive more generator steps (docs/experiments/2026-12-01-dp-levers.md)
+    generator_steps: int = 1
     gp_every: int = 4  # lazy gradient penalty: every k critic steps, weighted by k (1.4x the steps/s, BENCHMARKS.md)
     seed: int = 0
 
@@ -113,6 +117,9 @@ def check_settings(config: TrainingConfig, processes: int = 1) -> None:
     if config.recalibration_batches < 0:
         raise InvalidSetting(f"recalibration batches {config.recalibration_batches} are out of range: give 0 (keep "
                              f"the statistics training left) or more (re-estimate them under the binary masks)")
+    if not 1 <= config.generator_steps <= MAX_GENERATOR_STEPS:
+        raise InvalidSetting(f"{config.generator_steps} generator steps per critic step are out of range: give 1 to "
+                             f"{MAX_GENERATOR_STEPS}")
     if config.gp_every < 1:
         raise InvalidSetting(f"gp_every {config.gp_every} is out of range: give 1 (every critic step) or more")
     if config.average_decay is not None and not 0 < config.average_decay < 1:

@@ -16,7 +16,8 @@ from tiny import TINY_SIZE, tiny_config, tiny_set
 TASKS = (["0", "1"], ["2"])
 EPOCHS = 3
 VERSION_FILES = ("generator.safetensors", "masks.safetensors", "solver.safetensors", "samples.png")
-LEVERS = dict(dp_augmentations=2, critic_augment="translation", dp_activation="tanh", dp_loss="logistic")
+LEVERS = dict(dp_augmentations=2, critic_augment="translation", dp_activation="tanh", dp_loss="logistic",
+              generator_steps=2)
 
 
 class Stopped(Exception):

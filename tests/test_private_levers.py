@@ -15,7 +15,8 @@ from genmem.private import PrivateCritic
 from genmem.summary import summarise
 from tiny import TINY_SIZE, tiny_config, tiny_set
 
-LEVERS = dict(dp_augmentations=3, critic_augment="translation", dp_activation="tanh", dp_loss="logistic")
+LEVERS = dict(dp_augmentations=3, critic_augment="translation", dp_activation="tanh", dp_loss="logistic",
+              generator_steps=2)
 
 
 def row_gradient(module: torch.nn.Module, image: torch.Tensor, loss_of) -> torch.Tensor:
@@ -145,3 +146,16 @@ def test_learn_task_with_dp_epsilon_takes_genmems_dp_defaults_where_no_option_is
     assert {k: training[k] for k in given} == given
     assert {k: training[k] for k in DP_PROFILE if k not in given} == {k: v for k, v in DP_PROFILE.items()
                                                                        if k not in given}
+
+
+def test_generator_steps_update_the_generator_that_many_times_per_critic_step(tmp_path, monkeypatch):
+    from genmem.learn import GanStep
+
+    calls = []
+    step = GanStep.generator_step
+    monkeypatch.setattr(GanStep, "generator_step", lambda self, *args: calls.append(1) or step(self, *args))
+    memory = Memory(tmp_path / "m")
+    memory.learn_task(tiny_set(), ["0", "1"], config=tiny_config(dp_epsilon=4.0, solver="none", generator_steps=3),
+                      image_size=TINY_SIZE, base_width=2, progress=False)
+    task = memory.manifest()["tasks"][-1]
+    assert len(calls) == 3 * task["iterations"] == 3 * task["privacy"]["steps"]
