@@ -11,7 +11,7 @@ and per digit the judge's accuracy and Fréchet distance (genmem.quality; the
 judge is trained once on the real training images and cached). One JSON line
 per run is appended to --results, with the CPU seconds of each task's
 learning (process time: one thread, so other users of a shared CPU slow the
-wall clock, much less the count).
+wall clock, much less the count). --device cuda runs it on a GPU.
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ def main() -> None:
     parser.add_argument("--images-per-class", type=int, default=None, help="default: every training image")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
     parser.add_argument("--data-dir", default="/work/shared/data")
+    parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=Path("/tmp/dpx"))
     parser.add_argument("--results", type=Path, default=Path("/tmp/dpx/results.jsonl"))
     args = parser.parse_args()
@@ -77,17 +78,19 @@ def main() -> None:
     for task, digit in enumerate(digits):
         started = time.process_time()
         version = memory.learn_task(train, [digit], config=replace(config, seed=task),
-                                    image_size=IMAGE_SIZE, progress=False)
+                                    image_size=IMAGE_SIZE, device=args.device, progress=False)
         seconds.append(round(time.process_time() - started, 1))
         records.append(memory.manifest(version)["tasks"][-1]["privacy"])
-    score = replay_classifier_score(memory, test, config=ClassifierConfig(), images_per_class=1000)
+    score = replay_classifier_score(memory, test, config=ClassifierConfig(), images_per_class=1000,
+                                    device=args.device)
 
     real = fit_images(train.images, 1, IMAGE_SIZE, train.source)
-    judge = judge_for(real, train.labels, digits, args.out)
-    generated, labels = memory.sampler().sample({d: 500 for d in digits}, seed=1)
-    quality = class_quality(judge, digits, generated, labels, real, train.labels)
+    judge = judge_for(real, train.labels, digits, args.out).to(args.device)
+    generated, labels = memory.sampler(device=args.device).sample({d: 500 for d in digits}, seed=1)
+    quality = class_quality(judge, digits, generated.cpu(), labels, real, train.labels, args.device)
     overall = mean_quality(quality)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=Path(__file__).parent).stdout.strip()
     row = {"name": args.name, "digits": digits, "epsilon": args.epsilon, "settings": overrides,
            "replay_classifier": round(score.average, 2),
            "per_digit": {str(k): round(v, 1) for k, v in score.per_class.items()},
