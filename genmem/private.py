@@ -61,7 +61,8 @@ ACCOUNTANT = "rdp"
 ORDERS = (1.1, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 16.0, 20.0, 24.0, 32.0, 48.0, 64.0,
           128.0, 256.0)
 ACTIVATIONS = {"leaky_relu": lambda: nn.LeakyReLU(0.2), "tanh": nn.Tanh}
-# genmem's DP defaults, provisional: chosen for cost; the lever comparison is unfinished (docs/experiments/2026-12-01-dp-levers.md).
+# genmem's DP defaults, provisional: chosen for cost, as the lever comparison is unfinished
+# (docs/experiments/2026-12-01-dp-levers.md).
 # learn-task --dp-epsilon and bench privacy take them where no option says otherwise.
 DP_PROFILE = {"batch_size": 512, "epochs": 20, "critic_width": 16, "solver_width": 32, "solver_replay": 8}
 
