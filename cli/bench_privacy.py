@@ -1,4 +1,5 @@
-"""`genmem bench privacy`: utility of differentially private memories next to their membership audit."""
+"""`genmem bench privacy`: the utility of differentially private memories as the field measures it, beside their
+membership audit."""
 
 from __future__ import annotations
 
@@ -15,38 +16,46 @@ from genmem.cli.common import DEVICE_HELP, FiniteFloatRange, friendly_errors
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), help="Folder of the data sets.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="A new folder for the memories, results.json and privacy-utility.png.")
-@click.option("--epsilons", default="1,4,10,none", show_default=True,
-              help="Comma-separated epsilons; 'none' learns without DP (and the default `real` solver).")
+@click.option("--epsilons", default="1,4,10", show_default=True,
+              help="Comma-separated epsilons per task; 'none' learns without DP (and the default `real` solver).")
 @click.option("--delta", type=FiniteFloatRange(0, 1, min_open=True, max_open=True), default=1e-5, show_default=True)
+@click.option("--seeds", type=click.IntRange(1), default=1, show_default=True,
+              help="Memories learned per epsilon, with seeds 0, 1, ...; the table gives mean ± standard deviation.")
 @click.option("--tasks", "num_tasks", type=click.IntRange(1), default=10, show_default=True,
               help="One class per task, in label order.")
-@click.option("--images-per-class", type=click.IntRange(10), default=1000, show_default=True,
-              help="Real training images per class (the quick protocol's 1000); 20 % are held out for the audit.")
-@click.option("--epochs", type=click.IntRange(1), default=40, show_default=True, help="GAN epochs per task.")
+@click.option("--images-per-class", type=click.IntRange(10), default=None,
+              help="Real training images per class (default: every one); --holdout of them are kept out.")
+@click.option("--holdout", type=FiniteFloatRange(0, 1, min_open=True, max_open=True), default=0.1,
+              show_default=True, help="Share of each task's images held out of training, the audit's non-members.")
+@click.option("--epochs", type=click.IntRange(1), default=None,
+              help="GAN epochs per task (default: genmem's DP defaults', genmem.private.DP_PROFILE).")
+@click.option("--synthetic-per-class", type=click.IntRange(10), default=6000, show_default=True,
+              help="Generated images per class that the downstream classifier trains on.")
 @click.option("--record", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the table as the '## Privacy and utility' section of this file (BENCHMARKS.md).")
 @click.option("--combine", type=click.Path(file_okay=False, path_type=Path), multiple=True, metavar="RUN",
               help="Learn nothing: one table and plot in --out from finished runs of the same budget that learned "
-                   "other epsilons (say one per process or machine); repeat for each run.")
+                   "other epsilons or seeds (say one per process or machine); repeat for each run.")
 @click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
 @friendly_errors
-def privacy(source, data_dir, out_dir, epsilons, delta, num_tasks, images_per_class, epochs, record, combine,
-            device):
-    """Learn one memory per epsilon, and report replay utility beside the membership audit's AUC.
+def privacy(source, data_dir, out_dir, epsilons, delta, seeds, num_tasks, images_per_class, holdout, epochs,
+            synthetic_per_class, record, combine, device):
+    """Learn one memory per epsilon and seed; report the accuracy on real test images of a classifier trained
+    only on generated ones, the Fréchet distance of the replay, and the membership audit's AUC.
 
     \b
-    Example (the quick budget; hours on 2 CPU cores):
+    Example (ten MNIST digits, one per task, at epsilon 1, 4 and 10; a GPU):
       genmem bench privacy --data mnist --data-dir ~/data --out runs/privacy --record BENCHMARKS.md
 
     \b
     The same in pieces, one epsilon per process, then one table:
       genmem bench privacy --epsilons 10 --out runs/eps10 ...
-      genmem bench privacy --combine runs/eps10 --combine runs/no-dp --out runs/privacy
+      genmem bench privacy --combine runs/eps10 --combine runs/eps1 --out runs/privacy
     """
     if combine:
         return combined_privacy(combine, out_dir, record)
     from genmem.benchmarks.privacy import privacy_table, run_privacy
-    from genmem.benchmarks.record import CpuWatch, machine, provenance, record_section
+    from genmem.benchmarks.record import CpuWatch, commit, machine, provenance, record_section
     from genmem.data import load_source
     from genmem.device import resolve_device
 
@@ -58,17 +67,23 @@ def privacy(source, data_dir, out_dir, epsilons, delta, num_tasks, images_per_cl
         raise click.ClickException(f"{out_dir} is not empty; choose a new --out folder")
     out_dir.mkdir(parents=True, exist_ok=True)
     target = resolve_device(device)
-    command = shlex.join(["genmem", "bench", "privacy", "--data", source, "--out", str(out_dir), "--epsilons",
-                          epsilons, "--delta", f"{delta:g}", "--tasks", str(num_tasks), "--images-per-class",
-                          str(images_per_class), "--epochs", str(epochs)])
+    options = {"--epsilons": epsilons, "--delta": f"{delta:g}", "--seeds": seeds, "--tasks": num_tasks,
+               "--images-per-class": images_per_class, "--holdout": holdout, "--epochs": epochs,
+               "--synthetic-per-class": synthetic_per_class}
+    command = shlex.join(["genmem", "bench", "privacy", "--data", source, "--out", str(out_dir)]
+                         + [str(part) for name, value in options.items() if value is not None
+                            for part in (name, value)])
     where = provenance([machine(target)], command)
     watch = CpuWatch()
     results = run_privacy(load_source(source, data_dir, train=True), load_source(source, data_dir, train=False),
                           out_dir, chosen, num_tasks=num_tasks, images_per_class=images_per_class, epochs=epochs,
-                          delta=delta, device=target)
+                          holdout=holdout, delta=delta, seeds=seeds, synthetic_per_class=synthetic_per_class,
+                          provenance={"hardware": machine(target), "commit": commit(), "command": command},
+                          device=target)
     others = watch.others_share()
-    budget = (f"{num_tasks} tasks of one class, {images_per_class} images per class (20 % held out), {epochs} GAN "
-              f"epochs per task; other processes took {'?' if others is None else f'{others:.0%}'} of the CPU")
+    budget = (f"{num_tasks} tasks of one class, {images_per_class or 'every'} training image(s) per class "
+              f"({holdout:.0%} held out), genmem's DP defaults{f' for {epochs} GAN epochs' if epochs else ''}; "
+              f"{seeds} seed(s); other processes took {'?' if others is None else f'{others:.0%}'} of the CPU")
     table = privacy_table(results)
     click.echo(table)
     if record is not None:

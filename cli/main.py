@@ -19,7 +19,7 @@ from genmem.cli.report import report
 from genmem.cli.serve import serve
 from genmem.cli.sign import keygen, sign
 from genmem.benchmarks.profiles import PROFILES
-from genmem.config import MAX_BATCH_SIZE, MAX_EPOCHS, SOLVER_STARTS
+from genmem.config import DP_ACTIVATIONS, DP_LOSSES, MAX_BATCH_SIZE, MAX_DP_AUGMENTATIONS, MAX_EPOCHS, SOLVER_STARTS
 
 PROFILE_CHOICES = [name for name in PROFILES if name != "smoke"]
 
@@ -118,6 +118,16 @@ def main():
                    "see PRIVACY.md. Needs the dp extra: pip install 'genmem[dp]'.")
 @click.option("--dp-delta", type=FiniteFloatRange(0, 1, min_open=True, max_open=True), default=1e-5,
               show_default=True, help="The delta of --dp-epsilon; keep it well below 1 / the task's image count.")
+@click.option("--dp-augmentations", type=click.IntRange(1, MAX_DP_AUGMENTATIONS),
+              help="With --dp-epsilon: augmented views of each real image whose gradients are averaged before "
+                   "clipping (augmentation multiplicity; views are shifted by --critic-augment's policy).")
+@click.option("--dp-loss", type=click.Choice(list(DP_LOSSES)),
+              help="With --dp-epsilon: the critic's loss, wasserstein (weights clipped) or logistic.")
+@click.option("--dp-activation", type=click.Choice(list(DP_ACTIVATIONS)),
+              help="With --dp-epsilon: the critic's nonlinearity, leaky_relu or tanh (tempered).")
+@click.option("--critic-augment", type=AugmentPolicy(), metavar="POLICY",
+              help="Differentiable augmentation of the critic's real and generated images, comma-separated from "
+                   "translation, cutout, colour; '' for none (default none, or genmem's DP defaults').")
 @click.option("--checkpoint-every", type=FiniteFloatRange(0), metavar="SECONDS",
               help="Save the task's training state inside MEMORY at the first epoch end after this many seconds "
                    "(0: every epoch). Rerun the same command after a kill and the task continues from it, ending "
@@ -129,7 +139,8 @@ def main():
 def learn_task(memory, source, classes, data_dir, download, variant, arch, class_norm, profile_name,
                images_per_class, gan_epochs, batch_size, lr,
                sparsity, critic_width, image_size, base_width, seed, device, solver_mode, solver_start, solver_width,
-               solver_epochs, solver_augment, holdout, dp_epsilon, dp_delta, checkpoint_every, quiet):
+               solver_epochs, solver_augment, holdout, dp_epsilon, dp_delta, dp_augmentations, dp_loss, dp_activation,
+               critic_augment, checkpoint_every, quiet):
     """Learn new classes into MEMORY as the next task and write a new version.
 
     The first task creates MEMORY. Later tasks must bring classes the memory
@@ -147,6 +158,10 @@ def learn_task(memory, source, classes, data_dir, download, variant, arch, class
       genmem learn-task cifar.mem --data cifar10 --classes 0 --arch resnet --base-width 16
       genmem learn-task private.mem --data mnist --classes 0 --dp-epsilon 10 --holdout 0.1
 
+    With --dp-epsilon, the settings no option gives are genmem's DP defaults
+    (genmem.private.DP_PROFILE: batch size, epochs, critic, augmentation
+    multiplicity; PRIVACY.md says why).
+
     Data-parallel on N processes (GPUs with NCCL, else CPU with gloo), same
     global --batch-size and --lr as one process; rank 0 writes the version:
 
@@ -160,6 +175,7 @@ def learn_task(memory, source, classes, data_dir, download, variant, arch, class
     from genmem.nets import GeneratorSpec
     from genmem.benchmarks.profiles import profile_for
     from genmem.presets import recipe_for
+    from genmem.private import dp_config
     from genmem.rank_writer import finish, shutdown, version_writer
 
     target = resolve_device(device)
@@ -169,6 +185,9 @@ def learn_task(memory, source, classes, data_dir, download, variant, arch, class
     wanted = split_classes(classes)
     if not wanted:
         raise click.BadParameter("name at least one class", param_hint="--classes")
+    if dp_epsilon is not None and profile_name is not None:
+        raise click.UsageError("--dp-epsilon trains on genmem's DP defaults (PRIVACY.md), not a profile's budget; "
+                               "drop --profile and set what you want changed with its own option")
     if dp_epsilon is not None and parallel:
         raise click.UsageError("--dp-epsilon trains in one process; run it without torchrun")
     mem = Memory(memory)
@@ -179,18 +198,22 @@ def learn_task(memory, source, classes, data_dir, download, variant, arch, class
         GeneratorSpec.for_images(variant_now, 1, generator["image_size"])  # a bad --image-size fails before the data
         data = load_source(source, data_dir, train=True, download=download, image_size=generator["image_size"])
         recipe = recipe_for(source, data.images.shape[1])
-        options = dict(epochs=gan_epochs, gan_images_per_class=images_per_class, batch_size=batch_size, lr=lr,
-                       sparsity_weight=sparsity, critic_width=critic_width, solver_start=solver_start,
-                       solver_width=solver_width, solver_epochs=solver_epochs, solver_augment=solver_augment,
-                       dp_epsilon=dp_epsilon, seed=seed, dp_delta=dp_delta,
-                       solver=solver_mode or ("replay" if dp_epsilon is not None else "real"))
+        given = dict(epochs=gan_epochs, gan_images_per_class=images_per_class, batch_size=batch_size, lr=lr,
+                     sparsity_weight=sparsity, critic_width=critic_width, seed=seed, solver=solver_mode,
+                     solver_start=solver_start, solver_width=solver_width, solver_epochs=solver_epochs,
+                     solver_augment=solver_augment, critic_augment=critic_augment, dp_delta=dp_delta,
+                     dp_augmentations=dp_augmentations, dp_loss=dp_loss, dp_activation=dp_activation)
         profile = profile_for(profile_name or ("paper" if target.type == "cuda" else "quick"), recipe)
-        config = replace(profile.training_config(recipe, variant_now),
-                         **{name: value for name, value in options.items() if value is not None})
+        if dp_epsilon is not None:  # DP's own defaults: a profile's budget was not chosen for noised steps
+            config, source_of_settings = dp_config(dp_epsilon, recipe, variant_now, **given), "genmem's DP defaults"
+        else:
+            config = replace(profile.training_config(recipe, variant_now),
+                             **{name: value for name, value in given.items() if value is not None})
+            source_of_settings = f"the {profile.name} profile"
         base_width = base_width or profile.base_width(variant_now, recipe)
         if not quiet and not (parallel and parallel.rank):
             task_images = len(data.select(data.resolve(wanted)).labels) // len(wanted)
-            click.echo(describe_recipe(profile, recipe, variant_now, config, target, task_images,
+            click.echo(describe_recipe(source_of_settings, recipe, variant_now, config, target, task_images,
                                        generator.get("arch", arch or "dcgan"), generator["image_size"]), err=True)
         version = mem.learn_task(data, wanted, variant=variant, config=config, device=target,
                                  image_size=image_size, base_width=base_width,

@@ -88,6 +88,7 @@ def privacy_lines(s: dict) -> list[str]:
                      if dp else "no DP guarantee")
         held = f"; {task['held_out']} images held out for audits" if task["held_out"] else ""
         lines.append(f"          task {task['task']}: {guarantee}{held}")
+    lines += budget_lines(p.get("budget"))
     for audit in s["audits"]:
         lines.append(f"audit     {audit['path']}: {audit['members']} members vs {audit['non_members']} non-members "
                      f"({audit['non_members_source']}); worst AUC {audit['worst_auc']:.3f}, copy rate "
@@ -107,11 +108,12 @@ CPU_SECONDS_PER_IMAGE_EPOCH = 1.5e-3
 CPU_COST_FACTORS = {"64 px": 3.5, "resnet": 3.0}
 
 
-def describe_recipe(profile, recipe: str, variant: str, config, device, images: int, arch: str,
+def describe_recipe(recipe_source: str, recipe: str, variant: str, config, device, images: int, arch: str,
                     image_size: int) -> str:
-    """What learn-task is about to train, and how long that takes on 2 CPU cores, in one line."""
+    """What learn-task is about to train (`recipe_source`: the profile's name, or whence the settings came), and
+    how long that takes on 2 CPU cores, in one line."""
     per_class = "every image" if config.gan_images_per_class is None else f"{config.gan_images_per_class:,} images"
-    line = (f"recipe: the {profile.name} profile for {recipe} data ({arch} {variant.upper()}): the GAN on "
+    line = (f"recipe: {recipe_source} for {recipe} data ({arch} {variant.upper()}): the GAN on "
             f"{per_class} of each class for {config.epochs} epochs, critic {config.critic_width} wide, learning "
             f"rate {config.lr:g}; the {config.solver} solver after it")
     if device.type != "cpu":
@@ -122,3 +124,21 @@ def describe_recipe(profile, recipe: str, variant: str, config, device, images: 
     minutes = passes * CPU_SECONDS_PER_IMAGE_EPOCH * factor / 60
     return (f"{line}; {passes:,} image passes, about {max(minutes, 0.1):.1f} minutes on 2 CPU cores (a GPU is much "
             f"faster; --profile and --gan-epochs change it)")
+
+
+def budget_lines(budget: dict | None) -> list[str]:
+    """The memory's DP total under both readings (genmem.privacy_budget): an image in one task, a person in all."""
+    if budget is None:
+        return []
+    worst, basic, composed = budget["per_task"], budget["basic"], budget["composed"]
+    lines = [f"dp total  an image in one task: ({worst['epsilon']:.2f}, {worst['delta']:g})-DP at most (task "
+             f"{worst['task']}); each image is in one task, so epsilons do not add up"]
+    if len(budget["dp_tasks"]) > 1:
+        basic_text = f"({basic['epsilon']:.2f}, {basic['delta']:g})"
+        reading = (f"{basic_text}-DP by basic composition (install genmem[dp] for RDP's)" if composed is None else
+                   f"({composed['epsilon']:.2f}, {composed['delta']:g})-DP by RDP composition (basic: {basic_text})")
+        lines.append(f"          a person with an image in each of the {len(budget['dp_tasks'])} DP tasks: {reading}")
+    if budget["tasks_without_dp"]:
+        lines.append(f"          no guarantee for the images of task(s) "
+                     f"{', '.join(map(str, budget['tasks_without_dp']))}, learned without DP")
+    return lines

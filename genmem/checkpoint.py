@@ -23,9 +23,13 @@ Under torchrun every rank holds the same state, so rank 0 alone saves, when
 its clock says so (the others follow its decision), and every rank restores
 from the file, which must be on storage they all see, as the memory is. A
 task may continue on another number of ranks: it then equals an
-uninterrupted run up to float rounding, as data-parallel runs do. Not
-checkpointed: differentially private tasks (Opacus keeps per-sample and
-accountant state of its own).
+uninterrupted run up to float rounding, as data-parallel runs do.
+
+The critic step adds what it holds beyond its network and optimiser
+(`state()`): for a differentially private task, the RDP accountant's history
+and the Poisson sampler's random stream (genmem.private), so a continued DP
+task counts exactly the steps an uninterrupted one does and spends the same
+epsilon.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors import SafetensorError
@@ -46,6 +51,10 @@ from genmem.distributed import ONE_PROCESS, DataParallel, SingleProcess
 from genmem.ema import GeneratorAverage
 from genmem.errors import CorruptMemory, GenmemError
 from genmem.nets import Generator
+
+if TYPE_CHECKING:
+    from genmem.critic import CriticStep
+    from genmem.private import PrivateCritic
 from genmem.store import MemoryStore, VersionWriter
 
 METADATA_KEY = "genmem_checkpoint"
@@ -73,6 +82,7 @@ class TrainingState:
     optimisers: dict[str, torch.optim.Optimizer]
     average: GeneratorAverage | None
     rng: torch.Generator
+    step: CriticStep | PrivateCritic | None = None  # the critic step, for what it holds besides `critic`
 
     def tensors(self) -> dict[str, torch.Tensor]:
         found = {f"generator.{k}": v for k, v in self.generator.state_dict().items()}
@@ -84,6 +94,8 @@ class TrainingState:
         if self.average is not None:
             found |= {f"average.{i}": s for i, s in enumerate(self.average.average.shadow)}
         found["rng"] = self.rng.get_state()
+        if self.step is not None:
+            found |= {f"critic_step.{k}": v for k, v in self.step.state().items()}
         return {k: v.detach().cpu().contiguous().clone() for k, v in found.items()}
 
     @torch.no_grad()
@@ -108,6 +120,8 @@ class TrainingState:
                 shadow.copy_(tensors[f"average.{index}"])
             self.average.average.steps = average_steps
         self.rng.set_state(tensors["rng"])
+        if self.step is not None:
+            self.step.load_state(_under(tensors, "critic_step."))
 
 
 def _under(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:

@@ -18,6 +18,7 @@ from genmem.errors import InvalidSetting
 
 MAX_EPOCHS = 100_000  # far past any budget in use (the paper's largest is 251); more is a typo
 MAX_BATCH_SIZE = 65_536  # GAN batches this large are already unusual; larger ones fail for memory after the GAN
+MAX_GENERATOR_STEPS = 64  # generator updates per critic step; more would train against a stale critic
 MAX_SEED = 2**64 - 1  # seeds are torch generator seeds, which stop at 64 bits
 # Passes over its images for any classifier genmem trains (the solver, evaluation and the benchmarks'):
 # far past any plateau, so more is a typo, and infinity would never end.
@@ -32,6 +33,10 @@ SOLVER_MODES = {
     "none": "no solver is stored; the version holds only the generator",
 }
 SOLVER_STARTS = ("critic", "fresh")  # where a real solver's classification phase starts (genmem.solver)
+# The DP critic's losses (genmem.private): the WGAN's with clipped weights, or the non-saturating GAN loss.
+DP_LOSSES = ("wasserstein", "logistic")
+DP_ACTIVATIONS = ("leaky_relu", "tanh")
+MAX_DP_AUGMENTATIONS = 64  # each view is a row of the critic's batch: more only multiplies the step's cost
 
 
 @dataclass
@@ -59,13 +64,19 @@ class TrainingConfig:
     dp_epsilon: float | None = None  # train the critic with DP-SGD for this epsilon (genmem.private); None: off
     dp_delta: float = 1e-5
     dp_max_grad_norm: float = 1.0  # per-example gradient clipping norm of DP-SGD
-    dp_weight_clip: float = 0.01  # the DP critic's weights are clipped to [-c, c] (it has no gradient penalty)
+    dp_weight_clip: float = 0.01  # the DP Wasserstein critic's weights are clipped to [-c, c] (no gradient penalty)
+    dp_loss: str = "wasserstein"  # the DP critic's loss: wasserstein (weights clipped) or logistic (DP_LOSSES)
+    dp_augmentations: int = 1  # augmented views of each real image averaged in its DP gradient (critic_augment's)
+    dp_activation: str = "leaky_relu"  # the DP critic's nonlinearity: leaky_relu or tanh (genmem.private)
     # Batches that re-estimate the generator's BatchNorm statistics under its binary masks after the GAN;
     # 0 keeps the running statistics training left (the paper's code), which saw soft masks.
     recalibration_batches: int = 16
     gan_images_per_class: int | None = None  # the GAN trains on the first N images of each class; None: all
     average_decay: float | None = 0.99  # sample from an EMA of the task's free entries (genmem.ema); None: off
     critic_augment: str = ""  # DiffAugment policy for the critic, e.g. "translation,cutout" (genmem.augment)
+    # Generator updates after each critic step: under DP a critic step costs privacy and a generator step none,
+    # so a few large-batch critic steps can drive more generator steps (docs/experiments/2026-12-01-dp-levers.md)
+    generator_steps: int = 1
     gp_every: int = 4  # lazy gradient penalty: every k critic steps, weighted by k (1.4x the steps/s, BENCHMARKS.md)
     seed: int = 0
 
@@ -82,15 +93,13 @@ POSITIVE_SETTINGS = ("lr", "s_max", "solver_lr")
 NON_NEGATIVE_SETTINGS = ("sparsity_weight", "gp_weight", "class_loss_weight")
 
 
-def check_settings(config: TrainingConfig, processes: int = 1, checkpoints: bool = False, arch: str = "dcgan"
-                   ) -> None:
+def check_settings(config: TrainingConfig, processes: int = 1, arch: str = "dcgan") -> None:
     """Refuse settings that could never finish, fit, learn or keep their promise, before any training.
 
     A NaN rate or weight trains a version of NaN weights; the batch is
     allocated whole in the solver phase and the recalibration after the GAN,
     so a batch too large would fail only after the whole GAN. `processes`:
-    the data-parallel ranks that will share the task; `checkpoints`: whether
-    the task will save checkpoints (genmem.checkpoint); `arch`: the
+    the data-parallel ranks that will share the task; `arch`: the
     generator's architecture, whose critic a solver may start from.
     """
     for name in POSITIVE_SETTINGS + NON_NEGATIVE_SETTINGS:
@@ -109,6 +118,9 @@ def check_settings(config: TrainingConfig, processes: int = 1, checkpoints: bool
     if config.recalibration_batches < 0:
         raise InvalidSetting(f"recalibration batches {config.recalibration_batches} are out of range: give 0 (keep "
                              f"the statistics training left) or more (re-estimate them under the binary masks)")
+    if not 1 <= config.generator_steps <= MAX_GENERATOR_STEPS:
+        raise InvalidSetting(f"{config.generator_steps} generator steps per critic step are out of range: give 1 to "
+                             f"{MAX_GENERATOR_STEPS}")
     if config.gp_every < 1:
         raise InvalidSetting(f"gp_every {config.gp_every} is out of range: give 1 (every critic step) or more")
     if config.average_decay is not None and not 0 < config.average_decay < 1:
@@ -117,7 +129,7 @@ def check_settings(config: TrainingConfig, processes: int = 1, checkpoints: bool
     parse_policy(config.critic_augment)
     _check_solver_phase(config, arch)
     if config.private:
-        _check_privacy(config, processes, checkpoints)
+        _check_privacy(config, processes)
 
 
 def stored_solver_width(config: TrainingConfig) -> int:
@@ -152,7 +164,7 @@ def _check_solver_phase(config: TrainingConfig, arch: str) -> None:
                              f"0 and at most {MAX_CLASSIFIER_EPOCHS:g}")
 
 
-def _check_privacy(config: TrainingConfig, processes: int, checkpoints: bool) -> None:
+def _check_privacy(config: TrainingConfig, processes: int) -> None:
     """Refuse DP settings that would void the guarantee or cannot be met (PRIVACY.md)."""
     if not 0 < config.dp_epsilon < math.inf:
         raise InvalidSetting(f"--dp-epsilon must be a positive, finite number, got {config.dp_epsilon} (an "
@@ -161,13 +173,21 @@ def _check_privacy(config: TrainingConfig, processes: int, checkpoints: bool) ->
         raise InvalidSetting(f"--dp-delta must lie in (0, 1), got {config.dp_delta}")
     if not (math.isfinite(config.dp_max_grad_norm) and config.dp_max_grad_norm > 0):
         raise InvalidSetting(f"the DP clipping norm must be a finite number above 0, got {config.dp_max_grad_norm}")
+    if config.dp_loss not in DP_LOSSES:
+        raise InvalidSetting(f"unknown DP critic loss {config.dp_loss!r}: choose one of {', '.join(DP_LOSSES)}")
+    if config.dp_activation not in DP_ACTIVATIONS:
+        raise InvalidSetting(f"unknown DP critic activation {config.dp_activation!r}: choose one of "
+                             f"{', '.join(DP_ACTIVATIONS)}")
+    if not 1 <= config.dp_augmentations <= MAX_DP_AUGMENTATIONS:
+        raise InvalidSetting(f"{config.dp_augmentations} DP augmentations are out of range: give 1 (no "
+                             f"multiplicity) to {MAX_DP_AUGMENTATIONS} views of each real image")
+    if config.dp_augmentations > 1 and not parse_policy(config.critic_augment):
+        raise InvalidSetting(f"{config.dp_augmentations} DP augmentations of each image would be identical without "
+                             f"a critic augmentation: give one (e.g. translation) or a single view")
     if config.solver == "real":
         raise InvalidSetting("a differentially private task cannot ship a solver trained on real images: "
                              "use --solver replay (the default with --dp-epsilon) or --solver none")
     if processes > 1:
         raise InvalidSetting("differentially private training runs in one process; start it without torchrun")
-    if checkpoints:
-        raise InvalidSetting("a differentially private task takes no checkpoints (Opacus keeps state of its own); "
-                             "drop the checkpoint interval or the DP epsilon")
     if importlib.util.find_spec("opacus") is None:
         raise InvalidSetting("differentially private learning needs Opacus: pip install 'genmem[dp]'")

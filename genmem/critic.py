@@ -11,8 +11,11 @@ holds:
     optimiser            its optimiser (what a checkpoint saves)
     batches_per_epoch()  optimiser steps in one pass over the task's images
     epoch_batches(...)   one epoch's batches, as row indices into the task's images
+    real_views(...)      the real batch as the critic sees it (augmented; DP: several views of each image)
     fake_classes(...)    the classes of the generated images a real batch is compared with
     step(...)            one optimiser step; the loss and the Wasserstein estimate
+    generator_loss(...)  what the generator minimises of the critic's scores of its images
+    state(), load_state  what a checkpoint holds of the step beyond its network and optimiser (genmem.checkpoint)
     record()             what the manifest states about privacy (None: no guarantee)
 """
 
@@ -22,6 +25,7 @@ from collections.abc import Iterator
 
 import torch
 
+from genmem.augment import diff_augment
 from genmem.classifier import balanced_cross_entropy
 from genmem.config import TrainingConfig
 from genmem.distributed import ONE_PROCESS, DataParallel, SingleProcess
@@ -82,9 +86,15 @@ class CriticStep:
     def batches_per_epoch(self, images: int) -> int:
         return -(-images // self.config.batch_size)
 
+    def real_views(self, real: torch.Tensor, policy: tuple[str, ...], rng: torch.Generator) -> torch.Tensor:
+        return diff_augment(real, policy, rng)
+
     def fake_classes(self, real_classes: torch.Tensor, num_classes: int, rng: torch.Generator) -> torch.Tensor:
         """The generated images take the real batch's classes (the task's class indices)."""
         return real_classes
+
+    def generator_loss(self, fake_scores: torch.Tensor) -> torch.Tensor:
+        return -fake_scores.mean()
 
     def step(self, real: torch.Tensor, targets: torch.Tensor, fake: torch.Tensor, step: int,
              rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -105,6 +115,12 @@ class CriticStep:
         self.ranks.average_gradients(critic.parameters())
         self.optimiser.step()
         return loss.detach(), wasserstein.detach()
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {}  # the network and its optimiser are all there is
+
+    def load_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        pass
 
     def record(self) -> dict | None:
         return None

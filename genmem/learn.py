@@ -101,6 +101,7 @@ class GanStep:
     class_loss_weight: float
     earlier: int
     ranks: DataParallel | SingleProcess
+    generator_steps: int = 1  # generator updates after each critic step (TrainingConfig.generator_steps)
 
     def __call__(self, real: torch.Tensor, cls: torch.Tensor, s: float, top: float, step: int,
                  rng: torch.Generator) -> dict[str, torch.Tensor]:
@@ -112,16 +113,26 @@ class GanStep:
         noise = torch.randn(len(fake_cls), generator.spec.noise_dim, generator=rng, device=real.device)
         with torch.no_grad():
             fake = generator(noise, task, fake_cls, masks)
-        real, fake = diff_augment(real, policy, rng), diff_augment(fake, policy, rng)
+        real, fake = self.critic.real_views(real, policy, rng), diff_augment(fake, policy, rng)
         loss_d, wasserstein = self.critic.step(real, cls + self.earlier, fake, step, rng)
 
         # Generator: fool the critic, claim little new capacity, produce the asked class.
         self.critic.network.requires_grad_(False)
-        noise = torch.randn(len(fake_cls), generator.spec.noise_dim, generator=rng, device=real.device)
-        score_fake, logits_fake = self.critic.network(diff_augment(generator(noise, task, fake_cls, masks), policy,
-                                                                   rng))
+        for index in range(self.generator_steps):
+            if index:  # the embeddings moved: soft masks with a fresh graph
+                masks = [plasticity.soft_mask(e, s) for e in self.embeddings]
+            loss_g, penalty = self.generator_step(fake_cls, masks, s, top, rng)
+        return {"critic": loss_d, "generator": loss_g, "wasserstein": wasserstein, "sparsity": penalty}
+
+    def generator_step(self, fake_cls: torch.Tensor, masks: list[torch.Tensor], s: float, top: float,
+                       rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimiser step of the generator against the critic as it is; its loss and sparsity penalty."""
+        generator, task = self.generator, self.task
+        noise = torch.randn(len(fake_cls), generator.spec.noise_dim, generator=rng, device=fake_cls.device)
+        score_fake, logits_fake = self.critic.network(diff_augment(generator(noise, task, fake_cls, masks),
+                                                                   self.policy, rng))
         penalty = plasticity.sparsity_penalty(masks, self.reserved)
-        loss_g = -score_fake.mean() + self.sparsity_weight * penalty
+        loss_g = self.critic.generator_loss(score_fake) + self.sparsity_weight * penalty
         if self.class_loss_weight > 0:
             loss_g = loss_g + self.class_loss_weight * F.cross_entropy(logits_fake, fake_cls + self.earlier)
         self.optimiser.zero_grad(set_to_none=True)
@@ -135,8 +146,7 @@ class GanStep:
         self.optimiser.step()
         if self.average is not None:
             self.average.update()
-        return {"critic": loss_d, "generator": loss_g.detach(), "wasserstein": wasserstein,
-                "sparsity": penalty.detach()}
+        return loss_g.detach(), penalty.detach()
 
 
 def critic_step(critic: Discriminator, config: TrainingConfig, replay: torch.Tensor | None, classify: bool,
@@ -167,7 +177,7 @@ def learn_task(generator: Generator, images: torch.Tensor, class_index: torch.Te
     """
     ranks = parallel or ONE_PROCESS
     # Before the generator grows in place: a refused task leaves it as it was.
-    check_settings(config, ranks.world_size, checkpoint is not None, generator.spec.arch)
+    check_settings(config, ranks.world_size, generator.spec.arch)
     started = time.perf_counter()
     device = torch.device(device)
     spec = generator.spec
@@ -198,10 +208,10 @@ def learn_task(generator: Generator, images: torch.Tensor, class_index: torch.Te
     train = GanStep(generator, task, critic, embeddings, reserved, frozen, optimiser, average,
                     parse_policy(config.critic_augment),
                     config.sparsity_weight * sum(generator.widths) / sum(spec.widths),  # scaled by the growth
-                    config.class_loss_weight if classify else 0.0, earlier, ranks)
+                    config.class_loss_weight if classify else 0.0, earlier, ranks, config.generator_steps)
 
     state = TrainingState(generator, critic.network, embeddings, {"generator": optimiser,
-                                                                  "critic": critic.optimiser}, average, rng)
+                                                                  "critic": critic.optimiser}, average, rng, critic)
     resumed = checkpoint.restore(state) if checkpoint is not None else None
     progress_so_far = resumed or Progress(epoch=0, step=0, losses={})
     losses, step = progress_so_far.losses, progress_so_far.step

@@ -97,9 +97,9 @@ class Memory:
         (genmem.distributed): every rank trains, only rank 0 writes.
         `checkpoint_every`: save the task's training state inside the memory
         at the first epoch end after this many seconds (0: every epoch), so
-        that a rerun after a kill continues it (genmem.checkpoint); not
-        with DP. A checkpoint of this very task is continued from whether or
-        not this is set. `arch` (dcgan, the default, or resnet) and
+        that a rerun after a kill continues it (genmem.checkpoint), DP
+        tasks too. A checkpoint of this very task is continued from whether
+        or not this is set. `arch` (dcgan, the default, or resnet) and
         `class_norm` (class-conditional BatchNorms, default off) are set by the
         first task, as `variant` is (docs/ALGORITHM.md §15, §16).
         """
@@ -131,7 +131,7 @@ class Memory:
             if solver is not None:
                 config = replace(config, solver=solver)
             # Before its seed draws the holdout or a first generator: a refused task changes nothing.
-            check_settings(config, (parallel or ONE_PROCESS).world_size, checkpoint_every is not None, spec.arch)
+            check_settings(config, (parallel or ONE_PROCESS).world_size, spec.arch)
             task_data, held_out = hold_out(task_data, holdout, config.seed) if holdout else (task_data, None)
             if parent is None:
                 generator = Generator(spec, torch.Generator().manual_seed(config.seed))
@@ -142,7 +142,7 @@ class Memory:
             past = self._past_replay(generator, history, parent, len(images) // len(labels), config.seed, device)
 
             checkpoint = None
-            if not config.private and (checkpoint_every is not None or self.store.has_checkpoint()):
+            if checkpoint_every is not None or self.store.has_checkpoint():
                 settings = {"config": config.to_dict(), "spec": asdict(spec)}
                 key = task_key(history.get("manifest_sha256"), labels, settings, torch.device(device), images,
                                class_index)

@@ -14,6 +14,7 @@ from genmem.expansion import plan_widths
 from genmem.memory import Memory
 from genmem.store import read_audits
 from genmem.nets import mask_shapes
+from genmem.privacy_budget import memory_budget
 
 
 def summarise(memory: Memory, version: str | None = None) -> dict:
@@ -42,7 +43,8 @@ def summarise(memory: Memory, version: str | None = None) -> dict:
         "privacy": {"solver": solver_mode(manifest), "about": (manifest.get("solver") or {}).get("about"),
                     "tasks": [{"task": task["task"], "dp": task.get("privacy"),
                                "held_out": ((task.get("data") or {}).get("holdout") or {}).get("count", 0)}
-                              for task in manifest["tasks"]]},
+                              for task in manifest["tasks"]],
+                    "budget": memory_budget([task.get("privacy") for task in manifest["tasks"]])},
         "audits": [{k: audit[k] for k in ("path", "members", "non_members", "non_members_source", "attacks",
                                           "worst_auc", "copy_rate")} for audit in read_audits(memory.store, version)],
         "samples": str(memory.store.versions_dir / manifest["version"] / SAMPLES_FILE)

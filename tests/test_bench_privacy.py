@@ -1,31 +1,65 @@
-"""`genmem bench privacy --combine`: runs of one budget that learned other epsilons, merged into one table."""
+"""`genmem bench privacy`: the downstream classifier is chosen on generated images only, the CSV rows say what
+BENCHMARKS.csv needs, and runs of one budget that learned other epsilons merge into one table."""
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
+from genmem.benchmarks import privacy
+from genmem.classifier import ClassifierConfig
 from genmem.cli.main import main
+from tiny import tiny_memory, tiny_set
 
-BUDGET = {"classes": [0, 1], "images_per_class": 10, "epochs": 1, "holdout": 0.2, "delta": 1e-5}
+BUDGET = {"classes": [0, 1], "images_per_class": 10, "epochs": 1, "holdout": 0.2, "delta": 1e-5,
+          "synthetic_per_class": 50}
+CSV_COLUMNS = ["data", "tasks", "method", "profile", "metric", "value", "joint", "seconds", "hardware", "commit",
+               "seeds", "command"]
 
 
-def row(epsilon, accuracy):
+def row(epsilon, accuracy, seed=0):
     setting = "no DP" if epsilon is None else f"epsilon {epsilon:g}"
-    return {"setting": setting, "epsilon": epsilon, "spent": epsilon,
-            "noise_multiplier": None if epsilon is None else 1.0,
-            "replay_classifier": accuracy, "recognised": accuracy, "worst_auc": 0.5, "copy_rate": 0.0,
-            "solver": "real" if epsilon is None else "replay",
+    return {"setting": setting, "epsilon": epsilon, "seed": seed, "seconds": 60.0, "spent": epsilon,
+            "noise_multiplier": None if epsilon is None else 1.0, "accuracy": accuracy, "frechet": 1.0,
+            "recognised": accuracy, "worst_auc": 0.5, "copy_rate": 0.0, "solver": "real" if epsilon is None
+            else "replay", "hardware": "a CPU", "commit": "abc1234", "command": "genmem bench privacy ...",
             "attacks": [{"part": "generator", "attack": "pixel distance", "auc": 0.5}]}
 
 
-def saved(folder, rows, **changes):
+def saved(folder, rows=(), **changes):
     folder.mkdir()
-    (folder / "results.json").write_text(json.dumps({**BUDGET, **changes, "rows": rows}))
+    (folder / "results.json").write_text(json.dumps({**BUDGET, **changes, "joint": 99.0, "rows": rows}))
     return str(folder)
 
 
+def test_the_classifier_is_chosen_on_held_out_generated_images_and_only_the_chosen_one_sees_the_test_set(
+        tmp_path, monkeypatch):
+    memory = tiny_memory(tmp_path / "m")
+    grid = (ClassifierConfig(lr=1e-9, epochs=1.0, width=4), ClassifierConfig(lr=3e-3, epochs=30.0, width=4))
+    monkeypatch.setattr(privacy, "CLASSIFIER_GRID", grid)
+    tested = []
+    evaluate = privacy.evaluate_model
+    monkeypatch.setattr(privacy, "evaluate_model", lambda model, *args: tested.append(model) or evaluate(model, *args))
+    result = privacy.downstream_accuracy(memory, tiny_set(), [0, 1, 2], 40, "cpu")
+    assert len(tested) == 1, "the test set scores the chosen classifier alone"
+    assert result["chosen"]["lr"] == 3e-3, "a rate of 1e-9 learns nothing, and the held-out replay says so"
+    assert result["held_out_accuracy"] > 50 and 0 <= result["accuracy"] <= 100
+
+
+def test_csv_rows_are_one_per_dp_setting_and_seed():
+    results = {**BUDGET, "classes": list(range(10)), "joint": 99.123,
+               "rows": [row(None, 95.0), row(1.0, 60.0), row(10.0, 90.0), row(10.0, 92.0, seed=1)]}
+    rows = privacy.csv_rows(results)
+    assert [list(r) for r in rows] == [CSV_COLUMNS] * 3
+    assert [(r["method"], r["seeds"], r["value"]) for r in rows] == [
+        ("dgmw-replay-dp-eps1", 0, 60.0), ("dgmw-replay-dp-eps10", 0, 90.0), ("dgmw-replay-dp-eps10", 1, 92.0)]
+    assert {(r["data"], r["tasks"], r["metric"], r["profile"], r["joint"]) for r in rows} == {
+        ("mnist", "10x1", "A10", "dp", 99.12)}
+
+
 def test_combine_merges_settings_in_epsilon_order_with_no_dp_last(tmp_path):
-    runs = [saved(tmp_path / "none", [row(None, 90.0)]), saved(tmp_path / "ten", [row(10.0, 80.0)]),
+    runs = [saved(tmp_path / "none", [row(None, 90.0)]), saved(tmp_path / "ten", [row(10.0, 80.0),
+                                                                                   row(10.0, 84.0, seed=1)]),
             saved(tmp_path / "one", [row(1.0, 40.0)])]
     record = tmp_path / "BENCHMARKS.md"
     out = tmp_path / "merged"
@@ -33,20 +67,21 @@ def test_combine_merges_settings_in_epsilon_order_with_no_dp_last(tmp_path):
                                        *(a for run in runs for a in ("--combine", run))])
     assert result.exit_code == 0, result.output
     merged = json.loads((out / "results.json").read_text())
-    assert [r["setting"] for r in merged["rows"]] == ["epsilon 1", "epsilon 10", "no DP"]
+    assert [(r["setting"], r["seed"]) for r in merged["rows"]] == [("epsilon 1", 0), ("epsilon 10", 0),
+                                                                   ("epsilon 10", 1), ("no DP", 0)]
     assert {k: merged[k] for k in BUDGET} == BUDGET
     assert (out / "privacy-utility.png").read_bytes().startswith(b"\x89PNG")
-    assert "| epsilon 10 | 10.00 | 1.000 | replay | 80.00 |" in record.read_text()
+    assert "| epsilon 10 | 2 | 10.00 | 1.000 | 82.00 ± 2.83 |" in record.read_text()
 
 
-def test_combine_refuses_runs_of_another_budget_or_the_same_setting(tmp_path):
+@pytest.mark.parametrize("second, message", [({"rows": [row(1.0, 40.0)], "epochs": 40}, "other epochs"),
+                                             ({"rows": [row(10.0, 81.0)]}, "same setting (epsilon 10, seed 0)")])
+def test_combine_refuses_runs_of_another_budget_or_the_same_setting_and_seed(tmp_path, second, message):
     first = saved(tmp_path / "a", [row(10.0, 80.0)])
-    other_budget = saved(tmp_path / "b", [row(1.0, 40.0)], epochs=40)
-    same_setting = saved(tmp_path / "c", [row(10.0, 81.0)])
-    for second, message in ((other_budget, "other epochs"), (same_setting, "same setting (epsilon 10)")):
-        result = CliRunner().invoke(main, ["bench", "privacy", "--out", str(tmp_path / "m"), "--combine", first,
-                                           "--combine", second])
-        assert result.exit_code != 0 and message in result.output, result.output
+    other = saved(tmp_path / "b", **second)
+    result = CliRunner().invoke(main, ["bench", "privacy", "--out", str(tmp_path / "m"), "--combine", first,
+                                       "--combine", other])
+    assert result.exit_code != 0 and message in result.output, result.output
 
 
 def test_combine_names_a_folder_that_holds_no_run(tmp_path):
@@ -66,3 +101,23 @@ def test_combine_names_a_damaged_results_file(tmp_path):
                                            str(folder)])
         assert result.exit_code == 1 and str(path) in result.output, result.output
         assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_a_tiny_run_learns_tests_and_audits_every_seed(tmp_path, monkeypatch):
+    from tiny import tiny_config
+
+    monkeypatch.setattr(privacy, "task_config", lambda epsilon, delta, epochs: tiny_config(
+        dp_epsilon=epsilon, dp_delta=delta, solver="replay", solver_width=4))
+    monkeypatch.setattr(privacy, "CLASSIFIER_GRID", (ClassifierConfig(epochs=2.0, width=4),))
+    monkeypatch.setattr(privacy, "JUDGE", ClassifierConfig(epochs=1.0, width=4))
+    data = tiny_set(labels=(0, 1))
+    results = privacy.run_privacy(data, data, tmp_path, [4.0], num_tasks=2, seeds=2, synthetic_per_class=30,
+                                  holdout=0.25, provenance={"hardware": "a CPU", "commit": "abc", "command": "x"},
+                                  progress=False)
+    assert [(r["setting"], r["seed"]) for r in results["rows"]] == [("epsilon 4", 0), ("epsilon 4", 1)]
+    for r in results["rows"]:
+        assert r["spent"] <= 4.0 and 0 <= r["accuracy"] <= 100 and r["frechet"] >= 0 and r["solver"] == "replay"
+        assert {a["part"] for a in r["attacks"]} == {"generator", "solver"}
+    assert json.loads((tmp_path / "results.json").read_text()) == json.loads(json.dumps(results))
+    assert [(c["seeds"], c["hardware"]) for c in privacy.csv_rows(results)] == [(0, "a CPU"), (1, "a CPU")]
+    assert "| epsilon 4 | 2 |" in privacy.privacy_table(results)

@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_file
 import genmem.checkpoint
 from genmem.checkpoint import Checkpointing
 from genmem.cli.render import render_summary
-from genmem.errors import CorruptMemory, InvalidSetting, MemoryNotFound
+from genmem.errors import CorruptMemory, MemoryNotFound
 from genmem.memory import Memory
 from genmem.summary import summarise
 from genmem.store import CHECKPOINT, VersionWriter
@@ -192,15 +192,6 @@ def test_checkpoints_are_saved_only_as_often_as_asked(tmp_path, monkeypatch, eve
     Memory(tmp_path / "m").learn_task(tiny_set(), TASKS[0], config=tiny_config(epochs=len(EPOCH_ENDS)),
                                       image_size=16, base_width=2, progress=False, checkpoint_every=every)
     assert saves == [EPOCH_ENDS[epoch - 1] for epoch in saved_after]
-
-
-def test_checkpoints_are_refused_with_dp_before_any_training(tmp_path):
-    memory = Memory(tmp_path / "m")
-    config = tiny_config(dp_epsilon=10.0, solver="replay")
-    with pytest.raises(InvalidSetting, match="differentially private task takes no checkpoints"):
-        memory.learn_task(tiny_set(), ["0"], config=config, image_size=16, base_width=2, progress=False,
-                          checkpoint_every=60)
-    assert not memory.path.exists()
 
 
 @pytest.mark.timeout(900)  # three 40-epoch runs of the command, each allowed 300 s
