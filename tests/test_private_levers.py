@@ -139,7 +139,8 @@ def test_learn_task_with_dp_epsilon_takes_genmems_dp_defaults_where_no_option_is
 
     result = CliRunner().invoke(main, ["learn-task", str(tmp_path / "m"), "--data", f"npz:{tiny_npz}", "--classes",
                                        "0", "--image-size", "16", "--base-width", "2", "--gan-epochs", "1",
-                                       "--solver", "none", "--dp-epsilon", "10", "--dp-loss", "logistic", "--quiet", "--device", "cpu"])
+                                       "--solver", "none", "--dp-epsilon", "10", "--dp-loss", "logistic", "--quiet",
+                                       "--device", "cpu"])
     assert result.exit_code == 0, result.output
     training = Memory(tmp_path / "m").manifest()["tasks"][-1]["training"]
     given = {"epochs": 1, "solver": "none", "dp_epsilon": 10.0, "dp_loss": "logistic"}
