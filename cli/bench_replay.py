@@ -60,8 +60,11 @@ def replay(source, data_dir, variant, classes, images_per_class, gan_epochs, bas
     The judge is a classifier trained on every real training image (cached in
     OUT); it scores 1000 generated images per class: the share it puts in
     their class, and the Fréchet distance to the class's real test images in
-    its features. The stored solver is tested as in the protocol, and the GAN's
-    iterations per second come from the versions' manifests.
+    its features. A fresh classifier trained on replay alone (IMAGES_PER_CLASS
+    generated images of every class per pass, as the quick profile's
+    classifiers learn) and the stored solver are tested on the real test
+    images, and the GAN's iterations per second come from the versions'
+    manifests.
 
     \b
     Example:
@@ -72,7 +75,9 @@ def replay(source, data_dir, variant, classes, images_per_class, gan_epochs, bas
     from dataclasses import replace
 
     from genmem.benchmarks.ablation import judge_for, markdown_table, run_setting, save
+    from genmem.benchmarks.protocol import profile_for
     from genmem.benchmarks.record import CpuWatch, machine, provenance, record_section
+    from genmem.classifier import ClassifierConfig
     from genmem.data import load_source
     from genmem.device import resolve_device
     from genmem.presets import paper_config, recipe_for
@@ -84,13 +89,16 @@ def replay(source, data_dir, variant, classes, images_per_class, gan_epochs, bas
     test = load_source(source, data_dir, train=False)
     labels = [int(c) for c in split_classes(classes)]
     recipe = recipe_for(source, train.images.shape[1])
+    profile = profile_for("quick", recipe)
+    classifier = ClassifierConfig(width=profile.classifier_width, epochs=profile.classifier_epochs,
+                                  augment=profile.classifier_augment, seed=seed)
     watch = CpuWatch()
     judge = judge_for(train, out, target)
     rows = []
     for name, overrides in chosen:
         config = replace(paper_config(recipe, variant, epochs=gan_epochs), seed=seed, **overrides)
         rows.append(run_setting(name, config, train, test, labels, variant, images_per_class, out, judge, target,
-                                base_width, progress=not quiet))
+                                base_width, progress=not quiet, classifier=classifier))
         save(rows, out)
     table = markdown_table(rows)
     click.echo(table)

@@ -37,6 +37,8 @@ SOLVER_STARTS = ("critic", "fresh")  # where a real solver's classification phas
 DP_LOSSES = ("wasserstein", "logistic")
 DP_ACTIVATIONS = ("leaky_relu", "tanh")
 MAX_DP_AUGMENTATIONS = 64  # each view is a row of the critic's batch: more only multiplies the step's cost
+CRITIC_HEADS = ("acgan", "projection")  # the critic's real-or-fake head (genmem.conditioning)
+GAN_LOSSES = ("wgan-gp", "hinge")  # the critic's loss (genmem.critic); the generator's is -D(fake) for both
 
 
 @dataclass
@@ -78,6 +80,9 @@ class TrainingConfig:
     # so a few large-batch critic steps can drive more generator steps (docs/experiments/2026-12-01-dp-levers.md)
     generator_steps: int = 1
     gp_every: int = 4  # lazy gradient penalty: every k critic steps, weighted by k (1.4x the steps/s, BENCHMARKS.md)
+    critic_head: str = "acgan"  # the real-or-fake head: class-blind (AC-GAN) or "projection" (genmem.conditioning)
+    gan_loss: str = "wgan-gp"  # "hinge": the hinge loss, no gradient penalty (genmem.critic)
+    spectral_norm: bool = False  # spectrally normalise the critic, without BatchNorm (genmem.spectral)
     seed: int = 0
 
     def to_dict(self) -> dict:
@@ -127,6 +132,7 @@ def check_settings(config: TrainingConfig, processes: int = 1, arch: str = "dcga
         raise InvalidSetting(f"average decay {config.average_decay} is out of range: give a number in (0, 1), or "
                              f"None for no average")
     parse_policy(config.critic_augment)
+    _check_critic(config, processes)
     _check_solver_phase(config, arch)
     if config.private:
         _check_privacy(config, processes)
@@ -162,6 +168,27 @@ def _check_solver_phase(config: TrainingConfig, arch: str) -> None:
     if epochs is not None and not 0 < epochs <= MAX_CLASSIFIER_EPOCHS:
         raise InvalidSetting(f"solver epochs {epochs} are out of range: give passes over the solver's images above "
                              f"0 and at most {MAX_CLASSIFIER_EPOCHS:g}")
+
+
+def _check_critic(config: TrainingConfig, processes: int) -> None:
+    """The critic's head, loss and normalisation are known, and fit the rest of the task."""
+    for name, value, known in (("critic head", config.critic_head, CRITIC_HEADS),
+                               ("GAN loss", config.gan_loss, GAN_LOSSES)):
+        if value not in known:
+            raise InvalidSetting(f"unknown {name} {value!r}: choose one of {', '.join(known)}")
+    if not isinstance(config.spectral_norm, bool):
+        raise InvalidSetting(f"spectral_norm {config.spectral_norm!r} must be true or false")
+    if config.spectral_norm and config.solver_start == "critic":
+        raise InvalidSetting("a solver that starts from the critic keeps its trunk, and a spectrally normalised "
+                             "critic has no BatchNorm to keep: start a fresh solver or drop spectral_norm")
+    if processes > 1 and config.critic_head == "projection":
+        raise InvalidSetting("the projection critic reads every image's class, which data-parallel ranks do not "
+                             "split yet: learn the task in one process or with critic_head 'acgan'")
+    changed = [f"{name}={getattr(config, name)!r}" for name in ("critic_head", "gan_loss", "spectral_norm")
+               if getattr(config, name) != getattr(TrainingConfig, name)]
+    if config.private and changed:
+        raise InvalidSetting(f"the differentially private critic (genmem.private) has its own loss, weight clipping "
+                             f"and class-blind head; drop {', '.join(changed)} or the DP epsilon")
 
 
 def _check_privacy(config: TrainingConfig, processes: int) -> None:

@@ -1,4 +1,4 @@
-"""The critic's side of a task's GAN step: WGAN-GP with the AC-GAN class head (docs/ALGORITHM.md §10).
+"""The critic's side of a task's GAN step: its loss, WGAN-GP or hinge, and its class head (docs/ALGORITHM.md §10, §15).
 
 The critic tells the task's real images from generated ones and, through its
 class head, learns every class seen so far, from the real batch and from
@@ -21,9 +21,10 @@ holds:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
+import torch.nn.functional as F
 
 from genmem.augment import diff_augment
 from genmem.classifier import balanced_cross_entropy
@@ -32,9 +33,10 @@ from genmem.distributed import ONE_PROCESS, DataParallel, SingleProcess
 from genmem.nets import Discriminator
 
 
-def gradient_penalty(critic: Discriminator, real: torch.Tensor, fake: torch.Tensor,
-                     rng: torch.Generator) -> torch.Tensor:
-    """WGAN-GP: (||grad D(x_hat)|| - 1)^2 at random points between real and generated images."""
+def gradient_penalty(critic: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]], real: torch.Tensor,
+                     fake: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
+    """WGAN-GP: (||grad D(x_hat)|| - 1)^2 at random points between real and generated images. critic: images to
+    (scores, logits), a Discriminator or one bound to the images' classes."""
     alpha = torch.rand(real.shape[0], 1, 1, 1, generator=rng, device=real.device)
     mixed = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
     score, _ = critic(mixed)
@@ -42,16 +44,28 @@ def gradient_penalty(critic: Discriminator, real: torch.Tensor, fake: torch.Tens
     return ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
 
 
+def hinge_loss(score_real: torch.Tensor, score_fake: torch.Tensor) -> torch.Tensor:
+    """The critic's hinge loss (Lim and Ye 2017; SN-GAN): mean relu(1 - D(real)) + mean relu(1 + D(fake)). It stops
+    pushing a score once it is past its margin; the generator's loss stays -mean D(fake), as with WGAN-GP."""
+    return F.relu(1 - score_real).mean() + F.relu(1 + score_fake).mean()
+
+
 def critic_loss(critic: Discriminator, real: torch.Tensor, fake: torch.Tensor, step: int, config: TrainingConfig,
-                rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The critic's WGAN-GP loss, the penalty lazily every gp_every steps (weighted by gp_every), with the
-    Wasserstein estimate and the class logits of the real batch."""
-    score_real, logits_real = critic(real)
-    score_fake, _ = critic(fake)
+                rng: torch.Generator, labels: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The critic's loss (config.gan_loss), with the Wasserstein estimate (the mean score gap, for hinge too) and
+    the class logits of the real batch. WGAN-GP adds its penalty lazily every gp_every steps, weighted by
+    gp_every; hinge has none. labels: the class of the real and the generated images alike (the same classes,
+    row by row), for a head that reads them (genmem.conditioning)."""
+    score_real, logits_real = critic(real, labels)
+    score_fake, _ = critic(fake, labels)
     wasserstein = score_real.mean() - score_fake.mean()
+    if config.gan_loss == "hinge":
+        return hinge_loss(score_real, score_fake), wasserstein, logits_real
     loss = -wasserstein
     if step % config.gp_every == 0:
-        loss = loss + config.gp_every * config.gp_weight * gradient_penalty(critic, real, fake, rng)
+        conditioned = critic if labels is None else lambda images: critic(images, labels)
+        loss = loss + config.gp_every * config.gp_weight * gradient_penalty(conditioned, real, fake, rng)
     return loss, wasserstein, logits_real
 
 
@@ -64,8 +78,9 @@ def replay_batch(replay: torch.Tensor, per_class: int, rng: torch.Generator) -> 
 
 
 class CriticStep:
-    """The plain critic step: WGAN-GP on the real batch against generated images of the same classes, plus a
-    class-balanced cross-entropy over the real batch and `per_class` replayed images of every earlier class.
+    """The plain critic step: the GAN loss (config.gan_loss) on the real batch against generated images of the same
+    classes, plus a class-balanced cross-entropy over the real batch and `per_class` replayed images of every
+    earlier class.
 
     replay: the earlier classes' generated images in [-1, 1], [classes, N, C, H, W], or None.
     classify: whether the class head has more than one class to tell apart.
@@ -102,11 +117,11 @@ class CriticStep:
         outputs of the class head (earlier classes first)."""
         critic = self.network
         critic.requires_grad_(True)
-        loss, wasserstein, logits = critic_loss(critic, real, fake, step, self.config, rng)
+        loss, wasserstein, logits = critic_loss(critic, real, fake, step, self.config, rng, targets)
         if self.classify:
             if self.replay is not None:
                 old_images, old_targets = replay_batch(self.replay, self.per_class, rng)
-                _, logits_replay = critic(old_images)
+                _, logits_replay = critic(old_images, old_targets)
                 logits = torch.cat([logits, logits_replay])
                 targets = torch.cat([targets, old_targets])
             loss = loss + balanced_cross_entropy(logits, targets)

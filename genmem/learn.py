@@ -1,4 +1,4 @@
-"""Learning one task: WGAN-GP training of the masked generator on the task's images (docs/ALGORITHM.md §10).
+"""Learning one task: GAN training of the masked generator on the task's images (docs/ALGORITHM.md §10).
 
 The whole training step is `GanStep`: a critic step (genmem.critic, or its
 differentially private twin in genmem.private), then a generator step whose
@@ -24,13 +24,14 @@ from tqdm.auto import tqdm
 from genmem import plasticity
 from genmem.augment import diff_augment, parse_policy
 from genmem.checkpoint import Checkpointing, Progress, TrainingState
+from genmem.conditioning import build_critic
 from genmem.config import TrainingConfig, check_settings
 from genmem.critic import CriticStep
 from genmem.data import first_of_each_class
 from genmem.distributed import ONE_PROCESS, DataParallel, SingleProcess
 from genmem.ema import GeneratorAverage
 from genmem.expansion import LayerCapacity, expand_for_next_task, task_capacity
-from genmem.nets import Classifier, Discriminator, Generator, dcgan_init_, fresh_norm_statistics
+from genmem.nets import Classifier, Discriminator, Generator, fresh_norm_statistics
 from genmem.pixels import to_unit_range
 from genmem.solver import shipped_losses, task_solver
 
@@ -130,7 +131,7 @@ class GanStep:
         generator, task = self.generator, self.task
         noise = torch.randn(len(fake_cls), generator.spec.noise_dim, generator=rng, device=fake_cls.device)
         score_fake, logits_fake = self.critic.network(diff_augment(generator(noise, task, fake_cls, masks),
-                                                                   self.policy, rng))
+                                                                   self.policy, rng), fake_cls + self.earlier)
         penalty = plasticity.sparsity_penalty(masks, self.reserved)
         loss_g = self.critic.generator_loss(score_fake) + self.sparsity_weight * penalty
         if self.class_loss_weight > 0:
@@ -188,9 +189,8 @@ def learn_task(generator: Generator, images: torch.Tensor, class_index: torch.Te
     task = len(generator.tasks)
     branch = generator.add_task(num_classes, rng)
     earlier = past.num_classes if past is not None else 0
-    network = Discriminator(spec.channels, spec.image_size, earlier + num_classes, config.critic_width,
-                            spec.arch).to(device)
-    dcgan_init_(network, rng)
+    network = build_critic(config, rng, device, spec.channels, spec.image_size, earlier + num_classes,
+                           config.critic_width, spec.arch)
 
     embeddings = [nn.Parameter(torch.zeros(shape, device=device)) for shape in generator.mask_shapes()]
     reserved = generator.reserved()

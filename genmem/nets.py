@@ -487,7 +487,9 @@ class Discriminator(nn.Module):
         self.critic = nn.Linear(size, 1)
         self.classes = nn.Linear(size, num_classes)
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The real-or-fake scores and class logits. labels: each image's class among the classes seen, which this
+        head does not read (genmem.conditioning's projection head does)."""
         h = self.features(images)
         return self.critic(h).squeeze(1), self.classes(h)
 

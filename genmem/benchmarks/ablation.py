@@ -2,9 +2,10 @@
 
 Every setting learns the same classes (one per task) from the same seed and
 budget into its own memory; then the replay of every class learned is scored
-by one fixed judge (genmem.quality) against the real test images, the
-stored solver is tested, and the GAN's iterations per second are taken from
-the versions' manifests. A judge trained on real images is cached in the
+by one fixed judge (genmem.quality) against the real test images, a fresh
+classifier trained on replay alone is tested on them (a classification
+accuracy score), the stored solver is tested, and the GAN's iterations per
+second are taken from the versions' manifests. A judge trained on real images is cached in the
 output folder (safetensors) so that every setting is scored by the same one.
 """
 
@@ -20,7 +21,7 @@ from genmem.benchmarks.protocol import IMAGE_SIZE
 from genmem.classifier import ClassifierConfig
 from genmem.config import TrainingConfig
 from genmem.data import ImageSet, fit_images
-from genmem.evaluate import solver_score
+from genmem.evaluate import replay_classifier_score, solver_score
 from genmem.memory import Memory
 from genmem.nets import Classifier
 from genmem.quality import class_quality, mean_quality, train_judge
@@ -48,8 +49,11 @@ def judge_for(train: ImageSet, out_dir: Path, device) -> Classifier:
 
 def run_setting(name: str, config: TrainingConfig, train: ImageSet, test: ImageSet, classes: list[int],
                 variant: str, images_per_class: int | None, out_dir: Path, judge: Classifier, device="cpu",
-                base_width: int | None = None, progress: bool = False) -> dict:
-    """Learn `classes` one per task under `config`, then score the last version's replay and solver."""
+                base_width: int | None = None, progress: bool = False,
+                classifier: ClassifierConfig | None = None) -> dict:
+    """Learn `classes` one per task under `config`, then score the last version's replay and solver. classifier:
+    how a fresh classifier learns from replay alone, images_per_class generated images of every class per pass
+    (genmem.evaluate.replay_classifier_score); None: no such classifier."""
     memory = Memory(out_dir / name)
     data = train.select(classes).first_per_class(images_per_class)
     for task, label in enumerate(classes):
@@ -64,7 +68,10 @@ def run_setting(name: str, config: TrainingConfig, train: ImageSet, test: ImageS
                             fit_images(real.images, real.images.shape[1], IMAGE_SIZE, real.source), real.labels,
                             device)
     mean = mean_quality(quality)
+    replay_accuracy = None if classifier is None else replay_classifier_score(
+        memory, test, config=classifier, images_per_class=images_per_class or REPLAY_PER_CLASS, device=device).average
     return {"setting": name, "config": config.to_dict(), "solver_accuracy": solver_score(memory, test).average,
+            "replay_accuracy": replay_accuracy,
             "judge_accuracy": mean.judge_accuracy, "frechet": mean.frechet,
             "per_class": {str(k): q.to_dict() for k, q in quality.items()},
             "iterations_per_second": iterations / seconds, "gan_seconds": seconds,
@@ -72,10 +79,11 @@ def run_setting(name: str, config: TrainingConfig, train: ImageSet, test: ImageS
 
 
 def markdown_table(rows: list[dict]) -> str:
-    lines = ["| setting | solver A | judge accuracy on replay (%) | Fréchet distance | GAN it/s | GAN s | "
-             "generator parameters |", "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| setting | solver A | classifier on replay A | judge accuracy on replay (%) | Fréchet distance | "
+             "GAN it/s | GAN s | generator parameters |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['setting']} | {r['solver_accuracy']:.2f} | {r['judge_accuracy']:.2f} | "
+        replay = "–" if r.get("replay_accuracy") is None else f"{r['replay_accuracy']:.2f}"
+        lines.append(f"| {r['setting']} | {r['solver_accuracy']:.2f} | {replay} | {r['judge_accuracy']:.2f} | "
                      f"{r['frechet']:.2f} | {r['iterations_per_second']:.2f} | {r['gan_seconds']:.0f} | "
                      f"{r['parameters']:,} |")
     return "\n".join(lines)
