@@ -79,7 +79,7 @@ class PositiveList(click.ParamType):
                    "and the critic's). On CIFAR-10, 64 wide with --classifier-epochs 4 took the stored solver from "
                    "A10 50.5 to 52.6 (the paper's 51.7) and its GAN and solver phase from 29 to 43 minutes "
                    "(BENCHMARKS.md).")
-@click.option("--width", "base_width", type=click.IntRange(1),
+@click.option("--base-width", type=click.IntRange(1),
               help="Base width of DGM's initial generator. Default: the quick profile's, 10 for DGMw and 8 for "
                    "DGMa (CIFAR-10: 10 for both), else the recipe's, the paper's 6 for MNIST DGMw and 20 for DGMa "
                    "and CIFAR-10. DGMa's growth per task scales with it, and its time with the growth's square.")

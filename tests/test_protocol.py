@@ -82,7 +82,8 @@ def test_bench_protocol_command_writes_table_plots_and_json(tmp_path):
                         (["--data", f"npz:{tmp_path / 'missing.npz'}", "--test-data", f"npz:{tmp_path / 'test.npz'}",
                           "--augment", "blur", "--out", str(tmp_path / "blur")], "unknown augmentation 'blur'"),
                         (["--resume", str(tmp_path)], "no protocol run to resume"),
-                        (["--combine", str(out), "--width", "4", "--out", str(tmp_path / "table")], "drop --width"),
+                        (["--combine", str(out), "--base-width", "4", "--out", str(tmp_path / "table")],
+                         "drop --base-width"),
                         ([], "give --out NEW_FOLDER for a new run, or --resume OUT"),
                         (["--data", f"npz:{tmp_path / 'train.npz'}", "--test-data", f"npz:{tmp_path / 'test.npz'}",
                           "--methods", "dgm-replay,ewk", "--out", str(tmp_path / "typo")], "unknown method ewk")):
