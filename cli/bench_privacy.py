@@ -27,12 +27,13 @@ from genmem.cli.common import DEVICE_HELP, FiniteFloatRange, friendly_errors
               help="Real training images per class (default: every one); --holdout of them are kept out.")
 @click.option("--holdout", type=FiniteFloatRange(0, 1, min_open=True, max_open=True), default=0.1,
               show_default=True, help="Share of each task's images held out of training, the audit's non-members.")
-@click.option("--epochs", type=click.IntRange(1), default=None,
+@click.option("--gan-epochs", "epochs", type=click.IntRange(1), default=None,
               help="GAN epochs per task (default: genmem's DP defaults', genmem.private.DP_PROFILE).")
 @click.option("--synthetic-per-class", type=click.IntRange(10), default=6000, show_default=True,
               help="Generated images per class that the downstream classifier trains on.")
 @click.option("--record", type=click.Path(dir_okay=False, path_type=Path),
-              help="Also write the table as the '## Privacy and utility' section of this file (BENCHMARKS.md).")
+              help="Also write the table as the '## Privacy and utility' section of this file (a record in "
+                   "docs/experiments/).")
 @click.option("--combine", type=click.Path(file_okay=False, path_type=Path), multiple=True, metavar="RUN",
               help="Learn nothing: one table and plot in --out from finished runs of the same budget that learned "
                    "other epsilons or seeds (say one per process or machine); repeat for each run.")
@@ -45,7 +46,7 @@ def privacy(source, data_dir, out_dir, epsilons, delta, seeds, num_tasks, images
 
     \b
     Example (ten MNIST digits, one per task, at epsilon 1, 4 and 10; a GPU):
-      genmem bench privacy --data mnist --data-dir ~/data --out runs/privacy --record BENCHMARKS.md
+      genmem bench privacy --data mnist --data-dir ~/data --out runs/privacy --record docs/experiments/NEW-RECORD.md
 
     \b
     The same in pieces, one epsilon per process, then one table:
@@ -68,7 +69,7 @@ def privacy(source, data_dir, out_dir, epsilons, delta, seeds, num_tasks, images
     out_dir.mkdir(parents=True, exist_ok=True)
     target = resolve_device(device)
     options = {"--epsilons": epsilons, "--delta": f"{delta:g}", "--seeds": seeds, "--tasks": num_tasks,
-               "--images-per-class": images_per_class, "--holdout": holdout, "--epochs": epochs,
+               "--images-per-class": images_per_class, "--holdout": holdout, "--gan-epochs": epochs,
                "--synthetic-per-class": synthetic_per_class}
     command = shlex.join(["genmem", "bench", "privacy", "--data", source, "--out", str(out_dir)]
                          + [str(part) for name, value in options.items() if value is not None

@@ -166,7 +166,7 @@ def protocol(ctx, source, test_data, data_dir, variant, methods, profile, images
     \b
     Examples:
       genmem bench protocol --data mnist --data-dir ~/data --profile quick --out runs/mnist-dgmw-quick \\
-          --record BENCHMARKS.md
+          --record docs/experiments/NEW-RECORD.md
       genmem bench protocol --data mnist --methods dgm-solver,dgm-replay,dgr,mergan,joint,finetune \\
           --out runs/mnist-baselines
       genmem bench protocol --resume runs/mnist-baselines

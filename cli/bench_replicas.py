@@ -32,14 +32,15 @@ def counts(text: str, option: str) -> list[int]:
 @click.option("--seconds", type=FiniteFloatRange(0, min_open=True), default=5.0, show_default=True,
               help="Time each setting is loaded for, after a warm-up.")
 @click.option("--record", type=click.Path(dir_okay=False, path_type=Path),
-              help="Also write the table as the '## Replicated serving' section of this file (BENCHMARKS.md).")
+              help="Also write the table as the '## Replicated serving' section of this file (a record in "
+                   "docs/experiments/).")
 @friendly_errors
 def replicas(memory, workers, ray_replicas, size, clients, seconds, record):
     """Images/s over HTTP from one server process, from N workers, and from N Ray Serve replicas, on loopback.
 
     \b
     Example:
-      genmem bench replicas runs/quickstart.mem --workers 2,4 --ray-replicas 1,2 --record BENCHMARKS.md
+      genmem bench replicas runs/quickstart.mem --workers 2,4 --ray-replicas 1,2 --record docs/experiments/NEW-RECORD.md
     """
     import torch
 

@@ -23,7 +23,8 @@ from genmem.cli.common import FiniteFloatRange, friendly_errors, publish
 @click.option("--retries", type=click.IntRange(0), default=5, show_default=True,
               help="Retries of each client on a dropped connection or a 503 (0 shows the raw errors).")
 @click.option("--record", type=click.Path(dir_okay=False, path_type=Path),
-              help="Also write the result as the '## Serving under load' section of this file (BENCHMARKS.md).")
+              help="Also write the result as the '## Serving under load' section of this file (a record in "
+                   "docs/experiments/).")
 @friendly_errors
 def serve_load(memory, clients, seconds, batch, learn, damage, retries, record):
     """Requests, errors by kind, images/s, p50/p99 latency and the server's peak memory under CLIENTS clients.
@@ -34,7 +35,7 @@ def serve_load(memory, clients, seconds, batch, learn, damage, retries, record):
     \b
     Example (200 clients while a version is written and another damaged):
       genmem bench serve-load digits.mem --clients 200 --seconds 60 \\
-          --learn "--data builtin --classes 7 --gan-epochs 1" --damage --record BENCHMARKS.md
+          --learn "--data builtin --classes 7 --gan-epochs 1" --damage --record docs/experiments/NEW-RECORD.md
     """
     import torch
 

@@ -61,8 +61,8 @@ def run_options(command):
         click.option("--seed", type=SEED, default=0, show_default=True),
         click.option("--device", default="auto", show_default=True, help=DEVICE_HELP),
         click.option("--record", type=click.Path(dir_okay=False, path_type=Path),
-                     help="Also write the results as a section of this file (BENCHMARKS.md), with device, command, "
-                          "date and commit."),
+                     help="Also write the report as a section of this file (a record in docs/experiments/), with "
+                          "device, command, date and commit."),
         click.option("--quiet", is_flag=True, help="No progress bars."),
     ]
     for option in reversed(options):  # applied bottom-up, as stacked decorators are

@@ -98,10 +98,10 @@ def main():
 @click.option("--solver-start", type=click.Choice(list(SOLVER_STARTS)),
               help="Whether the solver's classification phase starts from a fresh network (default) or from the "
                    "critic's trunk and class head (the paper's solver; on the paper's MNIST budget it fell to 80 "
-                   "at A10 where a fresh one reached 98, BENCHMARKS.md).")
+                   "at A10 where a fresh one reached 98: docs/experiments/2026-11-26-solver-phase.md).")
 @click.option("--solver-width", type=click.IntRange(1),
               help="Channels of a fresh solver's first layer, doubling per layer (default: the critic's). A wider "
-                   "solver costs only classification time after the GAN (BENCHMARKS.md).")
+                   "solver costs only classification time after the GAN.")
 @click.option("--solver-epochs", type=FiniteFloatRange(0, min_open=True),
               help="Passes over the task's images and replay that the solver's phase makes, at least 300 steps "
                    "(default 5).")

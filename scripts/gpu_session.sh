@@ -41,10 +41,10 @@ export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 PYTHONUNBUFFERED=1
 mkdir -p "$runs" "$pack"
 if [ "${SMOKE:-0}" = 1 ]; then
   paper=(--profile smoke --tasks 2) quick=(--profile smoke --tasks 2)
-  private=(--tasks 2 --images-per-class 10 --epochs 1) private_more=(--tasks 2 --images-per-class 20 --epochs 1)
+  private=(--tasks 2 --images-per-class 10 --gan-epochs 1) private_more=(--tasks 2 --images-per-class 20 --gan-epochs 1)
   sizes=1,16 tests=tests/test_learn.py
 else
-  paper=(--profile paper) quick=(--profile quick) private=() private_more=(--images-per-class 5000 --epochs 8)
+  paper=(--profile paper) quick=(--profile quick) private=() private_more=(--images-per-class 5000 --gan-epochs 8)
   sizes=1,256,4096,65536 tests=tests
 fi
 
