@@ -9,8 +9,11 @@ if [ ! -x .venv/bin/genmem ] || [ ! -x .venv/bin/pytest ]; then
   python3 -m venv .venv
   .venv/bin/python -m pip install --quiet --upgrade pip
   # The same torch line as .ci/run: these machines serve torch 2.14.1 / torchvision 0.29.1 from local disk.
+  # Elsewhere, a machine without an NVIDIA GPU takes torch's CPU wheel rather than the multi-gigabyte CUDA one.
+  cpu_wheels=()
+  command -v nvidia-smi >/dev/null || cpu_wheels=(--index-url https://download.pytorch.org/whl/cpu)
   .venv/bin/python -m pip install --quiet torch==2.14.1 torchvision==0.29.1 \
-    || .venv/bin/python -m pip install --quiet torch torchvision
+    || .venv/bin/python -m pip install --quiet torch torchvision "${cpu_wheels[@]}"
   .venv/bin/python -m pip install --quiet -e '.[test]'
 fi
 genmem=.venv/bin/genmem
