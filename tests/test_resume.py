@@ -10,7 +10,8 @@ import pytest
 from genmem.benchmarks.methods import METHODS, base
 from genmem.benchmarks.profiles import PROFILES
 from genmem.benchmarks.protocol import RUN_TIME_FIELDS, load_run_data, resume_protocol, run_protocol, saved_arguments
-from genmem.benchmarks.results import describe_data
+from genmem.benchmarks.results import describe_data, run_title
+from genmem.benchmarks.rows import protocol_rows
 from genmem.checkpoint import Checkpointing
 from genmem.errors import GenmemError
 from genmem.memory import Memory
@@ -182,3 +183,22 @@ def test_a_run_of_two_classes_per_task_in_a_chosen_order_resumes_to_the_uninterr
     with pytest.raises(GenmemError, match="started with other classes_per_task"):
         run_protocol(train, test, "mnist", "dgmw", PROFILES["smoke"], tmp_path / "killed", progress=False,
                      methods=METHODS, seed=5, class_order=["3", "1", "0", "2"], classifier="mlp", resume=True)
+
+
+def test_a_residual_memory_with_class_norms_is_learned_named_in_the_rows_and_held_on_resume(tmp_path):
+    def residual(**kwargs):
+        return run_protocol(tiny_set(labels=LABELS), tiny_set(labels=LABELS, per_class=8), "mnist", "dgmw",
+                            replace(PROFILES["smoke"], solver_start="fresh"), tmp_path / "resnet", progress=False,
+                            methods=("dgm-replay",),
+                            num_tasks=1, base_width=4, **kwargs)
+
+    results = residual(arch="resnet", class_norm=True)
+    manifest = Memory(tmp_path / "resnet" / "memory").manifest()
+    assert (manifest["generator"]["arch"], manifest["generator"]["class_norm"]) == ("resnet", True)
+    assert (results["arch"], results["class_norm"]) == ("resnet", True)
+    assert "resnet" in run_title(results)
+    rows = protocol_rows(results, hardware="a CPU", commit="abc", command="genmem bench protocol ...")
+    assert {"dgmw-resnet-replay", "dgmw-resnet"} <= {row["method"] for row in rows}
+    with pytest.raises(GenmemError, match="started with other arch, class_norm"):
+        residual(resume=True)
+    assert residual(arch="resnet", class_norm=True, resume=True)["accuracy"] == results["accuracy"]

@@ -58,7 +58,7 @@ RESULTS_FILE = "results.json"
 RUN_TIME_FIELDS = ("seconds",)  # facts of the machine and the session, not of the run's outcome
 # What a resumed run must have been started with (the data's description may be worded otherwise).
 RUN_ARGUMENTS = ("recipe", "variant", "profile", "seed", "methods", "classes", "classes_per_task", "classifier",
-                 "base_width", "solver", "method_options")
+                 "base_width", "solver", "method_options", "arch", "class_norm")
 
 
 def chosen_methods(methods) -> tuple[str, ...]:
@@ -75,7 +75,7 @@ def run_protocol(train: ImageSet, test: ImageSet, recipe: str, variant: str, pro
                  resume: bool = False, base_width: int | None = None, solver: str = "real",
                  checkpoint_every: float | None = None, classes_per_task: int = 1,
                  class_order: Sequence[int | str] | None = None, classifier: str = "conv",
-                 method_options: dict | None = None) -> dict:
+                 method_options: dict | None = None, arch: str = "dcgan", class_norm: bool = False) -> dict:
     """Learn the classes task by task, test every chosen method after every task; write results after each.
 
     A new run needs a new out_dir. resume=True continues the run in out_dir,
@@ -91,7 +91,9 @@ def run_protocol(train: ImageSet, test: ImageSet, recipe: str, variant: str, pro
     replay, joint and fine-tuned classifiers (genmem.benchmarks.classifiers;
     the stored solver is DGM's own). method_options: the methods' own
     settings (the buffer's budget and scales, hybrid's real images:
-    genmem.benchmarks.methods.buffer and .hybrid), held on resume.
+    genmem.benchmarks.methods.buffer and .hybrid), held on resume. arch and
+    class_norm: DGM's generator (Memory.learn_task); the baselines keep
+    their fixed DCGAN generator.
     """
     out_dir, methods, options = Path(out_dir), chosen_methods(methods), dict(method_options or {})
     names = instance_names(methods, options)  # (registered, instance): the buffer may run at several budgets
@@ -103,7 +105,8 @@ def run_protocol(train: ImageSet, test: ImageSet, recipe: str, variant: str, pro
     started = {"recipe": recipe, "variant": variant, "profile": asdict(profile), "seed": seed, "methods": list(methods),
                "base_width": base_width, "data": data or describe_data(train.source),
                "classes": [{"label": c, "name": train.class_names[c]} for c in classes],
-               "classes_per_task": classes_per_task, "classifier": classifier, "method_options": options}
+               "classes_per_task": classes_per_task, "classifier": classifier, "method_options": options,
+               "arch": arch, "class_norm": class_norm}
     saved = _check_resume(out_dir, started | {"solver": solver}, profile) if resume else _check_new(out_dir)
     run = _start(train, test, classes, profile, started, solver, out_dir, device, progress, checkpoint_every)
     run.options = options
@@ -196,7 +199,8 @@ def _start(train: ImageSet, test: ImageSet, classes: list[int], profile: Profile
     (out_dir / "samples").mkdir(parents=True, exist_ok=True)
     return Run(out_dir, data, data.first_per_class(profile.images_per_class), test, classes,
                started["classes_per_task"], started["recipe"], started["variant"], profile, gan, classifier,
-               started["classifier"], started["seed"], device, progress, started["base_width"], checkpoint_every)
+               started["classifier"], started["seed"], device, progress, started["base_width"], checkpoint_every,
+               arch=started["arch"], class_norm=started["class_norm"])
 
 
 def _task(run: Run, index: int) -> Task:
@@ -253,7 +257,8 @@ def saved_arguments(out_dir: Path) -> dict:
             "class_order": [c["name"] for c in saved["classes"]],  # names: a folder's label 0 may be named "1"
             "classes_per_task": _saved(saved, "classes_per_task"), "classifier": _saved(saved, "classifier"),
             "base_width": saved.get("base_width"), "solver": _saved(saved, "solver"), "data": saved["data"],
-            "method_options": _saved(saved, "method_options")}
+            "method_options": _saved(saved, "method_options"), "arch": _saved(saved, "arch"),
+            "class_norm": _saved(saved, "class_norm")}
 
 
 def resume_protocol(out_dir: Path, data_dir: Path | None = None, *, device: str | torch.device = "cpu",

@@ -25,7 +25,8 @@ SPLIT_MNIST = {"DGR": 90.79, "DGR with distillation": 91.79, "replay-through-fee
                "iCaRL with 2,000 stored real images": 94.57}
 SPLIT_MNIST_SOURCE = "van de Ven & Tolias 2019, Table 4"
 # What a results.json from before an option existed means: the protocol as it ran then.
-RUN_DEFAULTS = {"classes_per_task": 1, "classifier": "conv", "method_options": {}}
+RUN_DEFAULTS = {"classes_per_task": 1, "classifier": "conv", "method_options": {}, "arch": "dcgan",
+                "class_norm": False}
 DATA_NAMES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "svhn": "SVHN", "cifar10": "CIFAR-10",
               "builtin": "builtin MNIST sample"}
 
@@ -74,7 +75,8 @@ def run_title(results: dict, display: bool = False) -> str:
     if setting(results, "classifier") != "conv":
         subject += f" ({results['classifier']} classifier)"
     width = f" (base width {results['base_width']})" if results.get("base_width") else ""
-    compared = [results["variant"].upper() + width] if any(dgm_variant(m, results) for m in methods) else []
+    arch = "" if setting(results, "arch") == "dcgan" else f" {setting(results, 'arch')}"
+    compared = [results["variant"].upper() + arch + width] if any(dgm_variant(m, results) for m in methods) else []
     others = [title for title in map(method_title, methods) if title]
     what = " vs ".join(filter(None, [" ".join(compared), ", ".join(others)])) or "bounds"
     return f"{subject}: {what}" if display else f"Paper protocol: {subject} {what}"

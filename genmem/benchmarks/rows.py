@@ -6,7 +6,7 @@ training's in the same run beside it, and the method's own seconds: those
 it alone spent plus the shared work it stands on (DGM's GAN for every figure
 of the memory; the order of the real images kept for the buffer and hybrid).
 DGM's methods are named by the run's variant (dgm-replay of a DGMw run is
-dgmw-replay). One more row gives the bytes DGM's last version stores for
+dgmw-replay; of a residual DGMw memory, dgmw-resnet-replay). One more row gives the bytes DGM's last version stores for
 replay (metric payload_bytes, method the variant), the budget that the
 buffer's scales multiply.
 """
@@ -16,6 +16,7 @@ from __future__ import annotations
 from genmem.benchmarks.footprint import payload_bytes
 from genmem.benchmarks.methods import method_class, registered_name
 from genmem.benchmarks.methods.dgm import DgmMethod
+from genmem.benchmarks.results import setting
 
 
 def data_key(results: dict) -> str:
@@ -30,11 +31,17 @@ def class_of(method: str) -> type | None:
     return method_class(registered) if registered else None
 
 
+def dgm_key(results: dict) -> str:
+    """DGM's memory as BENCHMARKS.csv names it: the variant, and the architecture where it is not the DCGAN."""
+    arch = setting(results, "arch")
+    return results["variant"] + ("" if arch == "dcgan" else f"-{arch}")
+
+
 def csv_name(method: str, results: dict) -> str:
-    """A method's name in BENCHMARKS.csv: DGM's by the run's variant (dgmw-solver, dgma-hybrid-k20)."""
+    """A method's name in BENCHMARKS.csv: DGM's by the run's memory (dgmw-solver, dgma-hybrid-k20)."""
     kind = class_of(method)
     if kind is not None and issubclass(kind, DgmMethod):
-        return f"{results['variant']}-{method.removeprefix('dgm-')}"
+        return f"{dgm_key(results)}-{method.removeprefix('dgm-')}"
     return method
 
 
@@ -59,6 +66,6 @@ def protocol_rows(results: dict, hardware: str, commit: str, command: str) -> li
                       "seconds": method_seconds(results, method)} for method, curve in curves.items()]
     payload = payload_bytes(results)
     if payload is not None:
-        rows.append(common | {"method": results["variant"], "metric": "payload_bytes", "value": payload,
+        rows.append(common | {"method": dgm_key(results), "metric": "payload_bytes", "value": payload,
                               "seconds": results["seconds"].get("gan")})
     return rows

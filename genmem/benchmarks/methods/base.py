@@ -77,6 +77,8 @@ class Run:
     progress: bool
     base_width: int | None  # DGM's initial base width, if one was chosen
     checkpoint_every: float | None  # DGM's checkpoints inside a task (Memory.learn_task)
+    arch: str = "dcgan"  # DGM's generator architecture, and class-conditional BatchNorm (Memory.learn_task)
+    class_norm: bool = False
     options: dict = field(default_factory=dict)  # the methods' own settings (run_protocol's method_options)
     timings: dict[str, float] = field(default_factory=dict)
     _parts: dict[type, object] = field(default_factory=dict)

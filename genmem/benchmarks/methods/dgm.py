@@ -38,7 +38,7 @@ class DgmMemory:
                 run.data, task.classes, variant=run.variant, config=replace(run.gan, seed=run.seed + task.index),
                 device=run.device, image_size=IMAGE_SIZE,
                 base_width=run.profile.base_width(run.variant, run.recipe, run.base_width), progress=run.progress,
-                checkpoint_every=run.checkpoint_every)
+                checkpoint_every=run.checkpoint_every, arch=run.arch, class_norm=run.class_norm)
         self.task = task.index
         self.sampler = self.memory.sampler(self.version, run.device)
         run.write_samples("", self.sampler, task)
