@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Quick start, offline after setup: learn the built-in MNIST digits 0, 1 and 2 as three tasks, describe the
 # memory, draw a grid of samples of every class and write an HTML report.
-# On a fresh clone it first creates .venv and installs genmem with its test extra (the network is needed once).
+# On a fresh clone it first creates .venv and installs genmem (the network is needed once).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ ! -x .venv/bin/genmem ] || [ ! -x .venv/bin/pytest ]; then
+if [ ! -x .venv/bin/genmem ]; then
   echo "setting up .venv (once; a few minutes) ..."
   python3 -m venv .venv
   .venv/bin/python -m pip install --quiet --upgrade pip
@@ -14,7 +14,7 @@ if [ ! -x .venv/bin/genmem ] || [ ! -x .venv/bin/pytest ]; then
   command -v nvidia-smi >/dev/null || cpu_wheels=(--index-url https://download.pytorch.org/whl/cpu)
   .venv/bin/python -m pip install --quiet torch==2.14.1 torchvision==0.29.1 \
     || .venv/bin/python -m pip install --quiet torch torchvision "${cpu_wheels[@]}"
-  .venv/bin/python -m pip install --quiet -e '.[test]'
+  .venv/bin/python -m pip install --quiet -e .
 fi
 genmem=.venv/bin/genmem
 memory=runs/quickstart.mem     # a scratch memory this script owns: it starts afresh each time
