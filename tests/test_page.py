@@ -40,6 +40,15 @@ def test_the_page_shows_a_figure_over_its_seeds_and_one_seed_as_such(tmp_path):
     assert "| cifar10 | 10x1 | dgmw-replay | quick | 40.00 (one seed) | – | 51.70 |" in text
 
 
+def test_the_bytes_table_shows_each_memorys_payload_and_no_accuracy_table_does(tmp_path):
+    table, page = tmp_path / "BENCHMARKS.csv", tmp_path / "BENCHMARKS.md"
+    record_rows(table, [row(0, 97.0), row(0, 2325788, method="dgmw", metric="payload_bytes", joint="")])
+    page.write_text("<!-- table: accuracy -->\n<!-- end table -->\n<!-- table: bytes -->\n<!-- end table -->\n")
+    text = refresh_page(page, table)
+    accuracy, kept = text.split("<!-- table: bytes -->")
+    assert "2,325,788" not in accuracy and "| mnist | 10x1 | dgmw | quick | 2,325,788 (one seed) |" in kept
+
+
 def test_the_command_checks_and_writes_the_page(tmp_path):
     table, page = tmp_path / "BENCHMARKS.csv", tmp_path / "BENCHMARKS.md"
     record_rows(table, [row(0, 97.0)])

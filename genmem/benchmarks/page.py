@@ -102,8 +102,16 @@ def speed_table(rows: list[dict[str, str]]) -> str:
                       f"`{f.first['command']}`"] for f in chosen])
 
 
+def bytes_table(rows: list[dict[str, str]]) -> str:
+    """What a memory keeps for replay (its last version's generator and masks), the budget the buffer rows match."""
+    chosen = figures(rows, lambda r: r["metric"] == "payload_bytes")
+    return markdown(["data", "tasks", "memory", "profile", "bytes kept for replay", "hardware", "reproduce"],
+                    [[f.first["data"], f.first["tasks"], f.first["method"], f.first["profile"],
+                      f.shown(digits=0), f.first["hardware"], f"`{f.first['command']}`"] for f in chosen])
+
+
 TABLES: dict[str, Callable[[list[dict[str, str]]], str]] = {
-    "accuracy": accuracy_table, "privacy": privacy_table, "speed": speed_table}
+    "accuracy": accuracy_table, "bytes": bytes_table, "privacy": privacy_table, "speed": speed_table}
 
 
 def refresh_page(page: str | os.PathLike, table_csv: str | os.PathLike) -> str:
