@@ -176,25 +176,13 @@ def protocol(ctx, source, test_data, data_dir, variant, methods, profile, images
       genmem bench protocol --data mnist --methods dgm-replay,buffer,hybrid --buffer-scales 0.25,0.5,1,2,4 \\
           --hybrid-per-class 20,50,100 --out runs/mnist-bytes --csv BENCHMARKS.csv
     """
-    from genmem.benchmarks.protocol import load_run_data, profile_for, resume_protocol, run_protocol
+    from genmem.benchmarks.protocol import resume_protocol
     from genmem.benchmarks.record import CpuWatch, commit, machine, provenance
-    from genmem.benchmarks.results import describe_data
     from genmem.device import resolve_device
-    from genmem.presets import recipe_for
 
+    check_mode(ctx, combine, out, resume)
     if combine:
-        ignored = given_options(ctx, exclude=("combine", "out", "record", "quiet"))
-        if ignored:
-            raise click.UsageError(f"--combine only reads finished runs (and writes --out and --record); drop "
-                                   f"{', '.join(ignored)}")
         return combined_report(combine, out, record)
-    if (out is None) == (resume is None):
-        raise click.UsageError("give --out NEW_FOLDER for a new run, or --resume OUT to continue one")
-    fixed = given_options(ctx, exclude=("resume", "data_dir", "device", "record", "quiet", "checkpoint_every",
-                                        "table_csv"))
-    if resume is not None and fixed:
-        raise click.UsageError(f"--resume continues a run with the options it was started with; drop "
-                               f"{', '.join(fixed)}")
     target = resolve_device(device)
     command = "genmem " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     where = provenance([machine(target)], command)  # now: the code that runs, not the tree at the end
@@ -205,17 +193,10 @@ def protocol(ctx, source, test_data, data_dir, variant, methods, profile, images
         results = resume_protocol(resume, data_dir, device=target, progress=not quiet,
                                   checkpoint_every=checkpoint_every)
     else:
-        options = method_options(split_classes(methods), method_settings)
-        train, test = load_run_data(source, test_data, data_dir)
-        recipe = recipe_for(source, train.images.shape[1])
-        budget = profile_for(profile, recipe).with_budget(images_per_class, gan_epochs, augment, classifier_epochs,
-                                                          classifier_width)
-        results = run_protocol(train, test, recipe, variant, budget, out, device=target, seed=seed, num_tasks=tasks,
-                               progress=not quiet, methods=split_classes(methods),
-                               data=describe_data(source, test_data), base_width=base_width, solver=solver_mode,
-                               checkpoint_every=checkpoint_every, method_options=options,
-                               classes_per_task=classes_per_task, class_order=split_classes(class_order) or None,
-                               classifier=network)
+        results = start_run(source, test_data, data_dir, variant, methods, profile, images_per_class, gan_epochs,
+                            augment, classifier_epochs, classifier_width, base_width, solver_mode, tasks,
+                            classes_per_task, class_order, network, out, checkpoint_every, seed, target, quiet,
+                            method_settings)
     report(results, out, where, watch.others_share(), record)
     if table_csv:
         from genmem.benchmarks.record import record_rows
@@ -223,6 +204,45 @@ def protocol(ctx, source, test_data, data_dir, variant, methods, profile, images
 
         record_rows(table_csv, protocol_rows(results, **rows))
         click.echo(f"rows of every method in {table_csv}")
+
+
+def check_mode(ctx: click.Context, combine: tuple[Path, ...], out: Path | None, resume: Path | None) -> None:
+    """Refuse a command line that mixes the command's three modes (combine finished runs, start a run, resume
+    one): each takes only its own options, so that nothing given is silently ignored."""
+    if combine:
+        ignored = given_options(ctx, exclude=("combine", "out", "record", "quiet"))
+        if ignored:
+            raise click.UsageError(f"--combine only reads finished runs (and writes --out and --record); drop "
+                                   f"{', '.join(ignored)}")
+        return
+    if (out is None) == (resume is None):
+        raise click.UsageError("give --out NEW_FOLDER for a new run, or --resume OUT to continue one")
+    fixed = given_options(ctx, exclude=("resume", "data_dir", "device", "record", "quiet", "checkpoint_every",
+                                        "table_csv"))
+    if resume is not None and fixed:
+        raise click.UsageError(f"--resume continues a run with the options it was started with; drop "
+                               f"{', '.join(fixed)}")
+
+
+def start_run(source, test_data, data_dir, variant, methods, profile, images_per_class, gan_epochs, augment,
+              classifier_epochs, classifier_width, base_width, solver_mode, tasks, classes_per_task, class_order,
+              network, out, checkpoint_every, seed, target, quiet, method_settings) -> dict:
+    """Start a new run in out and return its results: the part of protocol whose options a resumed run reads
+    back from its folder instead."""
+    from genmem.benchmarks.protocol import load_run_data, profile_for, run_protocol
+    from genmem.benchmarks.results import describe_data
+    from genmem.presets import recipe_for
+
+    options = method_options(split_classes(methods), method_settings)
+    train, test = load_run_data(source, test_data, data_dir)
+    recipe = recipe_for(source, train.images.shape[1])
+    budget = profile_for(profile, recipe).with_budget(images_per_class, gan_epochs, augment, classifier_epochs,
+                                                      classifier_width)
+    return run_protocol(train, test, recipe, variant, budget, out, device=target, seed=seed, num_tasks=tasks,
+                        progress=not quiet, methods=split_classes(methods), data=describe_data(source, test_data),
+                        base_width=base_width, solver=solver_mode, checkpoint_every=checkpoint_every,
+                        method_options=options, classes_per_task=classes_per_task,
+                        class_order=split_classes(class_order) or None, classifier=network)
 
 
 def method_options(methods: list[str], given: dict) -> dict:

@@ -19,7 +19,8 @@ from genmem.cli.report import report
 from genmem.cli.serve import serve
 from genmem.cli.sign import keygen, sign
 from genmem.benchmarks.profiles import PROFILES
-from genmem.config import DP_ACTIVATIONS, DP_LOSSES, MAX_BATCH_SIZE, MAX_DP_AUGMENTATIONS, MAX_EPOCHS, SOLVER_STARTS
+from genmem.config import (DP_ACTIVATIONS, DP_LOSSES, MAX_BATCH_SIZE, MAX_DP_AUGMENTATIONS, MAX_EPOCHS, SOLVER_STARTS,
+                           TrainingConfig)
 
 PROFILE_CHOICES = [name for name in PROFILES if name != "smoke"]
 
@@ -172,10 +173,7 @@ def learn_task(memory, source, classes, data_dir, download, variant, arch, class
     from genmem.device import resolve_device
     from genmem.distributed import from_environment
     from genmem.memory import Memory
-    from genmem.nets import GeneratorSpec
-    from genmem.benchmarks.profiles import profile_for
     from genmem.presets import recipe_for
-    from genmem.private import dp_config
     from genmem.rank_writer import finish, shutdown, version_writer
 
     target = resolve_device(device)
@@ -183,19 +181,11 @@ def learn_task(memory, source, classes, data_dir, download, variant, arch, class
     click.get_current_context().call_on_close(lambda: shutdown(parallel))
     target = parallel.device if parallel else target
     wanted = split_classes(classes)
-    if not wanted:
-        raise click.BadParameter("name at least one class", param_hint="--classes")
-    if dp_epsilon is not None and profile_name is not None:
-        raise click.UsageError("--dp-epsilon trains on genmem's DP defaults (PRIVACY.md), not a profile's budget; "
-                               "drop --profile and set what you want changed with its own option")
-    if dp_epsilon is not None and parallel:
-        raise click.UsageError("--dp-epsilon trains in one process; run it without torchrun")
+    check_options(wanted, dp_epsilon, profile_name, parallel)
     mem = Memory(memory)
     with version_writer(mem.store, parallel) as writer:  # before the data loads: a second writer fails at once
-        generator = mem.manifest()["generator"] if mem.versions() else {"variant": variant or "dgmw",
-                                                                         "image_size": image_size}
+        generator = generator_settings(mem, variant, image_size)
         variant_now = generator["variant"]
-        GeneratorSpec.for_images(variant_now, 1, generator["image_size"])  # a bad --image-size fails before the data
         data = load_source(source, data_dir, train=True, download=download, image_size=generator["image_size"])
         recipe = recipe_for(source, data.images.shape[1])
         given = dict(epochs=gan_epochs, gan_images_per_class=images_per_class, batch_size=batch_size, lr=lr,
@@ -203,14 +193,8 @@ def learn_task(memory, source, classes, data_dir, download, variant, arch, class
                      solver_start=solver_start, solver_width=solver_width, solver_epochs=solver_epochs,
                      solver_augment=solver_augment, critic_augment=critic_augment, dp_delta=dp_delta,
                      dp_augmentations=dp_augmentations, dp_loss=dp_loss, dp_activation=dp_activation)
-        profile = profile_for(profile_name or ("paper" if target.type == "cuda" else "quick"), recipe)
-        if dp_epsilon is not None:  # DP's own defaults: a profile's budget was not chosen for noised steps
-            config, source_of_settings = dp_config(dp_epsilon, recipe, variant_now, **given), "genmem's DP defaults"
-        else:
-            config = replace(profile.training_config(recipe, variant_now),
-                             **{name: value for name, value in given.items() if value is not None})
-            source_of_settings = f"the {profile.name} profile"
-        base_width = base_width or profile.base_width(variant_now, recipe)
+        config, source_of_settings, base_width = task_config(given, dp_epsilon, profile_name, target, recipe,
+                                                             variant_now, base_width)
         if not quiet and not (parallel and parallel.rank):
             task_images = len(data.select(data.resolve(wanted)).labels) // len(wanted)
             click.echo(describe_recipe(source_of_settings, recipe, variant_now, config, target, task_images,
@@ -221,15 +205,60 @@ def learn_task(memory, source, classes, data_dir, download, variant, arch, class
                                  parallel=parallel, holdout=holdout, checkpoint_every=checkpoint_every, arch=arch,
                                  class_norm=class_norm)
     if not (parallel and parallel.rank):  # rank 0 reports
-        task = mem.manifest(version)["tasks"][-1]
-        new = sum(layer["new"] for layer in task["capacity"])
-        reused = sum(layer["reused"] for layer in task["capacity"])
-        resumed = (f" (continued from its checkpoint after epoch {task['resumed_after_epoch']})"
-                   if "resumed_after_epoch" in task else "")
-        click.echo(f"learned task {task['task']} (classes {', '.join(wanted)}) into {memory} as {version} in "
-                   f"{task['seconds']:.0f} s{resumed}: widths {'/'.join(map(str, task['widths']))}, newly reserved "
-                   f"{new:,}, reused {reused:,}")
+        report_learned(mem, version, memory, wanted)
     finish(parallel)
+
+
+def check_options(wanted: list[str], dp_epsilon: float | None, profile_name: str | None, parallel) -> None:
+    """Refuse an empty --classes, and --dp-epsilon with --profile or under torchrun, before the memory is locked
+    or any data loads."""
+    if not wanted:
+        raise click.BadParameter("name at least one class", param_hint="--classes")
+    if dp_epsilon is not None and profile_name is not None:
+        raise click.UsageError("--dp-epsilon trains on genmem's DP defaults (PRIVACY.md), not a profile's budget; "
+                               "drop --profile and set what you want changed with its own option")
+    if dp_epsilon is not None and parallel:
+        raise click.UsageError("--dp-epsilon trains in one process; run it without torchrun")
+
+
+def generator_settings(mem, variant: str | None, image_size: int) -> dict:
+    """The memory's generator settings, or a new memory's from the options: the data loads at its image size, so
+    a bad --image-size is refused before it does."""
+    from genmem.nets import GeneratorSpec
+
+    generator = mem.manifest()["generator"] if mem.versions() else {"variant": variant or "dgmw",
+                                                                     "image_size": image_size}
+    GeneratorSpec.for_images(generator["variant"], 1, generator["image_size"])
+    return generator
+
+
+def task_config(given: dict, dp_epsilon: float | None, profile_name: str | None, target, recipe: str, variant: str,
+                base_width: int | None) -> tuple[TrainingConfig, str, int]:
+    """The task's TrainingConfig, where its settings come from (for the summary) and the base width: a profile's
+    budget with the given settings over it, or under --dp-epsilon genmem's DP defaults instead."""
+    from genmem.benchmarks.profiles import profile_for
+    from genmem.private import dp_config
+
+    profile = profile_for(profile_name or ("paper" if target.type == "cuda" else "quick"), recipe)
+    if dp_epsilon is not None:  # DP's own defaults: a profile's budget was not chosen for noised steps
+        config, source_of_settings = dp_config(dp_epsilon, recipe, variant, **given), "genmem's DP defaults"
+    else:
+        config = replace(profile.training_config(recipe, variant),
+                         **{name: value for name, value in given.items() if value is not None})
+        source_of_settings = f"the {profile.name} profile"
+    return config, source_of_settings, base_width or profile.base_width(variant, recipe)
+
+
+def report_learned(mem, version: str, memory: Path, wanted: list[str]) -> None:
+    """The one line learn-task ends with: the new version, its time and how it used the generator's capacity."""
+    task = mem.manifest(version)["tasks"][-1]
+    new = sum(layer["new"] for layer in task["capacity"])
+    reused = sum(layer["reused"] for layer in task["capacity"])
+    resumed = (f" (continued from its checkpoint after epoch {task['resumed_after_epoch']})"
+               if "resumed_after_epoch" in task else "")
+    click.echo(f"learned task {task['task']} (classes {', '.join(wanted)}) into {memory} as {version} in "
+               f"{task['seconds']:.0f} s{resumed}: widths {'/'.join(map(str, task['widths']))}, newly reserved "
+               f"{new:,}, reused {reused:,}")
 
 
 @main.command()

@@ -213,27 +213,12 @@ def learn_task(generator: Generator, images: torch.Tensor, class_index: torch.Te
     state = TrainingState(generator, critic.network, embeddings, {"generator": optimiser,
                                                                   "critic": critic.optimiser}, average, rng, critic)
     resumed = checkpoint.restore(state) if checkpoint is not None else None
-    progress_so_far = resumed or Progress(epoch=0, step=0, losses={})
-    losses, step = progress_so_far.losses, progress_so_far.step
     batches_per_epoch = critic.batches_per_epoch(len(gan_rows))
     unshard = ranks.shard_batches(generator, critic.network)  # each rank computes its rows of every batch
-    bar = tqdm(total=config.epochs * batches_per_epoch, initial=step, desc=f"task {task}", unit="it",
-               disable=not progress, dynamic_ncols=True, leave=True)
     branch.train()
-    for epoch in range(progress_so_far.epoch, config.epochs):
-        top = plasticity.epoch_scale(epoch, config.epochs, config.s_max)
-        for index, rows in enumerate(critic.epoch_batches(gan_rows, rng)):
-            s = plasticity.batch_scale(top, index * config.batch_size, len(gan_rows)) if spec.variant == "dgmw" \
-                else top
-            last = train(data[rows], labels[rows], s, top, step, rng)
-            step += 1
-            bar.update(1)
-        losses = {name: value.item() for name, value in last.items()}
-        bar.set_postfix(epoch=f"{epoch + 1}/{config.epochs}", D=f"{losses['critic']:.3f}",
-                        G=f"{losses['generator']:.3f}", used=f"{_used_fraction(embeddings):.1%}")
-        if checkpoint is not None:
-            checkpoint.after_epoch(state, Progress(epoch + 1, step, losses), last=epoch + 1 == config.epochs)
-    bar.close()
+    start = resumed or Progress(epoch=0, step=0, losses={})
+    losses = _train_epochs(train, data, labels, gan_rows, config, rng, start, state, checkpoint, batches_per_epoch,
+                           progress)
     unshard()
 
     _finish_generator(generator, task, embeddings, average, rng, config)
@@ -243,6 +228,31 @@ def learn_task(generator: Generator, images: torch.Tensor, class_index: torch.Te
                       iterations=config.epochs * batches_per_epoch, seconds=time.perf_counter() - started,
                       final_losses=shipped_losses(config.solver, losses), solver=solver, privacy=critic.record(),
                       processes=ranks.world_size, resumed_after_epoch=resumed.epoch if resumed else None)
+
+
+def _train_epochs(train: GanStep, data: torch.Tensor, labels: torch.Tensor, gan_rows: torch.Tensor,
+                  config: TrainingConfig, rng: torch.Generator, start: Progress, state: TrainingState,
+                  checkpoint: Checkpointing | None, batches_per_epoch: int, progress: bool) -> dict[str, float]:
+    """The task's GAN epochs from `start` (a restored checkpoint's, or the first), saving checkpoints as asked;
+    the last epoch's losses. Apart from learn_task, which builds what they train and finishes it after."""
+    critic, variant = train.critic, train.generator.spec.variant
+    losses, step = start.losses, start.step
+    bar = tqdm(total=config.epochs * batches_per_epoch, initial=step, desc=f"task {train.task}", unit="it",
+               disable=not progress, dynamic_ncols=True, leave=True)
+    for epoch in range(start.epoch, config.epochs):
+        top = plasticity.epoch_scale(epoch, config.epochs, config.s_max)
+        for index, rows in enumerate(critic.epoch_batches(gan_rows, rng)):
+            s = plasticity.batch_scale(top, index * config.batch_size, len(gan_rows)) if variant == "dgmw" else top
+            last = train(data[rows], labels[rows], s, top, step, rng)
+            step += 1
+            bar.update(1)
+        losses = {name: value.item() for name, value in last.items()}
+        bar.set_postfix(epoch=f"{epoch + 1}/{config.epochs}", D=f"{losses['critic']:.3f}",
+                        G=f"{losses['generator']:.3f}", used=f"{_used_fraction(train.embeddings):.1%}")
+        if checkpoint is not None:
+            checkpoint.after_epoch(state, Progress(epoch + 1, step, losses), last=epoch + 1 == config.epochs)
+    bar.close()
+    return losses
 
 
 def _finish_generator(generator: Generator, task: int, embeddings: list[nn.Parameter],

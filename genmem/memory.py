@@ -29,7 +29,7 @@ from genmem.errors import DataError
 from genmem.holdout import hold_out
 from genmem.learn import PastReplay, TaskReport, learn_task
 from genmem.learned_quality import learned_quality, sample_strip
-from genmem.nets import Generator, GeneratorSpec
+from genmem.nets import Classifier, Generator, GeneratorSpec
 from genmem.presets import paper_config, recipe_for_channels
 from genmem.rank_writer import version_writer
 from genmem.sampler import Sampler
@@ -106,12 +106,7 @@ class Memory:
         lock = contextlib.nullcontext(writer) if writer is not None else version_writer(self.store, parallel)
         with lock as writer:
             parent = self.store.latest()
-            if parent is not None:  # the memory's labels for the classes it knows: a folder's order cannot shift them
-                data = data.labelled_as({c["label"]: c["name"] for c in self.manifest(parent)["classes"]})
-            labels = data.resolve(classes)
-            if not labels:
-                raise DataError("name at least one class to learn")
-            task_data = data.select(labels)
+            labels, task_data = self._task_data(data, classes, parent)
             if parent is None:
                 spec = GeneratorSpec.for_images(variant or "dgmw", task_data.images.shape[1], image_size, base_width,
                                                 arch=arch or "dcgan", class_norm=bool(class_norm))
@@ -119,14 +114,7 @@ class Memory:
             else:
                 generator, history = self.load(parent)
                 spec = generator.spec
-                if variant is not None and variant != spec.variant:
-                    raise DataError(f"memory {self.path} is {spec.variant}; drop the variant {variant} or start "
-                                    f"a new memory")
-                if (arch or spec.arch, spec.class_norm if class_norm is None else class_norm) != (spec.arch,
-                                                                                                 spec.class_norm):
-                    norms = "class-conditional" if spec.class_norm else "plain"
-                    raise DataError(f"memory {self.path} has a {spec.arch} generator with {norms} BatchNorms; drop "
-                                    f"the architecture settings or start a new memory")
+                self._check_same_generator(spec, variant, arch, class_norm)
             config = config or paper_config(recipe_for_channels(spec.channels), spec.variant)
             if solver is not None:
                 config = replace(config, solver=solver)
@@ -141,14 +129,8 @@ class Memory:
             class_index = torch.tensor([labels.index(int(label)) for label in task_data.labels])
             past = self._past_replay(generator, history, parent, len(images) // len(labels), config.seed, device)
 
-            checkpoint = None
-            if checkpoint_every is not None or self.store.has_checkpoint():
-                settings = {"config": config.to_dict(), "spec": asdict(spec)}
-                key = task_key(history.get("manifest_sha256"), labels, settings, torch.device(device), images,
-                               class_index)
-                checkpoint = Checkpointing(writer, key, checkpoint_every, labels, config.epochs,
-                                           parallel or ONE_PROCESS,
-                                           notice=tqdm.write if progress else lambda line: None)
+            checkpoint = self._checkpointing(writer, history, labels, config, spec, device, images, class_index,
+                                             checkpoint_every, parallel, progress)
             report = learn_task(generator, images, class_index, len(labels), config, device, progress, past,
                                 parallel, checkpoint)
 
@@ -159,12 +141,49 @@ class Memory:
             manifest["tasks"][-1]["quality"] = learned_quality(generator, len(history["tasks"]), report.solver,
                                                                real, class_index[:len(real)], labels,
                                                                len(history["classes"]), config.seed)
-            files = encode_generator(generator)
-            if report.solver is not None:
-                files[SOLVER_FILE] = encode_solver(report.solver)
-            files[SAMPLES_FILE] = sample_strip(generator, manifest, device)
-            files[CARD_FILE] = model_card(manifest).encode()
-            return writer.commit(files, manifest)
+            return writer.commit(self._version_files(generator, report.solver, manifest, device), manifest)
+
+    def _task_data(self, data: ImageSet, classes: list[str | int], parent: str | None) -> tuple[list[int], ImageSet]:
+        """The labels of `classes` and their images, under the memory's labels for the classes it knows (those of
+        version `parent`), so that a folder's order cannot shift them."""
+        if parent is not None:
+            data = data.labelled_as({c["label"]: c["name"] for c in self.manifest(parent)["classes"]})
+        labels = data.resolve(classes)
+        if not labels:
+            raise DataError("name at least one class to learn")
+        return labels, data.select(labels)
+
+    def _check_same_generator(self, spec: GeneratorSpec, variant: str | None, arch: str | None,
+                              class_norm: bool | None) -> None:
+        """Refuse generator settings for a later task that differ from the memory's: the first task set them."""
+        if variant is not None and variant != spec.variant:
+            raise DataError(f"memory {self.path} is {spec.variant}; drop the variant {variant} or start a new memory")
+        if (arch or spec.arch, spec.class_norm if class_norm is None else class_norm) != (spec.arch, spec.class_norm):
+            norms = "class-conditional" if spec.class_norm else "plain"
+            raise DataError(f"memory {self.path} has a {spec.arch} generator with {norms} BatchNorms; drop the "
+                            f"architecture settings or start a new memory")
+
+    def _checkpointing(self, writer: VersionWriter, history: dict, labels: list[int], config: TrainingConfig,
+                       spec: GeneratorSpec, device, images: torch.Tensor, class_index: torch.Tensor,
+                       every: float | None, parallel: DataParallel | None, progress: bool) -> Checkpointing | None:
+        """The task's checkpoints, keyed to everything that decides its training, so that only a rerun of this
+        very task continues one; None when none is asked for and the memory holds none."""
+        if every is None and not self.store.has_checkpoint():
+            return None
+        settings = {"config": config.to_dict(), "spec": asdict(spec)}
+        key = task_key(history.get("manifest_sha256"), labels, settings, torch.device(device), images, class_index)
+        return Checkpointing(writer, key, every, labels, config.epochs, parallel or ONE_PROCESS,
+                             notice=tqdm.write if progress else lambda line: None)
+
+    @staticmethod
+    def _version_files(generator: Generator, solver: Classifier | None, manifest: dict, device) -> dict[str, bytes]:
+        """The files of a version beside its manifest, which must be complete: the model card is written from it."""
+        files = encode_generator(generator)
+        if solver is not None:
+            files[SOLVER_FILE] = encode_solver(solver)
+        files[SAMPLES_FILE] = sample_strip(generator, manifest, device)
+        files[CARD_FILE] = model_card(manifest).encode()
+        return files
 
     @staticmethod
     def _past_replay(generator: Generator, history: dict, parent: str | None, per_class: int, seed: int,
