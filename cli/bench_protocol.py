@@ -83,6 +83,12 @@ class PositiveList(click.ParamType):
               help="Base width of DGM's initial generator. Default: the quick profile's, 10 for DGMw and 8 for "
                    "DGMa (CIFAR-10: 10 for both), else the recipe's, the paper's 6 for MNIST DGMw and 20 for DGMa "
                    "and CIFAR-10. DGMa's growth per task scales with it, and its time with the growth's square.")
+@click.option("--arch", type=click.Choice(["dcgan", "resnet"]), default="dcgan", show_default=True,
+              help="DGM's generator: dcgan, the paper's MNIST network, or resnet, a masked residual generator with a "
+                   "residual critic, closer to the paper's CIFAR-10 network (docs/ALGORITHM.md §15). The baselines "
+                   "keep their DCGAN.")
+@click.option("--class-norm", is_flag=True, help="Class-conditional BatchNorms in DGM's generator (docs/ALGORITHM.md "
+                                                 "§16), for tasks of several classes.")
 @click.option("--solver", "solver_mode", type=click.Choice(list(SOLVER_MODES)), default="real", show_default=True,
               help="What DGM's versions store as their solver: real (trained on the task's real images), replay "
                    "(on generated images only: nothing stored saw a real image) or none (then drop dgm-solver).")
@@ -133,10 +139,7 @@ class PositiveList(click.ParamType):
 @run_options
 @click.pass_context
 @friendly_errors
-def protocol(ctx, source, test_data, data_dir, variant, methods, profile, images_per_class, gan_epochs, augment,
-             classifier_epochs, classifier_width, base_width, solver_mode, tasks, classes_per_task, class_order,
-             network, out, resume, checkpoint_every, combine, seed, device, record, quiet, table_csv,
-             **method_settings):
+def protocol(ctx, out, resume, combine, data_dir, device, checkpoint_every, record, quiet, table_csv, **settings):
     """Run the paper's protocol: one class per task, A_t after every task, against baselines and bounds.
 
     With --classes-per-task 2 it runs split-MNIST or split-CIFAR-10 (5 tasks of
@@ -193,10 +196,7 @@ def protocol(ctx, source, test_data, data_dir, variant, methods, profile, images
         results = resume_protocol(resume, data_dir, device=target, progress=not quiet,
                                   checkpoint_every=checkpoint_every)
     else:
-        results = start_run(source, test_data, data_dir, variant, methods, profile, images_per_class, gan_epochs,
-                            augment, classifier_epochs, classifier_width, base_width, solver_mode, tasks,
-                            classes_per_task, class_order, network, out, checkpoint_every, seed, target, quiet,
-                            method_settings)
+        results = start_run(out, data_dir, target, checkpoint_every, quiet, **settings)
     report(results, out, where, watch.others_share(), record)
     if table_csv:
         from genmem.benchmarks.record import record_rows
@@ -224,11 +224,12 @@ def check_mode(ctx: click.Context, combine: tuple[Path, ...], out: Path | None, 
                                f"{', '.join(fixed)}")
 
 
-def start_run(source, test_data, data_dir, variant, methods, profile, images_per_class, gan_epochs, augment,
-              classifier_epochs, classifier_width, base_width, solver_mode, tasks, classes_per_task, class_order,
-              network, out, checkpoint_every, seed, target, quiet, method_settings) -> dict:
-    """Start a new run in out and return its results: the part of protocol whose options a resumed run reads
-    back from its folder instead."""
+def start_run(out: Path, data_dir: Path | None, target, checkpoint_every: float | None, quiet: bool, *, source,
+              test_data, variant, methods, profile, images_per_class, gan_epochs, augment, classifier_epochs,
+              classifier_width, base_width, solver_mode, tasks, classes_per_task, class_order, network, arch,
+              class_norm, seed, **method_settings) -> dict:
+    """Start a new run in out and return its results: the part of protocol whose options (by their names on the
+    command line) a resumed run reads back from its folder instead."""
     from genmem.benchmarks.protocol import load_run_data, profile_for, run_protocol
     from genmem.benchmarks.results import describe_data
     from genmem.presets import recipe_for
@@ -242,7 +243,8 @@ def start_run(source, test_data, data_dir, variant, methods, profile, images_per
                         progress=not quiet, methods=split_classes(methods), data=describe_data(source, test_data),
                         base_width=base_width, solver=solver_mode, checkpoint_every=checkpoint_every,
                         method_options=options, classes_per_task=classes_per_task,
-                        class_order=split_classes(class_order) or None, classifier=network)
+                        class_order=split_classes(class_order) or None, classifier=network, arch=arch,
+                        class_norm=class_norm)
 
 
 def method_options(methods: list[str], given: dict) -> dict:

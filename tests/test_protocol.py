@@ -339,3 +339,17 @@ def test_a_budget_field_left_none_keeps_the_recipes_value_or_means_none_where_a_
     paper = PROFILES["paper"].training_config("cifar10", "dgma")
     assert (paper.epochs, paper.lr, paper.critic_width) == (251, 2e-4, 128), "the recipe's where the profile is None"
     assert PROFILES["quick"].training_config("mnist", "dgma").epochs == 38
+
+
+def test_bench_protocol_hands_its_architecture_to_dgms_memory(tmp_path):
+    train, test = tiny_set(labels=(0, 1)), tiny_set(labels=(0, 1), per_class=8)
+    for name, data in (("train", train), ("test", test)):
+        np.savez(tmp_path / f"{name}.npz", x=data.images[:, 0].numpy(), y=data.labels.numpy())
+    # The smoke profile's solver starts from the critic, which only the DCGAN's can give: the residual memory's
+    # settings are refused before anything is learned, which shows they reached it.
+    result = CliRunner().invoke(main, ["bench", "protocol", "--data", f"npz:{tmp_path / 'train.npz'}",
+                                       "--test-data", f"npz:{tmp_path / 'test.npz'}", "--profile", "smoke",
+                                       "--arch", "resnet", "--class-norm", "--out", str(tmp_path / "run"),
+                                       "--device", "cpu", "--quiet"])
+    assert result.exit_code != 0 and "not the resnet critic" in result.output
+    assert not (tmp_path / "run" / "memory").exists()
