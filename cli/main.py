@@ -20,7 +20,7 @@ from genmem.cli.serve import serve
 from genmem.cli.sign import keygen, sign
 from genmem.benchmarks.profiles import PROFILES
 from genmem.config import (DP_ACTIVATIONS, DP_LOSSES, MAX_BATCH_SIZE, MAX_DP_AUGMENTATIONS, MAX_EPOCHS, SOLVER_STARTS,
-                           TrainingConfig)
+                           STORAGE_DTYPES, TrainingConfig)
 
 PROFILE_CHOICES = [name for name in PROFILES if name != "smoke"]
 
@@ -135,13 +135,17 @@ def main():
                    "bit-identical to an uninterrupted run; the next version removes it. Under torchrun rank 0 "
                    "saves and every rank restores; not with --dp-epsilon. Default: no checkpoints (a matching one "
                    "is still continued).")
+@click.option("--storage-dtype", type=click.Choice(list(STORAGE_DTYPES)),
+              help="The type this task stores the generator weights it trains in: bfloat16 or float16 round them "
+                   "as the task ends and write a compressed version (format 4) about half the size, old classes' "
+                   "images still bit-identical (docs/ALGORITHM.md §19); default float32, which rounds nothing.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @friendly_errors
 def learn_task(memory, source, classes, data_dir, download, variant, arch, class_norm, profile_name,
                images_per_class, gan_epochs, batch_size, lr,
                sparsity, critic_width, image_size, base_width, seed, device, solver_mode, solver_start, solver_width,
                solver_epochs, solver_augment, holdout, dp_epsilon, dp_delta, dp_augmentations, dp_loss, dp_activation,
-               critic_augment, checkpoint_every, quiet):
+               critic_augment, checkpoint_every, storage_dtype, quiet):
     """Learn new classes into MEMORY as the next task and write a new version.
 
     The first task creates MEMORY. Later tasks must bring classes the memory
@@ -192,7 +196,8 @@ def learn_task(memory, source, classes, data_dir, download, variant, arch, class
                      sparsity_weight=sparsity, critic_width=critic_width, seed=seed, solver=solver_mode,
                      solver_start=solver_start, solver_width=solver_width, solver_epochs=solver_epochs,
                      solver_augment=solver_augment, critic_augment=critic_augment, dp_delta=dp_delta,
-                     dp_augmentations=dp_augmentations, dp_loss=dp_loss, dp_activation=dp_activation)
+                     dp_augmentations=dp_augmentations, dp_loss=dp_loss, dp_activation=dp_activation,
+                     storage_dtype=storage_dtype)
         config, source_of_settings, base_width = task_config(given, dp_epsilon, profile_name, target, recipe,
                                                              variant_now, base_width)
         if not quiet and not (parallel and parallel.rank):

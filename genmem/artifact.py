@@ -2,10 +2,17 @@
 
     generator.safetensors   every weight of the generator, named as in its state_dict
     masks.safetensors       each task's binary masks, bit-packed (uint8)
+    solver.safetensors      the task solver (not needed to sample: replay needs the two files above)
     MODEL_CARD.md           a short description for people
     manifest.json           architecture, classes, per-task history, checksums (written by the store)
 
 Only safetensors and JSON are read back, so loading a version never executes code.
+
+A task that stores its weights in half precision (TrainingConfig.storage_dtype, docs/ALGORITHM.md §19) rounds
+what it may change onto the half grid as it ends (`round_for_storage_`), so the weights it stores in that type are
+exactly those it and every later task compute with; such a version is written in format 4, its tensors compressed
+(genmem.compressed). A tensor that is not exactly representable (one an earlier float32 task reserved, say) is
+stored as float32, so writing never changes a value.
 """
 
 from __future__ import annotations
@@ -14,8 +21,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 
+from genmem import compressed, config
 from genmem.canonical import save as save_safetensors
 from genmem.errors import CorruptMemory, GenmemError, UnknownClass
 from genmem.names import label_number, shown
@@ -24,7 +33,10 @@ from genmem.nets import Classifier, Discriminator, Generator, GeneratorSpec, mas
 FORMAT = "genmem.memory"
 FORMAT_VERSION = 2  # 2: the solver ships without the critic's real-or-fake head, and may be absent
 GENERATOR_FORMAT_VERSION = 3  # 3: the generator has an architecture or class-conditional norms (format_version)
-READABLE_FORMAT_VERSIONS = (1, 2, 3)
+COMPRESSED_FORMAT_VERSION = 4  # 4: the generator's tensors are compressed, in half precision where exact
+READABLE_FORMAT_VERSIONS = (1, 2, 3, 4)
+# The types a task's generator weights may be stored in (TrainingConfig.storage_dtype); float32 rounds nothing.
+STORAGE_DTYPES = {name: getattr(torch, name) for name in config.STORAGE_DTYPES}
 WEIGHTS_FILE = "generator.safetensors"
 MASKS_FILE = "masks.safetensors"
 CARD_FILE = "MODEL_CARD.md"
@@ -45,23 +57,63 @@ def unpack_bits(packed: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     return torch.from_numpy(bits.astype(bool)).reshape(shape)
 
 
-def format_version(spec: GeneratorSpec) -> int:
-    """The format a version of this generator is written in: 2 where a format 2 reader rebuilds it (a DCGAN with
-    plain BatchNorms), 3 where it needs the manifest's `arch` or `class_norm`, so that an older genmem says to
-    upgrade rather than failing to rebuild it."""
+def format_version(spec: GeneratorSpec, storage: str = "float32") -> int:
+    """The format a version of this generator is written in: 4 where its tasks store half precision (`storage`,
+    the last task's TrainingConfig.storage_dtype); else 2 where a format 2 reader rebuilds it (a DCGAN with plain
+    BatchNorms), 3 where it needs the manifest's `arch` or `class_norm`, so that an older genmem says to upgrade
+    rather than failing to rebuild it."""
+    if storage != "float32":
+        return COMPRESSED_FORMAT_VERSION
     return FORMAT_VERSION if (spec.arch, spec.class_norm) == ("dcgan", False) else GENERATOR_FORMAT_VERSION
 
 
-def encode_generator(generator: Generator) -> dict[str, bytes]:
-    """The generator's weight and mask files."""
+@torch.no_grad()
+def round_for_storage_(generator: Generator, task: int, frozen: list[torch.Tensor], storage: str) -> None:
+    """Round what task `task` could change onto the grid of the `storage` type, in place: the shared weight entries
+    it was free to train (`frozen`: per masked layer, the entries earlier tasks reserved) and every float tensor of
+    its private layers. Entries earlier tasks reserved are left as they are, whatever type they were stored in, so
+    rounding keeps their tasks bit-identical (§12); a value beyond the type's range stays float32."""
+    dtype = STORAGE_DTYPES[storage]
+    if dtype == torch.float32:
+        return
+    for layer, keep in zip(generator.layers, frozen, strict=True):
+        _round_(layer.weight, dtype, ~keep.expand_as(layer.weight))
+    for tensor in generator.tasks[task].state_dict().values():  # the parameters and buffers themselves
+        if tensor.is_floating_point():
+            _round_(tensor, dtype, torch.ones_like(tensor, dtype=torch.bool))
+
+
+def _round_(tensor: torch.Tensor, dtype: torch.dtype, where: torch.Tensor) -> None:
+    """Round the entries `where` is true to the nearest value of `dtype` (ties to even), keeping float32 storage."""
+    rounded = tensor.to(dtype).to(tensor.dtype)
+    fits = rounded.isfinite() | ~tensor.isfinite()  # an overflow would be damage: that entry stays as it is
+    tensor.copy_(torch.where(where & fits, rounded, tensor))
+
+
+def _stored(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The tensor in `dtype` if that holds every one of its values exactly, else unchanged."""
+    if not tensor.is_floating_point() or tensor.dtype == dtype:
+        return tensor
+    narrow = tensor.to(dtype)
+    return narrow if torch.equal(narrow.to(tensor.dtype), tensor) else tensor
+
+
+def encode_generator(generator: Generator, storage: str = "float32") -> dict[str, bytes]:
+    """The generator's weight and mask files. `storage`: the type its last task rounded to (round_for_storage_);
+    float32 writes them as formats 2 and 3 did, anything else in format 4: each tensor in that type where it holds
+    it exactly (float32 otherwise), every tensor compressed."""
     weights = {name: t.detach().cpu().contiguous() for name, t in generator.state_dict().items()}
     masks = {f"task{t}.layer{l}": pack_bits(mask)
              for t, task in enumerate(generator.tasks) for l, mask in enumerate(task.masks)}
-    meta = {"format": FORMAT, "format_version": str(format_version(generator.spec))}
+    meta = {"format": FORMAT, "format_version": str(format_version(generator.spec, storage))}
+    save = save_safetensors
+    if storage != "float32":
+        weights = {name: _stored(t, STORAGE_DTYPES[storage]) for name, t in weights.items()}
+        save = compressed.save
     return {
-        WEIGHTS_FILE: save_safetensors(weights, metadata={**meta, "content": "generator weights"}),
-        MASKS_FILE: save_safetensors(masks, metadata={**meta, "content": "bit-packed task masks",
-                                                      "bit_order": "C order, most significant bit first"}),
+        WEIGHTS_FILE: save(weights, metadata={**meta, "content": "generator weights"}),
+        MASKS_FILE: save(masks, metadata={**meta, "content": "bit-packed task masks",
+                                          "bit_order": "C order, most significant bit first"}),
     }
 
 
@@ -131,15 +183,17 @@ def spec_from_manifest(manifest: dict) -> GeneratorSpec:
 
 
 def decode_generator(manifest: dict, files: dict[str, bytes]) -> Generator:
-    """Rebuild the generator of a verified version: skeleton from the manifest, tensors from safetensors."""
+    """Rebuild the generator of a verified version: skeleton from the manifest, tensors from safetensors (float32,
+    whatever type they were stored in)."""
     if manifest.get("format_version") not in READABLE_FORMAT_VERSIONS:
         raise CorruptMemory(f"version {manifest.get('version')} has format version {manifest.get('format_version')!r}; "
                             f"this genmem reads {', '.join(map(str, READABLE_FORMAT_VERSIONS))} (upgrade genmem)")
+    weights = {name: t.float() if t.is_floating_point() else t
+               for name, t in _read_tensors(manifest, files, WEIGHTS_FILE).items()}
+    masks = _read_tensors(manifest, files, MASKS_FILE)
     try:
         spec = spec_from_manifest(manifest)
         tasks = manifest["tasks"]
-        weights = load_safetensors(files[WEIGHTS_FILE])
-        masks = load_safetensors(files[MASKS_FILE])
         generator = Generator(spec)
         generator.grow(tuple(tasks[-1]["widths"]), torch.Generator())
         for t, task in enumerate(tasks):
@@ -152,6 +206,14 @@ def decode_generator(manifest: dict, files: dict[str, bytes]) -> Generator:
     except (KeyError, ValueError, RuntimeError, TypeError) as exc:
         raise CorruptMemory(f"version {manifest.get('version')} does not match its manifest: {exc}") from exc
     return generator.eval()
+
+
+def _read_tensors(manifest: dict, files: dict[str, bytes], name: str) -> dict[str, torch.Tensor]:
+    """The tensors of one of a version's files, decompressed where it is compressed (format 4)."""
+    try:
+        return compressed.load(files[name], manifest["format_version"] == COMPRESSED_FORMAT_VERSION)
+    except (SafetensorError, KeyError, ValueError, RuntimeError, TypeError) as exc:
+        raise CorruptMemory(f"{name} of version {manifest.get('version')} cannot be read (damaged): {exc}") from exc
 
 
 @dataclass(frozen=True)

@@ -30,5 +30,28 @@ def frame_header(header: dict) -> bytes:
 def save(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> bytes:
     """safetensors.torch.save, with the header's metadata in sorted key order."""
     data = save_in_any_order(tensors, metadata=metadata)
-    size = int.from_bytes(data[:8], "little")
-    return frame_header(json.loads(data[8: 8 + size])) + data[8 + size:]
+    header = _header(data)
+    return frame_header(header) + data[8 + _header_size(data):]
+
+
+def metadata(data: bytes) -> dict[str, str]:
+    """The metadata of safetensors bytes ({} without any); ValueError where the header is not one (the library
+    reads metadata only from files)."""
+    found = _header(data).get("__metadata__") or {}
+    if not isinstance(found, dict):
+        raise ValueError("the safetensors header's metadata is not a mapping")
+    return found
+
+
+def _header_size(data: bytes) -> int:
+    return int.from_bytes(data[:8], "little")
+
+
+def _header(data: bytes) -> dict:
+    size = _header_size(data)
+    if len(data) < 8 or 8 + size > len(data):
+        raise ValueError(f"{len(data)} bytes hold no safetensors header")
+    header = json.loads(data[8: 8 + size])  # a JSONDecodeError is a ValueError
+    if not isinstance(header, dict):
+        raise ValueError("the safetensors header is not a JSON object")
+    return header

@@ -39,6 +39,7 @@ DP_ACTIVATIONS = ("leaky_relu", "tanh")
 MAX_DP_AUGMENTATIONS = 64  # each view is a row of the critic's batch: more only multiplies the step's cost
 CRITIC_HEADS = ("acgan", "projection")  # the critic's real-or-fake head (genmem.conditioning)
 GAN_LOSSES = ("wgan-gp", "hinge")  # the critic's loss (genmem.critic); the generator's is -D(fake) for both
+STORAGE_DTYPES = ("float32", "bfloat16", "float16")  # the types a task's generator weights may be stored in
 
 
 @dataclass
@@ -83,6 +84,9 @@ class TrainingConfig:
     critic_head: str = "acgan"  # the real-or-fake head: class-blind (AC-GAN) or "projection" (genmem.conditioning)
     gan_loss: str = "wgan-gp"  # "hinge": the hinge loss, no gradient penalty (genmem.critic)
     spectral_norm: bool = False  # spectrally normalise the critic, without BatchNorm (genmem.spectral)
+    # The type the task's generator weights are stored in (genmem.artifact): what the task may change is rounded
+    # onto that grid as it ends, so the version stores exactly what replay computes with (docs/ALGORITHM.md §19).
+    storage_dtype: str = "float32"  # or bfloat16, float16 (format 4, compressed); float32 rounds nothing
     seed: int = 0
 
     def to_dict(self) -> dict:
@@ -131,6 +135,9 @@ def check_settings(config: TrainingConfig, processes: int = 1, arch: str = "dcga
     if config.average_decay is not None and not 0 < config.average_decay < 1:
         raise InvalidSetting(f"average decay {config.average_decay} is out of range: give a number in (0, 1), or "
                              f"None for no average")
+    if config.storage_dtype not in STORAGE_DTYPES:
+        raise InvalidSetting(f"unknown storage dtype {config.storage_dtype!r}: choose one of "
+                             f"{', '.join(STORAGE_DTYPES)}")
     parse_policy(config.critic_augment)
     _check_critic(config, processes)
     _check_solver_phase(config, arch)

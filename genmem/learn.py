@@ -22,6 +22,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from genmem import plasticity
+from genmem.artifact import round_for_storage_
 from genmem.augment import diff_augment, parse_policy
 from genmem.checkpoint import Checkpointing, Progress, TrainingState
 from genmem.conditioning import build_critic
@@ -221,7 +222,7 @@ def learn_task(generator: Generator, images: torch.Tensor, class_index: torch.Te
                            progress)
     unshard()
 
-    _finish_generator(generator, task, embeddings, average, rng, config)
+    _finish_generator(generator, task, embeddings, average, frozen, rng, config)
     solver = task_solver(config, critic.network, generator, task, num_classes, data, labels + earlier, replay, rng,
                          ranks)
     return TaskReport(task=task, widths=branch.widths, capacity=task_capacity(generator, task),
@@ -256,13 +257,19 @@ def _train_epochs(train: GanStep, data: torch.Tensor, labels: torch.Tensor, gan_
 
 
 def _finish_generator(generator: Generator, task: int, embeddings: list[nn.Parameter],
-                      average: GeneratorAverage | None, rng: torch.Generator, config: TrainingConfig) -> None:
-    """Fix the task for good: the averaged weights where free, binary masks, BatchNorm statistics under them."""
+                      average: GeneratorAverage | None, frozen: list[torch.Tensor], rng: torch.Generator,
+                      config: TrainingConfig) -> None:
+    """Fix the task for good: the averaged weights where free, binary masks, BatchNorm statistics under them, and
+    everything the task changed on the storage grid (§19): the weights before the statistics are estimated, so that
+    the statistics are those of the stored weights, then the statistics themselves. From here on the generator
+    computes with exactly what its version stores."""
     if average is not None:
         average.apply()
     generator.tasks[task].set_masks([plasticity.binarise(e) for e in embeddings])
+    round_for_storage_(generator, task, frozen, config.storage_dtype)
     if config.recalibration_batches > 0:
         recalibrate_norms(generator, task, rng, config.recalibration_batches, config.batch_size)
+        round_for_storage_(generator, task, frozen, config.storage_dtype)  # leaves the weights as they are
     generator.eval()
 
 

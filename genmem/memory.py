@@ -177,8 +177,9 @@ class Memory:
 
     @staticmethod
     def _version_files(generator: Generator, solver: Classifier | None, manifest: dict, device) -> dict[str, bytes]:
-        """The files of a version beside its manifest, which must be complete: the model card is written from it."""
-        files = encode_generator(generator)
+        """The files of a version beside its manifest, which must be complete: the model card is written from it, and
+        its training's storage type decides how the generator is written."""
+        files = encode_generator(generator, manifest["tasks"][-1]["training"]["storage_dtype"])
         if solver is not None:
             files[SOLVER_FILE] = encode_solver(solver)
         files[SAMPLES_FILE] = sample_strip(generator, manifest, device)
@@ -236,7 +237,7 @@ class Memory:
         }
         return {
             "format": FORMAT,
-            "format_version": format_version(spec),
+            "format_version": format_version(spec, config.storage_dtype),
             "version": version,
             "parent": parent,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

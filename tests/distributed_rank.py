@@ -61,8 +61,8 @@ def keep_encoded_files(out: str, rank: int) -> None:
     """Make Memory.learn_task save what this rank would store, for the test to compare across ranks."""
     encode = genmem.memory.encode_generator
 
-    def encode_and_keep(generator):
-        files = encode(generator)
+    def encode_and_keep(generator, *storage):
+        files = encode(generator, *storage)
         for name, data in files.items():
             with open(os.path.join(out, f"rank{rank}-{name}"), "wb") as f:
                 f.write(data)

@@ -51,7 +51,8 @@ def test_the_saved_and_reloaded_generator_is_the_trained_one(tmp_path, monkeypat
     every tensor, mask and output equal, so an encoding that decodes the same lossy way every time fails too."""
     trained = []
     encode = genmem.memory.encode_generator
-    monkeypatch.setattr(genmem.memory, "encode_generator", lambda g: trained.append(copy.deepcopy(g)) or encode(g))
+    monkeypatch.setattr(genmem.memory, "encode_generator",
+                        lambda g, *storage: trained.append(copy.deepcopy(g)) or encode(g, *storage))
     memory = Memory(tmp_path / "m")
     data = tiny_set()
     memory.learn_task(data, ["0", "1"], variant=variant, config=tiny_config(variant), image_size=16, base_width=2,
