@@ -37,16 +37,18 @@ from genmem.cli.common import DEVICE_HELP, FiniteFloatRange, friendly_errors
 @click.option("--combine", type=click.Path(file_okay=False, path_type=Path), multiple=True, metavar="RUN",
               help="Learn nothing: one table and plot in --out from finished runs of the same budget that learned "
                    "other epsilons or seeds (say one per process or machine); repeat for each run.")
+@click.option("--csv", "table_csv", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+              help="Also write each DP setting's accuracy as rows of this CSV (BENCHMARKS.csv), one per seed.")
 @click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
 @friendly_errors
 def privacy(source, data_dir, out_dir, epsilons, delta, seeds, num_tasks, images_per_class, holdout, epochs,
-            synthetic_per_class, record, combine, device):
+            synthetic_per_class, record, combine, table_csv, device):
     """Learn one memory per epsilon and seed; report the accuracy on real test images of a classifier trained
     only on generated ones, the Fréchet distance of the replay, and the membership audit's AUC.
 
     \b
     Example (ten MNIST digits, one per task, at epsilon 1, 4 and 10; a GPU):
-      genmem bench privacy --data mnist --data-dir ~/data --out runs/privacy --record docs/experiments/NEW-RECORD.md
+      genmem bench privacy --data mnist --data-dir ~/data --out runs/privacy --csv BENCHMARKS.csv
 
     \b
     The same in pieces, one epsilon per process, then one table:
@@ -54,7 +56,7 @@ def privacy(source, data_dir, out_dir, epsilons, delta, seeds, num_tasks, images
       genmem bench privacy --combine runs/eps10 --combine runs/eps1 --out runs/privacy
     """
     if combine:
-        return combined_privacy(combine, out_dir, record)
+        return combined_privacy(combine, out_dir, record, table_csv)
     from genmem.benchmarks.privacy import privacy_table, run_privacy
     from genmem.benchmarks.record import CpuWatch, commit, machine, provenance, record_section
     from genmem.data import load_source
@@ -91,9 +93,20 @@ def privacy(source, data_dir, out_dir, epsilons, delta, seeds, num_tasks, images
         record_section(record, "Privacy and utility", f"{where}\n- budget: {budget}\n\n{table}\n\n"
                                                       f"Plot: `{out_dir / 'privacy-utility.png'}`.")
         click.echo(f"recorded in {record}")
+    write_rows(results, table_csv)
 
 
-def combined_privacy(runs: tuple[Path, ...], out_dir: Path, record: Path | None) -> None:
+def write_rows(results: dict, table_csv: Path | None) -> None:
+    """With --csv, each DP setting's accuracy per seed as rows of that CSV."""
+    if table_csv is not None:
+        from genmem.benchmarks.privacy import csv_rows
+        from genmem.benchmarks.record import record_rows
+
+        record_rows(table_csv, csv_rows(results))
+        click.echo(f"rows of every DP setting in {table_csv}")
+
+
+def combined_privacy(runs: tuple[Path, ...], out_dir: Path, record: Path | None, table_csv: Path | None) -> None:
     """One table and privacy-utility plot from several finished privacy runs."""
     import json
     import sys
@@ -125,3 +138,4 @@ def combined_privacy(runs: tuple[Path, ...], out_dir: Path, record: Path | None)
         record_section(record, "Privacy and utility", f"{where}\n- runs: {', '.join(f'`{r}`' for r in runs)}\n\n"
                                                       f"{table}\n\nPlot: `{out_dir / 'privacy-utility.png'}`.")
         click.echo(f"recorded in {record}")
+    write_rows(results, table_csv)

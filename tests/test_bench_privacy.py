@@ -8,6 +8,7 @@ from click.testing import CliRunner
 
 from genmem.benchmarks import privacy
 from genmem.classifier import ClassifierConfig
+from genmem.benchmarks.record import read_rows
 from genmem.cli.main import main
 from tiny import tiny_memory, tiny_set
 
@@ -63,9 +64,12 @@ def test_combine_merges_settings_in_epsilon_order_with_no_dp_last(tmp_path):
             saved(tmp_path / "one", [row(1.0, 40.0)])]
     record = tmp_path / "BENCHMARKS.md"
     out = tmp_path / "merged"
+    table = tmp_path / "BENCHMARKS.csv"
     result = CliRunner().invoke(main, ["bench", "privacy", "--out", str(out), "--record", str(record),
-                                       *(a for run in runs for a in ("--combine", run))])
+                                       "--csv", str(table), *(a for run in runs for a in ("--combine", run))])
     assert result.exit_code == 0, result.output
+    assert [(r["method"], r["seeds"], r["value"]) for r in read_rows(table)] == [
+        ("dgmw-replay-dp-eps1", "0", "40"), ("dgmw-replay-dp-eps10", "0", "80"), ("dgmw-replay-dp-eps10", "1", "84")]
     merged = json.loads((out / "results.json").read_text())
     assert [(r["setting"], r["seed"]) for r in merged["rows"]] == [("epsilon 1", 0), ("epsilon 10", 0),
                                                                    ("epsilon 10", 1), ("no DP", 0)]
