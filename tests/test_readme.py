@@ -1,4 +1,4 @@
-"""The README and the guide teach commands that exist: every `genmem` line names a command and options it has, and
+"""The README, the guide and docs/your-data.md teach commands that exist: every `genmem` line names a command and options it has, and
 every Python example compiles. (Running them needs data and minutes; the quick start and the examples run in
 tests/test_examples.py and CI.)"""
 
@@ -12,7 +12,7 @@ import pytest
 from genmem.cli.main import main
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGES = [ROOT / "README.md", ROOT / "docs" / "guide.md"]
+PAGES = [ROOT / "README.md", ROOT / "docs" / "guide.md", ROOT / "docs" / "your-data.md"]
 
 
 def code_blocks(page: Path, language: str) -> list[str]:
