@@ -1,6 +1,6 @@
-"""The README, the guide and docs/your-data.md teach commands that exist: every `genmem` line names a command and options it has, and
-every Python example compiles. (Running them needs data and minutes; the quick start and the examples run in
-tests/test_examples.py and CI.)"""
+"""The README, the guide and docs/your-data.md teach commands that exist: every `genmem` line names a command and
+options it has, and the README's Python compiles. (Running them needs data and minutes; the quick start and the
+examples run in tests/test_examples.py and CI.)"""
 
 import ast
 import re
