@@ -8,9 +8,9 @@ from safetensors.torch import load_file, save_file
 from safetensors import safe_open
 
 from genmem import private
-from genmem.checkpoint import Checkpointing
 from genmem.memory import Memory
 from genmem.store import CHECKPOINT
+from test_checkpoint import Stopped, stop_after_epoch
 from tiny import TINY_SIZE, tiny_config, tiny_set
 
 TASKS = (["0", "1"], ["2"])
@@ -18,10 +18,6 @@ EPOCHS = 3
 VERSION_FILES = ("generator.safetensors", "masks.safetensors", "solver.safetensors", "samples.png")
 LEVERS = dict(dp_augmentations=2, critic_augment="translation", dp_activation="tanh", dp_loss="logistic",
               generator_steps=2)
-
-
-class Stopped(Exception):
-    """Stands for a kill after a checkpoint was saved."""
 
 
 def learn(memory: Memory, task: int, **options) -> str:
@@ -33,17 +29,6 @@ def learn(memory: Memory, task: int, **options) -> str:
 def finished(memory: Memory, version: str) -> tuple[dict, dict]:
     files = memory.store.read(version)[1]
     return {name: files[name] for name in VERSION_FILES}, memory.manifest(version)["tasks"][-1]["privacy"]
-
-
-def stop_after_epoch(monkeypatch, epoch: int) -> None:
-    handle = Checkpointing.after_epoch
-
-    def after_epoch_then_stop(self, state, progress, last):
-        handle(self, state, progress, last)
-        if progress.epoch == epoch:
-            raise Stopped
-
-    monkeypatch.setattr(Checkpointing, "after_epoch", after_epoch_then_stop)
 
 
 @pytest.fixture(autouse=True, scope="module")
