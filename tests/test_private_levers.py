@@ -55,11 +55,12 @@ def test_an_images_views_are_averaged_into_one_example_before_it_is_clipped(loss
 
     expected = torch.stack(expected)
     assert len(seen["examples"]) == images + len(fake), "one example per real image, not per view"
-    torch.testing.assert_close(seen["examples"], expected, rtol=1e-4, atol=1e-6)
+    # float32: the batched and the one-row passes sum in different orders, so gradients near 0 differ by ~1e-6
+    torch.testing.assert_close(seen["examples"], expected, rtol=1e-4, atol=1e-5)
     norms = expected.norm(dim=1)
     assert (norms[:images] > bound).any(), "the test must clip some real images"
     clipped = expected * (bound / norms).clamp(max=1.0)[:, None]  # no example moves the sum by more than the bound
-    torch.testing.assert_close(seen["summed"], clipped.sum(0), rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(seen["summed"], clipped.sum(0), rtol=1e-4, atol=1e-5)
 
 
 def test_the_tempered_critic_has_no_leaky_relu_left():
