@@ -196,7 +196,7 @@ def protocol(ctx, out, resume, combine, data_dir, device, checkpoint_every, reco
         results = resume_protocol(resume, data_dir, device=target, progress=not quiet,
                                   checkpoint_every=checkpoint_every)
     else:
-        results = start_run(out, data_dir, target, checkpoint_every, quiet, **settings)
+        results = start_run(out, data_dir, target, checkpoint_every, quiet, started_by=rows, **settings)
     report(results, out, where, watch.others_share(), record)
     if table_csv:
         from genmem.benchmarks.record import record_rows
@@ -227,7 +227,7 @@ def check_mode(ctx: click.Context, combine: tuple[Path, ...], out: Path | None, 
 def start_run(out: Path, data_dir: Path | None, target, checkpoint_every: float | None, quiet: bool, *, source,
               test_data, variant, methods, profile, images_per_class, gan_epochs, augment, classifier_epochs,
               classifier_width, base_width, solver_mode, tasks, classes_per_task, class_order, network, arch,
-              class_norm, seed, **method_settings) -> dict:
+              class_norm, seed, started_by, **method_settings) -> dict:
     """Start a new run in out and return its results: the part of protocol whose options (by their names on the
     command line) a resumed run reads back from its folder instead."""
     from genmem.benchmarks.protocol import load_run_data, profile_for, run_protocol
@@ -244,7 +244,7 @@ def start_run(out: Path, data_dir: Path | None, target, checkpoint_every: float 
                         base_width=base_width, solver=solver_mode, checkpoint_every=checkpoint_every,
                         method_options=options, classes_per_task=classes_per_task,
                         class_order=split_classes(class_order) or None, classifier=network, arch=arch,
-                        class_norm=class_norm)
+                        class_norm=class_norm, started_by={k: started_by[k] for k in ("command", "commit")})
 
 
 def method_options(methods: list[str], given: dict) -> dict:
@@ -267,7 +267,7 @@ def report(results: dict, out: Path, where: str, busy: float | None, record: Pat
     """Plots into out, the table to the terminal, and with `record` a section of that file."""
     from genmem.benchmarks.charts import accuracy_plot
     from genmem.benchmarks.record import record_section
-    from genmem.benchmarks.results import growth_table, markdown_table, run_title
+    from genmem.benchmarks.results import growth_table, markdown_table, newest_table, run_title
     from genmem.plots import confusion_plot, growth_plot
 
     (out / "accuracy.png").write_bytes(accuracy_plot(results))
@@ -281,6 +281,8 @@ def report(results: dict, out: Path, where: str, busy: float | None, record: Pat
         plots.insert(1, f"`{out}/growth.png`")
     table = markdown_table(results)
     click.echo(table)
+    newest = f"The classes of the newest task against the earlier ones:\n\n{newest_table(results)}"
+    click.echo(f"\n{newest}")
     against_bytes = bytes_report([results], results, out)
     if against_bytes:
         plots.append(f"`{out}/bytes.png`")
@@ -289,7 +291,7 @@ def report(results: dict, out: Path, where: str, busy: float | None, record: Pat
     timing = f"{timing}; {others}"
     click.echo(f"\n{timing}; plots and results.json in {out}")
     if record:
-        parts = [where, table]
+        parts = [where, table, newest]
         if "growth" in results:
             size = results["growth"][-1]["parameters"]["total"]
             parts += [growth_table(results), f"Final DGM generator: {size:,} parameters."]

@@ -1,6 +1,7 @@
 """A buffer of real images against DGM's bytes, and DGM with real images mixed in (hybrid), in the protocol."""
 
 import json
+import sys
 from dataclasses import replace
 
 import numpy as np
@@ -203,12 +204,13 @@ def test_a_budget_that_cannot_work_is_refused_before_anything_is_learned(tmp_pat
     assert not (tmp_path / "run" / "memory").exists()
 
 
-def test_the_command_runs_the_buffer_at_several_scales_and_writes_the_plot_and_the_rows(tmp_path):
+def test_the_command_runs_the_buffer_at_several_scales_and_writes_the_plot_and_the_rows(tmp_path, monkeypatch):
     train, test = tiny_set(labels=(0, 1)), tiny_set(labels=(0, 1), per_class=8)
     for name, data in (("train", train), ("test", test)):
         np.savez(tmp_path / f"{name}.npz", x=data.images[:, 0].numpy(), y=data.labels.numpy())
     data = ["--data", f"npz:{tmp_path / 'train.npz'}", "--test-data", f"npz:{tmp_path / 'test.npz'}"]
     out, table = tmp_path / "run", tmp_path / "BENCHMARKS.csv"
+    monkeypatch.setattr(sys, "argv", ["genmem", "bench", "protocol", "--out", str(out)])  # what rows name
     result = CliRunner().invoke(main, ["bench", "protocol", *data, "--profile", "smoke", "--images-per-class", "5",
                                        "--methods", "buffer", "--buffer-bytes", "8192", "--buffer-scales", "0.5,1",
                                        "--exemplar-selection", "random", "--out", str(out), "--device", "cpu",
@@ -225,8 +227,11 @@ def test_the_command_runs_the_buffer_at_several_scales_and_writes_the_plot_and_t
     assert [(r["method"], r["tasks"], r["metric"]) for r in rows] == [("buffer-x0.5", "2x1", "final"),
                                                                      ("buffer", "2x1", "final")]
     assert all(r["command"].startswith("genmem ") and r["hardware"] and r["commit"] for r in rows)
+    monkeypatch.setattr(sys, "argv", ["genmem", "bench", "protocol", "--resume", str(out)])
     resumed = CliRunner().invoke(main, ["bench", "protocol", "--resume", str(out), "--quiet", "--csv", str(table)])
     assert resumed.exit_code == 0, resumed.output
+    assert {r["command"] for r in read_rows(table)} == {f"genmem bench protocol --out {out}"}, \
+        "a resumed run's rows name the command that started it"
     for wrong, hint in ((["--resume", str(out), "--buffer-scales", "2"], "drop --buffer-scales"),
                         ([*data, "--methods", "dgm-replay", "--hybrid-ratio", "0.3", "--out", str(tmp_path / "h")],
                          "--hybrid-ratio is an option of hybrid"),

@@ -16,7 +16,7 @@ from genmem.benchmarks.classifiers import MLPClassifier
 from genmem.benchmarks.methods import DEFAULT_METHODS, REGISTRY
 from genmem.benchmarks.profiles import PROFILES, Profile, profile_for
 from genmem.benchmarks.protocol import run_classes, run_protocol
-from genmem.benchmarks.results import describe_data, markdown_table, run_title
+from genmem.benchmarks.results import describe_data, markdown_table, newest_table, run_title
 from genmem.cli.main import main
 from genmem.errors import GenmemError, InvalidSetting
 from genmem.memory import Memory
@@ -353,3 +353,11 @@ def test_bench_protocol_hands_its_architecture_to_dgms_memory(tmp_path):
                                        "--device", "cpu", "--quiet"])
     assert result.exit_code != 0 and "not the resnet critic" in result.output
     assert not (tmp_path / "run" / "memory").exists()
+
+
+def test_the_newest_table_sets_each_tasks_new_classes_against_the_earlier_ones():
+    classes = [{"label": label, "name": str(label)} for label in (3, 1, 0, 2)]  # tasks {3, 1} then {0, 2}
+    results = {"classes": classes, "classes_per_task": 2,
+               "per_class": {"replay": [{"3": 90.0, "1": 80.0}, {"3": 40.0, "1": 50.0, "0": 70.0, "2": 90.0}]}}
+    row = newest_table(results).splitlines()[-1]
+    assert row == "| replay | 80.0 | 45.0 | +35.0 |", "newest {0, 2} at 80 against {3, 1} at 45"

@@ -75,7 +75,8 @@ def run_protocol(train: ImageSet, test: ImageSet, recipe: str, variant: str, pro
                  resume: bool = False, base_width: int | None = None, solver: str = "real",
                  checkpoint_every: float | None = None, classes_per_task: int = 1,
                  class_order: Sequence[int | str] | None = None, classifier: str = "conv",
-                 method_options: dict | None = None, arch: str = "dcgan", class_norm: bool = False) -> dict:
+                 method_options: dict | None = None, arch: str = "dcgan", class_norm: bool = False,
+                 started_by: dict | None = None) -> dict:
     """Learn the classes task by task, test every chosen method after every task; write results after each.
 
     A new run needs a new out_dir. resume=True continues the run in out_dir,
@@ -93,7 +94,9 @@ def run_protocol(train: ImageSet, test: ImageSet, recipe: str, variant: str, pro
     settings (the buffer's budget and scales, hybrid's real images:
     genmem.benchmarks.methods.buffer and .hybrid), held on resume. arch and
     class_norm: DGM's generator (Memory.learn_task); the baselines keep
-    their fixed DCGAN generator.
+    their fixed DCGAN generator. started_by: {"command", "commit"} that
+    started the run, kept in results.json so that a resumed run's figures
+    name the command that reproduces them, not `--resume`.
     """
     out_dir, methods, options = Path(out_dir), chosen_methods(methods), dict(method_options or {})
     names = instance_names(methods, options)  # (registered, instance): the buffer may run at several budgets
@@ -106,7 +109,7 @@ def run_protocol(train: ImageSet, test: ImageSet, recipe: str, variant: str, pro
                "base_width": base_width, "data": data or describe_data(train.source),
                "classes": [{"label": c, "name": train.class_names[c]} for c in classes],
                "classes_per_task": classes_per_task, "classifier": classifier, "method_options": options,
-               "arch": arch, "class_norm": class_norm}
+               "arch": arch, "class_norm": class_norm, "started_by": started_by}
     saved = _check_resume(out_dir, started | {"solver": solver}, profile) if resume else _check_new(out_dir)
     run = _start(train, test, classes, profile, started, solver, out_dir, device, progress, checkpoint_every)
     run.options = options
@@ -258,7 +261,7 @@ def saved_arguments(out_dir: Path) -> dict:
             "classes_per_task": _saved(saved, "classes_per_task"), "classifier": _saved(saved, "classifier"),
             "base_width": saved.get("base_width"), "solver": _saved(saved, "solver"), "data": saved["data"],
             "method_options": _saved(saved, "method_options"), "arch": _saved(saved, "arch"),
-            "class_norm": _saved(saved, "class_norm")}
+            "class_norm": _saved(saved, "class_norm"), "started_by": saved.get("started_by")}
 
 
 def resume_protocol(out_dir: Path, data_dir: Path | None = None, *, device: str | torch.device = "cpu",

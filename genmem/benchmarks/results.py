@@ -154,6 +154,35 @@ def markdown_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def newest_table(results: dict) -> str:
+    """How much each method favours the classes it learned last: their accuracy against the earlier classes'.
+
+    A classifier that sees real images of the newest classes and generated images of the earlier ones can learn
+    "real means newest"; joint training, which sees real images of every class, shows the gap without it."""
+    per_task = setting(results, "classes_per_task")
+    order = [str(c["label"]) for c in results["classes"]]
+    lines = ["| method | newest classes at the end (%) | earlier classes at the end (%) | "
+             "newest minus earlier, mean over tasks 2 on (points) |", "|---|---:|---:|---:|"]
+    for method, tasks in results["per_class"].items():
+        gaps = []
+        for t, scores in enumerate(tasks):
+            newest, earlier = order[t * per_task:(t + 1) * per_task], order[:t * per_task]
+            gaps.append((_mean(scores, newest), _mean(scores, earlier) if earlier else None))
+        last_new, last_old = gaps[-1]
+        shown = [new - old for new, old in gaps if old is not None]
+        lines.append(f"| {method} | {last_new:.1f} | {_shown(last_old)} | "
+                     f"{_shown(sum(shown) / len(shown) if shown else None, '+.1f')} |")
+    return "\n".join(lines)
+
+
+def _mean(scores: dict, labels: list[str]) -> float:
+    return sum(scores[label] for label in labels) / len(labels)
+
+
+def _shown(value: float | None, form: str = ".1f") -> str:
+    return "–" if value is None else format(value, form)
+
+
 def split_mnist(results: dict) -> bool:
     """Whether a run is split-MNIST as the literature runs it: all ten MNIST classes in label order, 5 tasks of
     2, class-incremental, tested by an MLP of 2x400 units, and finished."""

@@ -55,7 +55,14 @@ def method_seconds(results: dict, method: str) -> float | None:
 
 
 def protocol_rows(results: dict, hardware: str, commit: str, command: str) -> list[dict]:
-    """The rows of BENCHMARKS.csv for every method of a finished run (record.record_rows writes them)."""
+    """The rows of BENCHMARKS.csv for every method of a finished run (record.record_rows writes them).
+
+    hardware, commit, command: this invocation's. A resumed run's rows name the command that started it (the one
+    that reproduces the figures) and both commits where they differ."""
+    started = results.get("started_by") or {}
+    command = started.get("command", command)
+    if started.get("commit", commit) != commit:
+        commit = f"{started['commit']}, resumed at {commit}"
     curves = results["accuracy"]
     tasks, per_task = len(next(iter(curves.values()))), results.get("classes_per_task", 1)
     metric = "A10" if (tasks, per_task) == (10, 1) else "final"
