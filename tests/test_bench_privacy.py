@@ -55,7 +55,9 @@ def test_csv_rows_are_one_per_dp_setting_and_seed():
     assert [(r["method"], r["seeds"], r["value"]) for r in rows] == [
         ("dgmw-replay-dp-eps1", 0, 60.0), ("dgmw-replay-dp-eps10", 0, 90.0), ("dgmw-replay-dp-eps10", 1, 92.0)]
     assert {(r["data"], r["tasks"], r["metric"], r["profile"], r["joint"]) for r in rows} == {
-        ("mnist", "10x1", "A10", "dp", 99.12)}
+        ("mnist", "10x1", "A10", "dp", 99.12)}, "a run from before the data set was recorded learned MNIST"
+    named = privacy.csv_rows({**results, "data": {"source": "folder:/photos/pets", "name": "pets"}})
+    assert {r["data"] for r in named} == {"pets"}, "the rows name the data set the run learned"
 
 
 def test_combine_merges_settings_in_epsilon_order_with_no_dp_last(tmp_path):
@@ -123,5 +125,6 @@ def test_a_tiny_run_learns_tests_and_audits_every_seed(tmp_path, monkeypatch):
         assert r["spent"] <= 4.0 and 0 <= r["accuracy"] <= 100 and r["frechet"] >= 0 and r["solver"] == "replay"
         assert {a["part"] for a in r["attacks"]} == {"generator", "solver"}
     assert json.loads((tmp_path / "results.json").read_text()) == json.loads(json.dumps(results))
-    assert [(c["seeds"], c["hardware"]) for c in privacy.csv_rows(results)] == [(0, "a CPU"), (1, "a CPU")]
+    assert [(c["data"], c["seeds"], c["hardware"]) for c in privacy.csv_rows(results)] == [
+        ("tiny", 0, "a CPU"), ("tiny", 1, "a CPU")]
     assert "| epsilon 4 | 2 |" in privacy.privacy_table(results)

@@ -31,6 +31,8 @@ from pathlib import Path
 import torch
 
 from genmem.audit import HOLDOUT, audit
+from genmem.benchmarks.results import describe_data
+from genmem.benchmarks.rows import data_key
 from genmem.classifier import ClassifierConfig, output_targets, predict, shuffled_batches, train_classifier
 from genmem.config import TrainingConfig
 from genmem.data import ImageSet, fit_images
@@ -53,7 +55,7 @@ CLASSIFIER_GRID = tuple(ClassifierConfig(lr=lr, augment=augment, epochs=CLASSIFI
 DPIMAGEBENCH_MNIST = {"DPDM": {10.0: 97.7, 1.0: 89.2}, "DP-MERF": {10.0: 81.3, 1.0: 80.3},
                       "GS-WGAN": {10.0: 75.3, 1.0: 72.4}}
 PROFILE = "dp"  # the CSV rows' profile: genmem's DP defaults (genmem.private.DP_PROFILE)
-BUDGET_KEYS = ("classes", "images_per_class", "epochs", "holdout", "delta", "synthetic_per_class")
+BUDGET_KEYS = ("data", "classes", "images_per_class", "epochs", "holdout", "delta", "synthetic_per_class")
 
 
 def setting_name(epsilon: float | None) -> str:
@@ -141,7 +143,7 @@ def run_privacy(train: ImageSet, test: ImageSet, out_dir: Path, epsilons: list[f
     data = ImageSet(fit_images(data.images, data.images.shape[1], IMAGE_SIZE, data.source), data.labels,
                     data.class_names, data.source)
     judge = train_judge(data.images, data.labels, classes, JUDGE, device)
-    results = {"classes": classes, "images_per_class": images_per_class, "epochs": epochs, "holdout": holdout,
+    results = {"data": describe_data(train.source), "classes": classes, "images_per_class": images_per_class, "epochs": epochs, "holdout": holdout,
                "delta": delta, "synthetic_per_class": synthetic_per_class,
                "joint": real_reference(data, test, classes, device), "rows": []}
     for epsilon in epsilons:
@@ -230,7 +232,8 @@ def csv_rows(results: dict, profile: str = PROFILE) -> list[dict]:
     fixed classifier trained on the real images (`real_reference`), `seconds` the memory's learning time."""
     tasks = len(results["classes"])
     joint = None if results.get("joint") is None else round(results["joint"], 2)
-    return [{"data": "mnist", "tasks": f"{tasks}x1", "method": f"dgmw-replay-dp-eps{row['epsilon']:g}",
+    data = data_key(results) if results.get("data") else "mnist"  # runs from before the key was recorded: MNIST
+    return [{"data": data, "tasks": f"{tasks}x1", "method": f"dgmw-replay-dp-eps{row['epsilon']:g}",
              "profile": profile, "metric": f"A{tasks}", "value": round(row["accuracy"], 2), "joint": joint,
              "seconds": row["seconds"], "hardware": row.get("hardware"), "commit": row.get("commit"),
              "seeds": row["seed"], "command": row.get("command")}
