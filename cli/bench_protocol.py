@@ -12,6 +12,7 @@ import click
 from genmem.benchmarks.classifiers import CLASSIFIERS
 from genmem.benchmarks.methods import DEFAULT_METHODS, METHODS, SELECTIONS
 from genmem.benchmarks.profiles import PROFILES
+from genmem.config import STORAGE_DTYPES
 from genmem.cli.common import AugmentPolicy, FiniteFloatRange, friendly_errors, run_options, split_classes
 from genmem.config import MAX_CLASSIFIER_EPOCHS, SOLVER_MODES
 
@@ -92,6 +93,10 @@ class PositiveList(click.ParamType):
 @click.option("--solver", "solver_mode", type=click.Choice(list(SOLVER_MODES)), default="real", show_default=True,
               help="What DGM's versions store as their solver: real (trained on the task's real images), replay "
                    "(on generated images only: nothing stored saw a real image) or none (then drop dgm-solver).")
+@click.option("--storage-dtype", type=click.Choice(list(STORAGE_DTYPES)), default="float32", show_default=True,
+              help="The type DGM's versions store the generator's weights in (learn-task's option of that name); the "
+                   "rows name a half-precision memory by it (dgmw-bfloat16-replay) and the buffer's default budget "
+                   "follows its smaller payload.")
 @click.option("--tasks", type=click.IntRange(1), help="Stop after this many tasks (default: every class learned).")
 @click.option("--classes-per-task", type=click.IntRange(1), default=1, show_default=True, metavar="K",
               help="Classes each task brings: 1 is the paper's protocol; 2 on MNIST or CIFAR-10 is split-MNIST or "
@@ -226,8 +231,8 @@ def check_mode(ctx: click.Context, combine: tuple[Path, ...], out: Path | None, 
 
 def start_run(out: Path, data_dir: Path | None, target, checkpoint_every: float | None, quiet: bool, *, source,
               test_data, variant, methods, profile, images_per_class, gan_epochs, augment, classifier_epochs,
-              classifier_width, base_width, solver_mode, tasks, classes_per_task, class_order, network, arch,
-              class_norm, seed, started_by, **method_settings) -> dict:
+              classifier_width, base_width, solver_mode, storage_dtype, tasks, classes_per_task, class_order,
+              network, arch, class_norm, seed, started_by, **method_settings) -> dict:
     """Start a new run in out and return its results: the part of protocol whose options (by their names on the
     command line) a resumed run reads back from its folder instead."""
     from genmem.benchmarks.protocol import load_run_data, profile_for, run_protocol
@@ -238,7 +243,7 @@ def start_run(out: Path, data_dir: Path | None, target, checkpoint_every: float 
     train, test = load_run_data(source, test_data, data_dir)
     recipe = recipe_for(source, train.images.shape[1])
     budget = profile_for(profile, recipe).with_budget(images_per_class, gan_epochs, augment, classifier_epochs,
-                                                      classifier_width)
+                                                      classifier_width).with_storage(storage_dtype)
     return run_protocol(train, test, recipe, variant, budget, out, device=target, seed=seed, num_tasks=tasks,
                         progress=not quiet, methods=split_classes(methods), data=describe_data(source, test_data),
                         base_width=base_width, solver=solver_mode, checkpoint_every=checkpoint_every,

@@ -5,6 +5,7 @@ import copy
 import json
 import zlib
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -13,6 +14,7 @@ import genmem.memory
 from genmem import canonical, compressed
 from genmem.artifact import (COMPRESSED_FORMAT_VERSION, MASKS_FILE, WEIGHTS_FILE, decode_generator,
                              encode_generator)
+from genmem.benchmarks.record import read_rows
 from genmem.cli.main import main
 from genmem.config import TrainingConfig
 from genmem.errors import CorruptMemory, InvalidSetting
@@ -213,3 +215,18 @@ def test_learn_task_takes_a_storage_dtype(tmp_path, tiny_npz):
     sampled = CliRunner().invoke(main, ["sample", str(tmp_path / "m"), "--count", "2", "-o",
                                         str(tmp_path / "s.safetensors")])
     assert sampled.exit_code == 0, sampled.output
+
+
+def test_the_protocol_runs_a_half_precision_memory_and_names_its_rows_by_the_type(tmp_path):
+    data = tiny_set(labels=(0, 1))
+    np.savez(tmp_path / "d.npz", x=data.images[:, 0].numpy(), y=data.labels.numpy())
+    source = ["--data", f"npz:{tmp_path / 'd.npz'}", "--test-data", f"npz:{tmp_path / 'd.npz'}"]
+    out, table = tmp_path / "run", tmp_path / "BENCHMARKS.csv"
+    result = CliRunner().invoke(main, ["bench", "protocol", *source, "--profile", "smoke", "--images-per-class", "5",
+                                       "--methods", "dgm-replay", "--storage-dtype", "bfloat16", "--out", str(out),
+                                       "--device", "cpu", "--quiet", "--csv", str(table)])
+    assert result.exit_code == 0, result.output
+    assert Memory(out / "memory").manifest()["format_version"] == COMPRESSED_FORMAT_VERSION
+    assert [r["method"] for r in read_rows(table)] == ["dgmw-bfloat16-replay", "dgmw-bfloat16"]
+    resumed = CliRunner().invoke(main, ["bench", "protocol", "--resume", str(out), "--storage-dtype", "float16"])
+    assert resumed.exit_code != 0 and "drop --storage-dtype" in resumed.output
