@@ -162,6 +162,8 @@ def test_paper_figures_and_titles_follow_the_data_set_not_the_recipe():
         assert "paper" not in markdown_table(results), source
         assert run_title(results, display=True) == f"{name}: DGMW vs DGR"
     assert run_title(results_on("mnist")) == "Paper protocol: mnist DGMW vs DGR"
+    assert run_title(results_on("mnist") | {"seed": 2, "gan_config": {"storage_dtype": "bfloat16"}}) == (
+        "Paper protocol: mnist DGMW bfloat16 vs DGR, seed 2"), "another seed or memory has a section of its own"
     assert run_title(results_on("npz:/d/letters.npz", methods=("joint",))) == "Paper protocol: letters.npz bounds"
 
 

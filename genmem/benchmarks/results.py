@@ -65,7 +65,8 @@ def method_title(method: str) -> str | None:
 
 def run_title(results: dict, display: bool = False) -> str:
     """What a run compared, on which data: 'Paper protocol: mnist DGMW vs DGR, MeRGAN' for a record's section
-    (the source's name, so that a rerun replaces its section); display=True: 'MNIST: DGMW vs DGR, MeRGAN'."""
+    (the source's name, so that a rerun replaces its section, and the seed where it is not 0, so that another
+    seed's does not); display=True: 'MNIST: DGMW vs DGR, MeRGAN'."""
     data = results.get("data") or describe_data(results["recipe"])
     kind = data["source"].partition(":")[0]
     subject = data["name"] if display or kind in ("folder", "npz") else kind
@@ -76,10 +77,13 @@ def run_title(results: dict, display: bool = False) -> str:
         subject += f" ({results['classifier']} classifier)"
     width = f" (base width {results['base_width']})" if results.get("base_width") else ""
     arch = "" if setting(results, "arch") == "dcgan" else f" {setting(results, 'arch')}"
+    dtype = results.get("gan_config", {}).get("storage_dtype", "float32")
+    arch += "" if dtype == "float32" else f" {dtype}"
     compared = [results["variant"].upper() + arch + width] if any(dgm_variant(m, results) for m in methods) else []
     others = [title for title in map(method_title, methods) if title]
     what = " vs ".join(filter(None, [" ".join(compared), ", ".join(others)])) or "bounds"
-    return f"{subject}: {what}" if display else f"Paper protocol: {subject} {what}"
+    seed = f", seed {results['seed']}" if results.get("seed") else ""
+    return f"{subject}: {what}" if display else f"Paper protocol: {subject} {what}{seed}"
 
 
 def dgm_variant(method: str, results: dict) -> str | None:
