@@ -94,9 +94,9 @@ class PositiveList(click.ParamType):
               help="What DGM's versions store as their solver: real (trained on the task's real images), replay "
                    "(on generated images only: nothing stored saw a real image) or none (then drop dgm-solver).")
 @click.option("--storage-dtype", type=click.Choice(list(STORAGE_DTYPES)), default="float32", show_default=True,
-              help="The type DGM's versions store the generator's weights in (learn-task's option of that name); the "
-                   "rows name a half-precision memory by it (dgmw-bfloat16-replay) and the buffer's default budget "
-                   "follows its smaller payload.")
+              help="The type DGM's versions store the generator's weights in (learn-task's option of that name). "
+                   "The profile's name says it (quick, bfloat16 storage), so every figure of the run is apart from "
+                   "the float32 run's, and the buffer's default budget follows the smaller payload.")
 @click.option("--tasks", type=click.IntRange(1), help="Stop after this many tasks (default: every class learned).")
 @click.option("--classes-per-task", type=click.IntRange(1), default=1, show_default=True, metavar="K",
               help="Classes each task brings: 1 is the paper's protocol; 2 on MNIST or CIFAR-10 is split-MNIST or "

@@ -217,7 +217,7 @@ def test_learn_task_takes_a_storage_dtype(tmp_path, tiny_npz):
     assert sampled.exit_code == 0, sampled.output
 
 
-def test_the_protocol_runs_a_half_precision_memory_and_names_its_rows_by_the_type(tmp_path):
+def test_the_protocol_runs_a_half_precision_memory_and_names_its_profile_by_the_type(tmp_path):
     data = tiny_set(labels=(0, 1))
     np.savez(tmp_path / "d.npz", x=data.images[:, 0].numpy(), y=data.labels.numpy())
     source = ["--data", f"npz:{tmp_path / 'd.npz'}", "--test-data", f"npz:{tmp_path / 'd.npz'}"]
@@ -227,6 +227,7 @@ def test_the_protocol_runs_a_half_precision_memory_and_names_its_rows_by_the_typ
                                        "--device", "cpu", "--quiet", "--csv", str(table)])
     assert result.exit_code == 0, result.output
     assert Memory(out / "memory").manifest()["format_version"] == COMPRESSED_FORMAT_VERSION
-    assert [r["method"] for r in read_rows(table)] == ["dgmw-bfloat16-replay", "dgmw-bfloat16"]
+    profile = "smoke, custom budget, bfloat16 storage"  # --images-per-class changed the budget
+    assert [(r["method"], r["profile"]) for r in read_rows(table)] == [("dgmw-replay", profile), ("dgmw", profile)]
     resumed = CliRunner().invoke(main, ["bench", "protocol", "--resume", str(out), "--storage-dtype", "float16"])
     assert resumed.exit_code != 0 and "drop --storage-dtype" in resumed.output

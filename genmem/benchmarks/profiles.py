@@ -92,11 +92,12 @@ class Profile:
         return replace(config, **self.gan_overrides)
 
     def with_storage(self, dtype: str) -> Profile:
-        """This profile with DGM's generator weights stored in `dtype` (TrainingConfig.storage_dtype): a setting
-        of the memory, not of the budget, so the name stays."""
+        """This profile with DGM's generator weights stored in `dtype` (TrainingConfig.storage_dtype), named so:
+        every figure of the run, the buffer's and joint training's too, is apart from the float32 run's."""
         if dtype == "float32":
             return self
-        return replace(self, gan_overrides=self.gan_overrides | {"storage_dtype": dtype})
+        return replace(self, name=f"{self.name}, {dtype} storage",
+                       gan_overrides=self.gan_overrides | {"storage_dtype": dtype})
 
     def with_budget(self, images_per_class: int | None = None, gan_epochs: int | None = None,
                     augment: str | None = None, classifier_epochs: float | None = None,

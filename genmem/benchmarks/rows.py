@@ -6,10 +6,11 @@ training's in the same run beside it, and the method's own seconds: those
 it alone spent plus the shared work it stands on (DGM's GAN for every figure
 of the memory; the order of the real images kept for the buffer and hybrid).
 DGM's methods are named by the run's memory (dgm-replay of a DGMw run is
-dgmw-replay; of a residual DGMw memory, dgmw-resnet-replay; of one stored in
-bfloat16, dgmw-bfloat16-replay). One more row gives the bytes DGM's last
-version stores for replay (metric payload_bytes, method the memory's name),
-the budget that the buffer's scales multiply.
+dgmw-replay; of a residual DGMw memory, dgmw-resnet-replay; a memory stored
+in half precision is named by its profile, `quick, bfloat16 storage`). One
+more row gives the bytes DGM's last version stores for replay (metric
+payload_bytes, method the memory's name), the budget that the buffer's
+scales multiply.
 """
 
 from __future__ import annotations
@@ -33,10 +34,9 @@ def class_of(method: str) -> type | None:
 
 
 def dgm_key(results: dict) -> str:
-    """DGM's memory as BENCHMARKS.csv names it: the variant, then the architecture where it is not the DCGAN and
-    the storage type where it is not float32 (dgmw-resnet, dgmw-bfloat16)."""
-    arch, dtype = setting(results, "arch"), results.get("gan_config", {}).get("storage_dtype", "float32")
-    return results["variant"] + ("" if arch == "dcgan" else f"-{arch}") + ("" if dtype == "float32" else f"-{dtype}")
+    """DGM's memory as BENCHMARKS.csv names it: the variant, and the architecture where it is not the DCGAN."""
+    arch = setting(results, "arch")
+    return results["variant"] + ("" if arch == "dcgan" else f"-{arch}")
 
 
 def csv_name(method: str, results: dict) -> str:
