@@ -168,14 +168,14 @@ def newest_table(results: dict) -> str:
     lines = ["| method | newest classes at the end (%) | earlier classes at the end (%) | "
              "newest minus earlier, mean over tasks 2 on (points) |", "|---|---:|---:|---:|"]
     for method, tasks in results["per_class"].items():
-        gaps = []
+        pairs = []  # (newest classes, earlier classes) after each task
         for t, scores in enumerate(tasks):
             newest, earlier = order[t * per_task:(t + 1) * per_task], order[:t * per_task]
-            gaps.append((_mean(scores, newest), _mean(scores, earlier) if earlier else None))
-        last_new, last_old = gaps[-1]
-        shown = [new - old for new, old in gaps if old is not None]
+            pairs.append((_mean(scores, newest), _mean(scores, earlier) if earlier else None))
+        last_new, last_old = pairs[-1]
+        gaps = [new - old for new, old in pairs if old is not None]
         lines.append(f"| {method} | {last_new:.1f} | {_shown(last_old)} | "
-                     f"{_shown(sum(shown) / len(shown) if shown else None, '+.1f')} |")
+                     f"{_shown(sum(gaps) / len(gaps) if gaps else None, '+.1f')} |")
     return "\n".join(lines)
 
 
