@@ -8,16 +8,16 @@ import sys
 from pathlib import Path
 
 import click
+from genmem.cli.common import AugmentPolicy, FiniteFloatRange, friendly_errors, run_options, split_classes
 
 from genmem.benchmarks.classifiers import CLASSIFIERS
 from genmem.benchmarks.methods import DEFAULT_METHODS, METHODS, SELECTIONS
 from genmem.benchmarks.profiles import PROFILES
-from genmem.cli.common import AugmentPolicy, FiniteFloatRange, friendly_errors, run_options, split_classes
 from genmem.config import MAX_CLASSIFIER_EPOCHS, SOLVER_MODES, STORAGE_DTYPES
 
 # The methods' own options (run_protocol's method_options), and the methods that take them.
 METHOD_OPTIONS = {"buffer_bytes": ("buffer",), "buffer_scales": ("buffer",), "exemplar_selection": ("buffer", "hybrid"),
-                  "hybrid_per_class": ("hybrid",), "hybrid_ratio": ("hybrid",)}
+                  "hybrid_per_class": ("hybrid",), "hybrid_ratio": ("hybrid",), "newest_generated": ("dgm-newest",)}
 
 
 class PositiveList(click.ParamType):
@@ -114,6 +114,11 @@ class PositiveList(click.ParamType):
               help="Continue the run in OUT from its last finished task (or DGM's last checkpoint inside the next "
                    "one), with the options it was started with (only --data-dir, --device, --checkpoint-every, --csv, "
                    "--record and --quiet may be given).")
+@click.option("--memory-from", type=click.Path(file_okay=False, exists=True, path_type=Path), metavar="RUN",
+              help="Start DGM's memory from a copy of RUN's (a run of the same data, classes, variant, profile, seed "
+                   "and generator): the tasks it learned are not learned again, so that methods added here are "
+                   "compared on the same memory, with the figures a run that learns it gives. Its GAN seconds count "
+                   "as this run's.")
 @click.option("--checkpoint-every", type=FiniteFloatRange(0), metavar="SECONDS",
               help="Also save DGM's training state inside a task this often (0: every epoch; genmem learn-task "
                    "--checkpoint-every), so --resume continues a killed task from its last save rather than its "
@@ -137,6 +142,10 @@ class PositiveList(click.ParamType):
 @click.option("--hybrid-ratio", type=FiniteFloatRange(0, 1), metavar="R",
               help="The share of real images among each earlier class's images in hybrid's batches, the paper's r "
                    "(default 0.5); the rest are DGM's replay.")
+@click.option("--newest-generated", type=PositiveList(float), metavar="LIST",
+              help="dgm-newest's share of the newest classes' images in a batch that DGM generates instead of real "
+                   "ones (default 0.5; 1: replay alone, no real image); a list, e.g. 0.5,1, runs dgm-newest-50 and "
+                   "dgm-newest-100 beside one memory.")
 @click.option("--csv", "table_csv", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
               help="Also write the run's figures as rows of this CSV (BENCHMARKS.csv): every method's accuracy after "
                    "the last task, and DGM's replay payload in bytes.")
@@ -182,6 +191,8 @@ def protocol(ctx, out, resume, combine, data_dir, device, checkpoint_every, reco
       genmem bench protocol --combine runs/mnist-baselines --combine runs/mnist-dgma --out runs/mnist-table
       genmem bench protocol --data mnist --methods dgm-replay,buffer,hybrid --buffer-scales 0.25,0.5,1,2,4 \\
           --hybrid-per-class 20,50,100 --out runs/mnist-bytes --csv BENCHMARKS.csv
+      genmem bench protocol --data mnist --methods dgm-replay,dgm-newest --newest-generated 0.5,1 \\
+          --memory-from runs/mnist-dgmw-quick --out runs/mnist-newest
     """
     from genmem.benchmarks.protocol import resume_protocol
     from genmem.benchmarks.record import CpuWatch, commit, machine, provenance
@@ -231,7 +242,7 @@ def check_mode(ctx: click.Context, combine: tuple[Path, ...], out: Path | None, 
 def start_run(out: Path, data_dir: Path | None, target, checkpoint_every: float | None, quiet: bool, *, source,
               test_data, variant, methods, profile, images_per_class, gan_epochs, augment, classifier_epochs,
               classifier_width, base_width, solver_mode, storage_dtype, tasks, classes_per_task, class_order,
-              network, arch, class_norm, seed, started_by, **method_settings) -> dict:
+              network, arch, class_norm, seed, started_by, memory_from, **method_settings) -> dict:
     """Start a new run in out and return its results: the part of protocol whose options (by their names on the
     command line) a resumed run reads back from its folder instead."""
     from genmem.benchmarks.protocol import load_run_data, profile_for, run_protocol
@@ -248,7 +259,8 @@ def start_run(out: Path, data_dir: Path | None, target, checkpoint_every: float 
                         base_width=base_width, solver=solver_mode, checkpoint_every=checkpoint_every,
                         method_options=options, classes_per_task=classes_per_task,
                         class_order=split_classes(class_order) or None, classifier=network, arch=arch,
-                        class_norm=class_norm, started_by={k: started_by[k] for k in ("command", "commit")})
+                        class_norm=class_norm, started_by={k: started_by[k] for k in ("command", "commit")},
+                        memory_from=memory_from)
 
 
 def method_options(methods: list[str], given: dict) -> dict:

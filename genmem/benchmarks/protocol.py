@@ -15,6 +15,7 @@ accuracies. The methods (genmem.benchmarks.methods, one class each):
     finetune    one classifier trained on each task's real images in turn, no replay (lower bound)
     buffer      the replay classifier on a buffer of real images in DGM's bytes (at several scales if asked)
     hybrid      dgm-replay with a few real images kept per class mixed in (the paper's relaxed setup)
+    dgm-newest  dgm-replay with a share of the newest classes' images generated too (methods.newest)
 
 No real image of an earlier class is used by the continual methods, for
 training or for model selection, beyond what buffer and hybrid keep: every
@@ -32,6 +33,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 from collections.abc import Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -50,15 +52,34 @@ from genmem.errors import DataError, GenmemError, InvalidSetting
 from genmem.evaluate import Score, average_accuracy, forgetting, images_of_classes
 
 # The runner's inputs, importable beside it.
-__all__ = ["DEFAULT_METHODS", "DGM_METHODS", "IMAGE_SIZE", "METHODS", "PROFILES", "Profile", "RESULTS_FILE",
-           "RUN_TIME_FIELDS", "chosen_methods", "load_run_data", "profile_for", "resume_protocol", "run_classes",
-           "run_protocol", "saved_arguments", "saved_run"]
+__all__ = [
+    "DEFAULT_METHODS",
+    "DGM_METHODS",
+    "IMAGE_SIZE",
+    "METHODS",
+    "PROFILES",
+    "RESULTS_FILE",
+    "RUN_TIME_FIELDS",
+    "Profile",
+    "chosen_methods",
+    "load_run_data",
+    "profile_for",
+    "resume_protocol",
+    "run_classes",
+    "run_protocol",
+    "saved_arguments",
+    "saved_run",
+]
 
 RESULTS_FILE = "results.json"
 RUN_TIME_FIELDS = ("seconds",)  # facts of the machine and the session, not of the run's outcome
 # What a resumed run must have been started with (the data's description may be worded otherwise).
 RUN_ARGUMENTS = ("recipe", "variant", "profile", "seed", "methods", "classes", "classes_per_task", "classifier",
                  "base_width", "solver", "method_options", "arch", "class_norm")
+# What DGM's memory depends on besides the training data: a run may start from another's memory only where
+# these are the same.
+MEMORY_ARGUMENTS = ("recipe", "variant", "profile", "seed", "classes", "classes_per_task", "base_width", "solver",
+                    "arch", "class_norm")
 
 
 def chosen_methods(methods) -> tuple[str, ...]:
@@ -76,7 +97,7 @@ def run_protocol(train: ImageSet, test: ImageSet, recipe: str, variant: str, pro
                  checkpoint_every: float | None = None, classes_per_task: int = 1,
                  class_order: Sequence[int | str] | None = None, classifier: str = "conv",
                  method_options: dict | None = None, arch: str = "dcgan", class_norm: bool = False,
-                 started_by: dict | None = None) -> dict:
+                 started_by: dict | None = None, memory_from: Path | None = None) -> dict:
     """Learn the classes task by task, test every chosen method after every task; write results after each.
 
     A new run needs a new out_dir. resume=True continues the run in out_dir,
@@ -96,7 +117,11 @@ def run_protocol(train: ImageSet, test: ImageSet, recipe: str, variant: str, pro
     class_norm: DGM's generator (Memory.learn_task); the baselines keep
     their fixed DCGAN generator. started_by: {"command", "commit"} that
     started the run, kept in results.json so that a resumed run's figures
-    name the command that reproduces them, not `--resume`.
+    name the command that reproduces them, not `--resume`. memory_from: a
+    run folder whose memory a new run starts from (`_copy_memory`): the tasks
+    it learned are not learned again, so that other methods can be compared
+    on a memory already learned, with the same figures a run that learns it
+    would give.
     """
     out_dir, methods, options = Path(out_dir), chosen_methods(methods), dict(method_options or {})
     names = instance_names(methods, options)  # (registered, instance): the buffer may run at several budgets
@@ -109,15 +134,18 @@ def run_protocol(train: ImageSet, test: ImageSet, recipe: str, variant: str, pro
                "base_width": base_width, "data": data or describe_data(train.source),
                "classes": [{"label": c, "name": train.class_names[c]} for c in classes],
                "classes_per_task": classes_per_task, "classifier": classifier, "method_options": options,
-               "arch": arch, "class_norm": class_norm, "started_by": started_by}
+               "arch": arch, "class_norm": class_norm, "started_by": started_by,
+               "memory_from": None if memory_from is None else str(memory_from)}
     saved = _check_resume(out_dir, started | {"solver": solver}, profile) if resume else _check_new(out_dir)
+    copied_gan = _copy_memory(Path(memory_from), out_dir, started | {"solver": solver}, profile) if (
+        memory_from is not None and not resume) else {}
     run = _start(train, test, classes, profile, started, solver, out_dir, device, progress, checkpoint_every)
     run.options = options
     tasks = len(classes) // classes_per_task
     if saved is not None and len(saved["per_class"][names[0][1]]) == tasks:
         return saved  # finished already
     history = History(tuple(name for _, name in names), saved)
-    run.timings = saved["seconds"] if saved is not None else {}
+    run.timings = saved["seconds"] if saved is not None else copied_gan
     chosen = [method_class(registered)(name, run) for registered, name in names]
     if history.done:
         for method in chosen:
@@ -261,7 +289,8 @@ def saved_arguments(out_dir: Path) -> dict:
             "classes_per_task": _saved(saved, "classes_per_task"), "classifier": _saved(saved, "classifier"),
             "base_width": saved.get("base_width"), "solver": _saved(saved, "solver"), "data": saved["data"],
             "method_options": _saved(saved, "method_options"), "arch": _saved(saved, "arch"),
-            "class_norm": _saved(saved, "class_norm"), "started_by": saved.get("started_by")}
+            "class_norm": _saved(saved, "class_norm"), "started_by": saved.get("started_by"),
+            "memory_from": saved.get("memory_from")}
 
 
 def resume_protocol(out_dir: Path, data_dir: Path | None = None, *, device: str | torch.device = "cpu",
@@ -277,15 +306,37 @@ def resume_protocol(out_dir: Path, data_dir: Path | None = None, *, device: str 
 def _check_resume(out_dir: Path, now: dict, profile: Profile) -> dict:
     """The saved results of the run to continue, after checking that it was started with these arguments."""
     saved = saved_run(out_dir)
-    # A Profile field added since the run started was at its default then; the description may be reworded.
-    recorded = {key: _saved(saved, key) for key in RUN_ARGUMENTS}
-    if "profile" in saved:
-        recorded["profile"] = asdict(Profile.from_record(saved["profile"], about=profile.about))
-    differs = [key for key in RUN_ARGUMENTS if _as_json(recorded[key]) != _as_json(now[key])]
+    differs = _differences(saved, now, profile, RUN_ARGUMENTS)
     if differs:
         raise GenmemError(f"{out_dir} was started with other {', '.join(differs)}; resume it with the arguments "
                           f"it was started with")
     return saved
+
+
+def _copy_memory(source: Path, out_dir: Path, now: dict, profile: Profile) -> dict[str, float]:
+    """Copy the memory of the run in `source` into out_dir, after checking that it was learned as this run would
+    learn it; returns the GAN seconds it cost there, which the DGM figures stand on here too."""
+    if not (source / RESULTS_FILE).is_file() or not (source / "memory").is_dir():
+        raise GenmemError(f"{source} holds no protocol run with a memory to start from (no {RESULTS_FILE} or "
+                          f"memory/); name the --out folder of a run of `genmem bench protocol`")
+    saved = saved_run(source)
+    differs = _differences(saved, now, profile, MEMORY_ARGUMENTS)
+    if saved["data"]["source"] != now["data"]["source"]:
+        differs.insert(0, "data")
+    if differs:
+        raise GenmemError(f"the memory of {source} was learned with other {', '.join(differs)} than this run's; "
+                          f"start from a run of the same data, classes, variant, profile, seed and generator")
+    shutil.copytree(source / "memory", out_dir / "memory")
+    return {"gan": saved["seconds"]["gan"]} if "gan" in saved.get("seconds", {}) else {}
+
+
+def _differences(saved: dict, now: dict, profile: Profile, keys: tuple[str, ...]) -> list[str]:
+    """The run arguments among `keys` that a run's results.json recorded otherwise than `now` gives them."""
+    # A Profile field added since the run started was at its default then; the description may be reworded.
+    recorded = {key: _saved(saved, key) for key in keys}
+    if "profile" in saved:
+        recorded["profile"] = asdict(Profile.from_record(saved["profile"], about=profile.about))
+    return [key for key in keys if _as_json(recorded[key]) != _as_json(now[key])]
 
 
 def _check_new(out_dir: Path) -> None:

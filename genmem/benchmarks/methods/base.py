@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -160,29 +161,43 @@ class Method(ABC):
         return {}
 
 
-def replay_classifier(source, task: Task, run: Run, desc: str) -> nn.Module:
-    """A fresh classifier on the task's real images plus `source`'s replay of every earlier class.
+def replay_classifier(source, task: Task, run: Run, desc: str, newest_generated: float = 0.0) -> nn.Module:
+    """A fresh classifier on `replay_batches`."""
+    batches = replay_batches(source, task, run, newest_generated)
+    return train_classifier(batches, task.steps, len(task.seen), run.channels, IMAGE_SIZE, task.config, run.device,
+                            model=run.new_classifier(len(task.seen), task.config.seed), progress=run.progress,
+                            desc=desc)
 
-    Each batch holds real images of the task's classes in proportion to
-    their share of the classes seen, the rest replay spread evenly over the
-    earlier classes.
+
+def replay_batches(source, task: Task, run: Run, newest_generated: float = 0.0) -> Iterator[tuple[torch.Tensor,
+                                                                                                   torch.Tensor]]:
+    """Endless batches of the task's real images plus `source`'s replay of every earlier class.
+
+    Each batch holds images of the task's classes in proportion to their
+    share of the classes seen, the rest replay spread evenly over the
+    earlier classes. newest_generated: the share of the task's classes'
+    images that `source` generates too (it must hold them) instead of real
+    ones; 1 is replay alone.
     """
     config, seen = task.config, task.seen
-    real_share = max(1, round(config.batch_size * len(task.classes) / len(seen)))
-    images, labels = run.images_of(task.classes)
-    batches = relabelled(shuffled_batches(images, labels, real_share, config.seed), task.outputs)
+    newest = max(1, round(config.batch_size * len(task.classes) / len(seen)))
+    generated = round(newest * newest_generated)
+    streams = []
+    if generated < newest:
+        images, labels = run.images_of(task.classes)
+        streams.append(shuffled_batches(images, labels, newest - generated, config.seed))
+    if generated:
+        streams.append(ReplayStream(source, classes=task.classes, batch_size=generated, seed=config.seed))
     if task.earlier:
-        replay = ReplayStream(source, classes=task.earlier, batch_size=config.batch_size - real_share,
-                              seed=config.seed)
-        batches = mixed_batches(batches, relabelled(replay, task.outputs))
-    return train_classifier(batches, task.steps, len(seen), run.channels, IMAGE_SIZE, config, run.device,
-                            model=run.new_classifier(len(seen), config.seed), progress=run.progress, desc=desc)
+        streams.append(ReplayStream(source, classes=task.earlier, batch_size=config.batch_size - newest,
+                                    seed=config.seed))
+    return mixed_batches(*(relabelled(stream, task.outputs) for stream in streams))
 
 
-def replay_score(source, task: Task, run: Run, name: str) -> Score:
+def replay_score(source, task: Task, run: Run, name: str, newest_generated: float = 0.0) -> Score:
     """`replay_classifier` on `source`, timed as `name`'s classifier, on the real test images."""
     with run.timed(f"{name} classifier"):
-        model = replay_classifier(source, task, run, desc=f"{name} classifier")
+        model = replay_classifier(source, task, run, f"{name} classifier", newest_generated)
         return evaluate_model(model, task.seen, task.test_images, task.test_labels, run.device)
 
 
