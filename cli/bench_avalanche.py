@@ -58,10 +58,13 @@ def positive_integers(text: str) -> tuple[int, ...]:
                    "the replay drawn (genmem's memory is learned once).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Folder for results.json (SimpleMLP strategies), icarl.json and the genmem memory (OUT/memory).")
+@click.option("--csv", "table_csv", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+              help="Also write the figures as rows of this CSV (BENCHMARKS.csv): each strategy's stream accuracy, "
+                   "and iCaRL's A_t after the last task per K, one row per seed.")
 @run_options
 @friendly_errors
 def avalanche(source, data_dir, experiences, strategies, profile, images_per_class, gan_epochs, memory_path,
-              classifier_epochs, batch_size, memory_per_class, seeds, out, seed, device, record, quiet):
+              classifier_epochs, batch_size, memory_per_class, seeds, out, seed, device, record, quiet, table_csv):
     """Avalanche's Naive, GenerativeReplay, Replay and iCaRL beside the genmem plugin, on one stream.
 
     Naive, GenerativeReplay, Replay and the genmem plugin train the same
@@ -79,9 +82,10 @@ def avalanche(source, data_dir, experiences, strategies, profile, images_per_cla
       genmem bench avalanche --data mnist --data-dir ~/data --seeds 2 --out runs/avalanche-mnist
       genmem bench avalanche --data mnist --data-dir ~/data --memory runs/mnist-dgmw-quick/memory --out runs/av
       genmem bench avalanche --data cifar10 --data-dir ~/data --strategies icarl --memory-per-class 20,50,100 \\
-          --out runs/icarl-cifar10-10x1
+          --out runs/icarl-cifar10-10x1 --csv BENCHMARKS.csv
     """
-    from genmem.benchmarks.record import CpuWatch, commit, machine, others_note, provenance, record_section
+    from genmem.benchmarks.record import (CpuWatch, commit, machine, others_note, provenance, record_rows,
+                                          record_section)
     from genmem.data import load_source
     from genmem.device import resolve_device
     from genmem.presets import recipe_for
@@ -104,7 +108,7 @@ def avalanche(source, data_dir, experiences, strategies, profile, images_per_cla
     recipe = recipe_for(source, train.images.shape[1])
     seed_list = tuple(range(seed, seed + seeds))
     watch = CpuWatch()
-    sections = []
+    sections, rows = [], []
     if set(chosen) - {"icarl"}:
         budget = side.Budget.from_profile(profile, recipe, images_per_class, gan_epochs, batch_size=batch_size,
                                           classifier_epochs=classifier_epochs or 1)
@@ -112,6 +116,7 @@ def avalanche(source, data_dir, experiences, strategies, profile, images_per_cla
                                     seed_list, memory_path, target, progress=not quiet) | {"provenance": stamp}
         (out / "results.json").write_text(json.dumps(results, indent=2))
         sections.append((f"Avalanche side by side: {source}, {results['tasks']}", side.report(results)))
+        rows += side.csv_rows(results)
     if "icarl" in chosen:
         name, config = icarl.classifier_budget(profile, recipe, classifier_epochs, batch_size)
         results = icarl.icarl_study(train, test, experiences, sizes, config, name, seed_list, target,
@@ -119,6 +124,7 @@ def avalanche(source, data_dir, experiences, strategies, profile, images_per_cla
         out.mkdir(parents=True, exist_ok=True)
         (out / "icarl.json").write_text(json.dumps(results, indent=2))
         sections.append((f"iCaRL with real images per class: {source}, {results['tasks']}", icarl.report(results)))
+        rows += icarl.csv_rows(results)
     note = others_note(watch.others_share())
     for title, table in sections:
         click.echo(f"{table}\n\n{note}\n")
@@ -126,3 +132,6 @@ def avalanche(source, data_dir, experiences, strategies, profile, images_per_cla
             record_section(record, title, f"{where}\n\n{table}\n\n{note}")
     if record is not None:
         click.echo(f"recorded in {record}")
+    if table_csv is not None:
+        record_rows(table_csv, rows)
+        click.echo(f"rows of every strategy in {table_csv}")

@@ -2,6 +2,7 @@
 appends class-balanced replay of the earlier ones to every minibatch. The side-by-side benchmark and iCaRL run end
 to end on tiny streams: the real-image buffer stays within genmem's bytes, iCaRL holds exactly K images per class."""
 
+import json
 import re
 from dataclasses import replace
 
@@ -23,7 +24,7 @@ from click.testing import CliRunner  # noqa: E402
 
 from genmem.benchmarks import avalanche as side  # noqa: E402
 from genmem.benchmarks import icarl  # noqa: E402
-from genmem.benchmarks.record import COLUMNS  # noqa: E402
+from genmem.benchmarks.record import COLUMNS, read_rows  # noqa: E402
 from genmem.classifier import ClassifierConfig  # noqa: E402
 from genmem.cli.main import main  # noqa: E402
 from genmem.errors import GenmemError  # noqa: E402
@@ -253,6 +254,21 @@ def test_the_command_refuses_bad_lists_and_the_old_option_names():
                           (["--epochs", "2"], "No such option"), (["--gan-images-per-class", "10"], "No such option")]:
         result = runner.invoke(main, ["bench", "avalanche", "--out", "unused", *args])
         assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_the_command_writes_icarls_rows_into_the_csv(tmp_path):
+    table = tmp_path / "BENCHMARKS.csv"
+    result = CliRunner().invoke(main, ["bench", "avalanche", "--data", "builtin", "--strategies", "icarl",
+                                       "--memory-per-class", "2,3", "--profile", "smoke", "--experiences", "2",
+                                       "--classifier-epochs", "1", "--out", str(tmp_path / "run"), "--csv", str(table),
+                                       "--device", "cpu", "--quiet"])
+    assert result.exit_code == 0, result.output
+    rows = read_rows(table)
+    results = json.loads((tmp_path / "run" / "icarl.json").read_text())
+    assert [(r["method"], r["data"], r["metric"]) for r in rows] == [("icarl-k2", "builtin", "final"),
+                                                                    ("icarl-k3", "builtin", "final")]
+    assert [float(r["value"]) for r in rows] == [round(run["after"][-1]["average"], 2) for run in results["runs"]]
+    assert all(r["command"].startswith("genmem ") and r["commit"] and r["hardware"] for r in rows)
 
 
 class LearningRateSpy(SupervisedPlugin):
