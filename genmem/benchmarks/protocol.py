@@ -118,10 +118,9 @@ def run_protocol(train: ImageSet, test: ImageSet, recipe: str, variant: str, pro
     their fixed DCGAN generator. started_by: {"command", "commit"} that
     started the run, kept in results.json so that a resumed run's figures
     name the command that reproduces them, not `--resume`. memory_from: a
-    run folder whose memory a new run starts from (`_copy_memory`): the tasks
-    it learned are not learned again, so that other methods can be compared
-    on a memory already learned, with the same figures a run that learns it
-    would give.
+    run whose memory a new run starts from (`_copy_memory`), to compare other
+    methods on a memory already learned, with the figures a run that learns
+    it gives.
     """
     out_dir, methods, options = Path(out_dir), chosen_methods(methods), dict(method_options or {})
     names = instance_names(methods, options)  # (registered, instance): the buffer may run at several budgets
