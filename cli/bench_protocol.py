@@ -8,11 +8,11 @@ import sys
 from pathlib import Path
 
 import click
-from genmem.cli.common import AugmentPolicy, FiniteFloatRange, friendly_errors, run_options, split_classes
 
 from genmem.benchmarks.classifiers import CLASSIFIERS
 from genmem.benchmarks.methods import DEFAULT_METHODS, METHODS, SELECTIONS
 from genmem.benchmarks.profiles import PROFILES
+from genmem.cli.common import AugmentPolicy, FiniteFloatRange, friendly_errors, run_options, split_classes
 from genmem.config import MAX_CLASSIFIER_EPOCHS, SOLVER_MODES, STORAGE_DTYPES
 
 # The methods' own options (run_protocol's method_options), and the methods that take them.

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from genmem.cli.main import main
 from tiny import tiny_set
 
 from genmem.benchmarks.methods import base
@@ -16,6 +15,7 @@ from genmem.benchmarks.profiles import PROFILES
 from genmem.benchmarks.protocol import run_protocol
 from genmem.benchmarks.rows import csv_name
 from genmem.classifier import ClassifierConfig
+from genmem.cli.main import main
 from genmem.errors import GenmemError, InvalidSetting
 from genmem.memory import Memory
 

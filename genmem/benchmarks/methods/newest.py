@@ -2,9 +2,9 @@
 "a real image is the newest class".
 
 dgm-replay's classifier sees real images of the task's classes only and
-generated images of the earlier ones only; on CIFAR-10 it learns to tell
-them apart and scores the newest class several points above the others
-(`genmem.benchmarks.results.newest_table`). Here a share g (option
+generated images of the earlier ones only; on CIFAR-10 it partly learns
+to tell them apart and scores the newest class above what joint training
+gives it (`genmem.benchmarks.results.newest_table`). Here a share g (option
 newest_generated) of the task's classes' images in every batch come from the
 memory too, from the version that has just learned them, so that the newest
 classes appear both real and generated; the rest of each batch is as
