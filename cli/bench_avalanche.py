@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import shlex
-import sys
 from pathlib import Path
 
 import click
@@ -84,8 +82,8 @@ def avalanche(source, data_dir, experiences, strategies, profile, images_per_cla
       genmem bench avalanche --data cifar10 --data-dir ~/data --strategies icarl --memory-per-class 20,50,100 \\
           --out runs/icarl-cifar10-10x1 --csv BENCHMARKS.csv
     """
-    from genmem.benchmarks.record import (CpuWatch, commit, machine, others_note, provenance, record_rows,
-                                          record_section)
+    from genmem.benchmarks.record import (CpuWatch, commit, invoked_command, machine, others_note, provenance,
+                                          record_rows, record_section)
     from genmem.data import load_source
     from genmem.device import resolve_device
     from genmem.presets import recipe_for
@@ -101,7 +99,7 @@ def avalanche(source, data_dir, experiences, strategies, profile, images_per_cla
                                  param_hint="--strategies")
     sizes = positive_integers(memory_per_class)
     target = resolve_device(device)
-    command = shlex.join(["genmem", *sys.argv[1:]])
+    command = invoked_command()
     where = provenance([machine(target)], command)
     stamp = {"data": source, "hardware": machine(target), "commit": commit(), "command": command}
     train, test = (load_source(source, data_dir, train=split) for split in (True, False))

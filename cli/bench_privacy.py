@@ -109,10 +109,9 @@ def write_rows(results: dict, table_csv: Path | None) -> None:
 def combined_privacy(runs: tuple[Path, ...], out_dir: Path, record: Path | None, table_csv: Path | None) -> None:
     """One table and privacy-utility plot from several finished privacy runs."""
     import json
-    import sys
 
     from genmem.benchmarks.privacy import combine_privacy, privacy_table, save_privacy
-    from genmem.benchmarks.record import provenance, record_section
+    from genmem.benchmarks.record import invoked_command, provenance, record_section
 
     found = []
     for run in runs:
@@ -134,7 +133,7 @@ def combined_privacy(runs: tuple[Path, ...], out_dir: Path, record: Path | None,
     table = privacy_table(results)
     click.echo(table)
     if record is not None:
-        where = provenance(["the runs' own (see their logs)"], "genmem " + shlex.join(sys.argv[1:]))
+        where = provenance(["the runs' own (see their logs)"], invoked_command())
         record_section(record, "Privacy and utility", f"{where}\n- runs: {', '.join(f'`{r}`' for r in runs)}\n\n"
                                                       f"{table}\n\nPlot: `{out_dir / 'privacy-utility.png'}`.")
         click.echo(f"recorded in {record}")

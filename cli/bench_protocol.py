@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-import shlex
-import sys
 from pathlib import Path
 
 import click
@@ -195,14 +193,14 @@ def protocol(ctx, out, resume, combine, data_dir, device, checkpoint_every, reco
           --memory-from runs/mnist-dgmw-quick --out runs/mnist-newest
     """
     from genmem.benchmarks.protocol import resume_protocol
-    from genmem.benchmarks.record import CpuWatch, commit, machine, provenance
+    from genmem.benchmarks.record import CpuWatch, commit, invoked_command, machine, provenance
     from genmem.device import resolve_device
 
     check_mode(ctx, combine, out, resume)
     if combine:
         return combined_report(combine, out, record)
     target = resolve_device(device)
-    command = "genmem " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = invoked_command()
     where = provenance([machine(target)], command)  # now: the code that runs, not the tree at the end
     rows = {"hardware": machine(target), "commit": commit(), "command": command}  # for --csv
     watch = CpuWatch()
@@ -323,7 +321,7 @@ def combined_report(runs: tuple[Path, ...], out: Path | None, record: Path | Non
     """One table and one A_t plot from several finished runs."""
     from genmem.benchmarks.charts import accuracy_plot
     from genmem.benchmarks.protocol import saved_run
-    from genmem.benchmarks.record import provenance, record_section
+    from genmem.benchmarks.record import invoked_command, provenance, record_section
     from genmem.benchmarks.results import combine_runs, markdown_table, run_title
 
     if out is None:
@@ -337,7 +335,7 @@ def combined_report(runs: tuple[Path, ...], out: Path | None, record: Path | Non
     against_bytes = bytes_report(saved, results, out)
     click.echo(f"\nplot in {out / 'accuracy.png'}" + (f" and {out / 'bytes.png'}" if against_bytes else ""))
     if record:
-        where = provenance(["the runs' own (see their sections)"], "genmem " + shlex.join(sys.argv[1:]))
+        where = provenance(["the runs' own (see their sections)"], invoked_command())
         plots = f"Plot: `{out}/accuracy.png`" + (f", `{out}/bytes.png`." if against_bytes else ".")
         listed = f"Runs: {', '.join(f'`{run}`' for run in runs)}."
         body = "\n\n".join(part for part in (where, listed, table, against_bytes, plots) if part)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import shlex
-import sys
 from dataclasses import fields
 from pathlib import Path
 
@@ -76,14 +74,14 @@ def replay(source, data_dir, variant, classes, images_per_class, gan_epochs, bas
 
     from genmem.benchmarks.ablation import judge_for, markdown_table, run_setting, save
     from genmem.benchmarks.protocol import profile_for
-    from genmem.benchmarks.record import CpuWatch, machine, provenance, record_section
+    from genmem.benchmarks.record import CpuWatch, invoked_command, machine, provenance, record_section
     from genmem.classifier import ClassifierConfig
     from genmem.data import load_source
     from genmem.device import resolve_device
     from genmem.presets import paper_config, recipe_for
 
     target = resolve_device(device)
-    where = provenance([machine(target)], "genmem " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+    where = provenance([machine(target)], invoked_command())
     chosen = [parse_setting(text) for text in settings]
     train = load_source(source, data_dir, train=True)
     test = load_source(source, data_dir, train=False)

@@ -4,6 +4,8 @@ to end on tiny streams: the real-image buffer stays within genmem's bytes, iCaRL
 
 import json
 import re
+import shlex
+import sys
 from dataclasses import replace
 
 import httpx
@@ -256,19 +258,20 @@ def test_the_command_refuses_bad_lists_and_the_old_option_names():
         assert result.exit_code == 2 and message in result.output, result.output
 
 
-def test_the_command_writes_icarls_rows_into_the_csv(tmp_path):
+def test_the_command_writes_icarls_rows_into_the_csv(tmp_path, monkeypatch):
     table = tmp_path / "BENCHMARKS.csv"
-    result = CliRunner().invoke(main, ["bench", "avalanche", "--data", "builtin", "--strategies", "icarl",
-                                       "--memory-per-class", "2,3", "--profile", "smoke", "--experiences", "2",
-                                       "--classifier-epochs", "1", "--out", str(tmp_path / "run"), "--csv", str(table),
-                                       "--device", "cpu", "--quiet"])
+    arguments = ["bench", "avalanche", "--data", "builtin", "--strategies", "icarl", "--memory-per-class", "2,3",
+                 "--profile", "smoke", "--experiences", "2", "--classifier-epochs", "1", "--out",
+                 str(tmp_path / "run"), "--csv", str(table), "--device", "cpu", "--quiet"]
+    monkeypatch.setattr(sys, "argv", ["genmem", *arguments])  # the command line the rows must name
+    result = CliRunner().invoke(main, arguments)
     assert result.exit_code == 0, result.output
     rows = read_rows(table)
     results = json.loads((tmp_path / "run" / "icarl.json").read_text())
     assert [(r["method"], r["data"], r["metric"]) for r in rows] == [("icarl-k2", "builtin", "final"),
                                                                     ("icarl-k3", "builtin", "final")]
     assert [float(r["value"]) for r in rows] == [round(run["after"][-1]["average"], 2) for run in results["runs"]]
-    assert all(r["command"].startswith("genmem ") and r["commit"] and r["hardware"] for r in rows)
+    assert all(r["command"] == shlex.join(["genmem", *arguments]) and r["commit"] and r["hardware"] for r in rows)
 
 
 class LearningRateSpy(SupervisedPlugin):

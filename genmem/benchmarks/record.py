@@ -13,7 +13,9 @@ from __future__ import annotations
 import csv
 import os
 import re
+import shlex
 import subprocess
+import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -52,6 +54,11 @@ def commit() -> str:
         return head + (" + uncommitted changes" if git("status", "--porcelain") else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown (not a git checkout)"
+
+
+def invoked_command() -> str:
+    """The genmem command line this process was started with, quoted so that a shell runs it again."""
+    return shlex.join(["genmem", *sys.argv[1:]])
 
 
 def provenance(devices: list[str], command: str) -> str:
