@@ -50,7 +50,7 @@ class ProjectionDiscriminator(Discriminator):
         self.critic = ProjectionScore(self.critic.in_features, self.classes.out_features)
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.features(images)
+        h = self.trunk(images)
         return self.critic(h, labels), self.classes(h)
 
 

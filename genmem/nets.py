@@ -460,6 +460,13 @@ class Generator(nn.Module):
             layer.grow(in_width(layer.wire, widths, self.spec.noise_dim), widths[layer.wire.group], rng)
 
 
+def channels_last(images: torch.Tensor) -> torch.Tensor:
+    """Images laid out channels-last, so that a trunk's convolutions and BatchNorms run on oneDNN's channels-last
+    kernels: on MNIST a critic step about 15 % and a classifier 8 % faster on a CPU, with the same numbers bit for
+    bit; colour images round differently (docs/ALGORITHM.md §10). Grey images are only given new strides."""
+    return images.contiguous(memory_format=torch.channels_last)
+
+
 def conv_trunk(channels: int, image_size: int, width: int) -> tuple[nn.Sequential, int]:
     """5x5 stride-2 convolutions down to 4x4 (BatchNorm after the first), LeakyReLU, flattened; and its width."""
     blocks: list[nn.Module] = []
@@ -490,8 +497,12 @@ class Discriminator(nn.Module):
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The real-or-fake scores and class logits. labels: each image's class among the classes seen, which this
         head does not read (genmem.conditioning's projection head does)."""
-        h = self.features(images)
+        h = self.trunk(images)
         return self.critic(h).squeeze(1), self.classes(h)
+
+    def trunk(self, images: torch.Tensor) -> torch.Tensor:
+        """The features of `images` (`channels_last`)."""
+        return self.features(channels_last(images))
 
 
 class Classifier(nn.Module):
@@ -504,4 +515,4 @@ class Classifier(nn.Module):
         self.classes = nn.Linear(size, num_classes)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.classes(self.features(images))
+        return self.classes(self.features(channels_last(images)))

@@ -78,7 +78,7 @@ def test_the_residual_critic_is_a_trunk_of_features_under_its_heads(size):
     critic = Discriminator(3, size, num_classes=5, width=8, arch="resnet")
     dcgan_init_(critic, torch.Generator().manual_seed(0))
     images = torch.randn(6, 3, size, size, requires_grad=True)
-    features = critic.features(images)
+    features = critic.trunk(images)
     assert features.shape == (6, 8)
     score, logits = critic(images)
     assert torch.equal(score, critic.critic(features).squeeze(1)) and logits.shape == (6, 5)
