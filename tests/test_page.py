@@ -40,6 +40,14 @@ def test_the_page_shows_a_figure_over_its_seeds_and_one_seed_as_such(tmp_path):
     assert "| cifar10 | 10x1 | dgmw-replay | quick | 40.00 (one seed) | – | 51.70 |" in text
 
 
+def test_a_figure_names_every_machine_its_seeds_ran_on_once(tmp_path):
+    table, page = tmp_path / "BENCHMARKS.csv", tmp_path / "BENCHMARKS.md"
+    record_rows(table, [row(0, 97.0, hardware="Xeon, 2 cores"), row(1, 98.0, hardware="EPYC, 2 cores"),
+                        row(2, 99.0, hardware="Xeon, 2 cores")])
+    page.write_text("<!-- table: accuracy -->\n<!-- end table -->\n")
+    assert "| 96.46 | 10.0 | Xeon, 2 cores; EPYC, 2 cores |" in refresh_page(page, table)
+
+
 def test_the_bytes_table_shows_each_memorys_payload_and_no_accuracy_table_does(tmp_path):
     table, page = tmp_path / "BENCHMARKS.csv", tmp_path / "BENCHMARKS.md"
     record_rows(table, [row(0, 97.0), row(0, 2325788, method="dgmw", metric="payload_bytes", joint="")])

@@ -38,6 +38,11 @@ class Figure:
     def first(self) -> dict[str, str]:
         return self.rows[0]
 
+    @property
+    def hardware(self) -> str:
+        """Every machine the figure's seeds ran on, in the CSV's order."""
+        return "; ".join(dict.fromkeys(row["hardware"] for row in self.rows))
+
     def values(self, column: str = "value") -> list[float]:
         return [float(row[column]) for row in self.rows if row[column] != ""]
 
@@ -83,7 +88,7 @@ def accuracy_table(rows: list[dict[str, str]]) -> str:
     return markdown(["data", "tasks", "method", "profile", "accuracy at the end (%)", "joint, same run",
                      "paper", "minutes", "hardware", "reproduce"],
                     [[f.first["data"], f.first["tasks"], f.first["method"], f.first["profile"], f.shown(),
-                      f.shown("joint"), paper_a10(f.first), _minutes(f), f.first["hardware"],
+                      f.shown("joint"), paper_a10(f.first), _minutes(f), f.hardware,
                       f"`{f.first['command']}`"] for f in chosen])
 
 
@@ -92,13 +97,13 @@ def privacy_table(rows: list[dict[str, str]]) -> str:
     return markdown(["data", "tasks", "method", "accuracy of a classifier on replay (%)", "minutes", "hardware",
                      "reproduce"],
                     [[f.first["data"], f.first["tasks"], f.first["method"], f.shown(), _minutes(f),
-                      f.first["hardware"], f"`{f.first['command']}`"] for f in chosen])
+                      f.hardware, f"`{f.first['command']}`"] for f in chosen])
 
 
 def speed_table(rows: list[dict[str, str]]) -> str:
     chosen = figures(rows, lambda r: r["metric"] == "images_per_s")
     return markdown(["method", "images per request", "images per second", "hardware", "reproduce"],
-                    [[f.first["method"], f.first["profile"], f.shown(digits=0), f.first["hardware"],
+                    [[f.first["method"], f.first["profile"], f.shown(digits=0), f.hardware,
                       f"`{f.first['command']}`"] for f in chosen])
 
 
@@ -107,7 +112,7 @@ def bytes_table(rows: list[dict[str, str]]) -> str:
     chosen = figures(rows, lambda r: r["metric"] == "payload_bytes")
     return markdown(["data", "tasks", "memory", "profile", "bytes kept for replay", "hardware", "reproduce"],
                     [[f.first["data"], f.first["tasks"], f.first["method"], f.first["profile"],
-                      f.shown(digits=0), f.first["hardware"], f"`{f.first['command']}`"] for f in chosen])
+                      f.shown(digits=0), f.hardware, f"`{f.first['command']}`"] for f in chosen])
 
 
 TABLES: dict[str, Callable[[list[dict[str, str]]], str]] = {
