@@ -1,5 +1,6 @@
 """The critic and classifiers compute on channels-last images for speed; their scores, logits and every gradient
-(the parameters' and, for the gradient penalty, the images') equal those of the default layout bit for bit."""
+(the parameters' and, for the gradient penalty, the images') equal those of the default layout: bit for bit on grey
+images, within float32's rounding on colour ones."""
 
 from __future__ import annotations
 
