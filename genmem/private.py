@@ -64,7 +64,8 @@ ACTIVATIONS = {"leaky_relu": lambda: nn.LeakyReLU(0.2), "tanh": nn.Tanh}
 # genmem's DP defaults, provisional: chosen for cost, as the lever comparison is unfinished
 # (docs/experiments/2026-12-01-dp-levers.md).
 # learn-task --dp-epsilon and bench privacy take them where no option says otherwise.
-DP_PROFILE = {"batch_size": 512, "epochs": 20, "critic_width": 16, "solver_width": 32, "solver_replay": 8}
+DP_PROFILE = {"batch_size": 512, "epochs": 20, "critic_width": 16, "solver_width": 32, "solver_replay": 8,
+              "dp_loss": "logistic"}
 
 
 def dp_config(epsilon: float, recipe: str = "mnist", variant: str = "dgmw", **overrides) -> TrainingConfig:
