@@ -59,6 +59,7 @@ def privacy(source, data_dir, out_dir, epsilons, delta, seeds, num_tasks, images
         return combined_privacy(combine, out_dir, record, table_csv)
     from genmem.benchmarks.privacy import privacy_table, run_privacy
     from genmem.benchmarks.record import CpuWatch, commit, machine, provenance, record_section
+    from genmem.benchmarks.results import describe_data
     from genmem.data import load_source
     from genmem.device import resolve_device
 
@@ -82,7 +83,7 @@ def privacy(source, data_dir, out_dir, epsilons, delta, seeds, num_tasks, images
                           out_dir, chosen, num_tasks=num_tasks, images_per_class=images_per_class, epochs=epochs,
                           holdout=holdout, delta=delta, seeds=seeds, synthetic_per_class=synthetic_per_class,
                           provenance={"hardware": machine(target), "commit": commit(), "command": command},
-                          device=target)
+                          data_record=describe_data(source), device=target)
     others = watch.others_share()
     budget = (f"{num_tasks} tasks of one class, {images_per_class or 'every'} training image(s) per class "
               f"({holdout:.0%} held out), genmem's DP defaults{f' for {epochs} GAN epochs' if epochs else ''}; "

@@ -60,6 +60,24 @@ def test_csv_rows_are_one_per_dp_setting_and_seed():
     assert {r["data"] for r in named} == {"pets"}, "the rows name the data set the run learned"
 
 
+def test_a_run_of_a_built_in_data_set_names_it_as_the_user_did_in_its_rows(tmp_path, monkeypatch):
+    """MNIST's images call themselves "MNIST (train)"; the rows must say `mnist`, as the protocol's do."""
+    import genmem.data
+    from genmem.benchmarks.results import describe_data
+
+    def learned(train, test, out_dir, epsilons, **options):  # records the data set as run_privacy does
+        data = options.get("data_record") or describe_data(train.source)
+        return {**BUDGET, "data": data, "joint": 99.0, "rows": [row(10.0, 80.0)]}
+
+    monkeypatch.setattr(genmem.data, "load_source", lambda source, data_dir, train: tiny_set(labels=(0, 1)))
+    monkeypatch.setattr(privacy, "run_privacy", learned)
+    table = tmp_path / "BENCHMARKS.csv"
+    result = CliRunner().invoke(main, ["bench", "privacy", "--data", "mnist", "--out", str(tmp_path / "run"),
+                                       "--epsilons", "10", "--device", "cpu", "--csv", str(table)])
+    assert result.exit_code == 0, result.output
+    assert [(r["data"], r["method"]) for r in read_rows(table)] == [("mnist", "dgmw-replay-dp-eps10")]
+
+
 def test_combine_merges_settings_in_epsilon_order_with_no_dp_last(tmp_path):
     runs = [saved(tmp_path / "none", [row(None, 90.0)]), saved(tmp_path / "ten", [row(10.0, 80.0),
                                                                                    row(10.0, 84.0, seed=1)]),

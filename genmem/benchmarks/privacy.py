@@ -133,17 +133,20 @@ def measure_memory(memory: Memory, data: ImageSet, test: ImageSet, classes: list
 def run_privacy(train: ImageSet, test: ImageSet, out_dir: Path, epsilons: list[float | None], *, num_tasks: int,
                 images_per_class: int | None = None, epochs: int | None = None, holdout: float = 0.1,
                 delta: float = 1e-5, seeds: int = 1, synthetic_per_class: int = SYNTHETIC_PER_CLASS,
-                provenance: dict | None = None, device="cpu", progress: bool = True) -> dict:
+                provenance: dict | None = None, data_record: dict | None = None, device="cpu",
+                progress: bool = True) -> dict:
     """Learn, test and audit one memory per epsilon (None: no DP) and seed; results.json after each.
 
     provenance: {"hardware", "commit", "command"}, copied into every row (for `csv_rows`, also after
-    `combine_privacy` merged runs of several machines)."""
+    `combine_privacy` merged runs of several machines); data_record: the data set as `describe_data` states it from
+    the source the user named (default: from `train`'s display name, which names the rows only for folders
+    and files)."""
     classes = sorted(train.class_names)[:num_tasks]
     data = train.select(classes).first_per_class(images_per_class)
     data = ImageSet(fit_images(data.images, data.images.shape[1], IMAGE_SIZE, data.source), data.labels,
                     data.class_names, data.source)
     judge = train_judge(data.images, data.labels, classes, JUDGE, device)
-    results = {"data": describe_data(train.source), "classes": classes, "images_per_class": images_per_class,
+    results = {"data": data_record or describe_data(train.source), "classes": classes, "images_per_class": images_per_class,
                "epochs": epochs, "holdout": holdout, "delta": delta, "synthetic_per_class": synthetic_per_class,
                "joint": real_reference(data, test, classes, device), "rows": []}
     for epsilon in epsilons:
