@@ -123,7 +123,8 @@ def main():
               help="With --dp-epsilon: augmented views of each real image whose gradients are averaged before "
                    "clipping (augmentation multiplicity; views are shifted by --critic-augment's policy).")
 @click.option("--dp-loss", type=click.Choice(list(DP_LOSSES)),
-              help="With --dp-epsilon: the critic's loss, wasserstein (weights clipped) or logistic.")
+              help="With --dp-epsilon: the critic's loss, logistic (genmem's DP default) or wasserstein "
+                   "(weights clipped).")
 @click.option("--dp-activation", type=click.Choice(list(DP_ACTIVATIONS)),
               help="With --dp-epsilon: the critic's nonlinearity, leaky_relu or tanh (tempered).")
 @click.option("--critic-augment", type=AugmentPolicy(), metavar="POLICY",

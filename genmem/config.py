@@ -68,7 +68,7 @@ class TrainingConfig:
     dp_delta: float = 1e-5
     dp_max_grad_norm: float = 1.0  # per-example gradient clipping norm of DP-SGD
     dp_weight_clip: float = 0.01  # the DP Wasserstein critic's weights are clipped to [-c, c] (no gradient penalty)
-    dp_loss: str = "wasserstein"  # the DP critic's loss: wasserstein (weights clipped) or logistic (DP_LOSSES)
+    dp_loss: str = "wasserstein"  # the DP critic's loss (DP_LOSSES); genmem.private.DP_PROFILE sets logistic
     dp_augmentations: int = 1  # augmented views of each real image averaged in its DP gradient (critic_augment's)
     dp_activation: str = "leaky_relu"  # the DP critic's nonlinearity: leaky_relu or tanh (genmem.private)
     # Batches that re-estimate the generator's BatchNorm statistics under its binary masks after the GAN;
@@ -78,7 +78,7 @@ class TrainingConfig:
     average_decay: float | None = 0.99  # sample from an EMA of the task's free entries (genmem.ema); None: off
     critic_augment: str = ""  # DiffAugment policy for the critic, e.g. "translation,cutout" (genmem.augment)
     # Generator updates after each critic step: under DP a critic step costs privacy and a generator step none,
-    # so a few large-batch critic steps can drive more generator steps (docs/experiments/2026-12-01-dp-levers.md)
+    # so a few large-batch critic steps can drive more generator steps (docs/experiments/2026-12-02-dp-levers.md)
     generator_steps: int = 1
     gp_every: int = 4  # lazy gradient penalty: every k critic steps, weighted by k (1.4x the steps/s, BENCHMARKS.md)
     critic_head: str = "acgan"  # the real-or-fake head: class-blind (AC-GAN) or "projection" (genmem.conditioning)

@@ -30,8 +30,8 @@ member. Everything else (generated images, augmentations, replay draws) stays
 on the task's seeded generator; DP-SGD's guarantee holds for any value of
 that public randomness.
 
-What should make the noise cost less (each a setting of genmem.config, to be measured in
-docs/experiments/2026-12-01-dp-levers.md):
+Levers meant to make the noise cost less (each a setting of genmem.config; measured on MNIST, neither helped on
+top of the logistic loss, which is the default: docs/experiments/2026-12-02-dp-levers.md):
 - augmentation multiplicity (`dp_augmentations`, De et al. 2022): K augmented
   views of each real image, whose gradients are averaged into that image's
   one per-example gradient before it is clipped, so the image still moves the
@@ -61,9 +61,9 @@ ACCOUNTANT = "rdp"
 ORDERS = (1.1, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 16.0, 20.0, 24.0, 32.0, 48.0, 64.0,
           128.0, 256.0)
 ACTIVATIONS = {"leaky_relu": lambda: nn.LeakyReLU(0.2), "tanh": nn.Tanh}
-# genmem's DP defaults, provisional: chosen for cost, as the lever comparison is unfinished
-# (docs/experiments/2026-12-01-dp-levers.md).
-# learn-task --dp-epsilon and bench privacy take them where no option says otherwise.
+# genmem's DP defaults: batches and epochs chosen for cost (few noised steps), the logistic loss by the lever
+# comparison (docs/experiments/2026-12-02-dp-levers.md). learn-task --dp-epsilon and bench privacy take them where
+# no option says otherwise.
 DP_PROFILE = {"batch_size": 512, "epochs": 20, "critic_width": 16, "solver_width": 32, "solver_replay": 8,
               "dp_loss": "logistic"}
 

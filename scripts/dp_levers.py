@@ -1,4 +1,4 @@
-"""Rank the DP utility levers on a few digits (docs/experiments/2026-12-01-dp-levers.md): one memory per run.
+"""Rank the DP utility levers on a few digits (docs/experiments/2026-12-02-dp-levers.md): one memory per run.
 
     python scripts/dp_levers.py NAME --digits 3,5,8 --epsilon 10 --set batch_size=512 --set critic_width=16
 
