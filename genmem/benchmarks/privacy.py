@@ -146,8 +146,8 @@ def run_privacy(train: ImageSet, test: ImageSet, out_dir: Path, epsilons: list[f
     data = ImageSet(fit_images(data.images, data.images.shape[1], IMAGE_SIZE, data.source), data.labels,
                     data.class_names, data.source)
     judge = train_judge(data.images, data.labels, classes, JUDGE, device)
-    results = {"data": data_record or describe_data(train.source), "classes": classes, "images_per_class": images_per_class,
-               "epochs": epochs, "holdout": holdout, "delta": delta, "synthetic_per_class": synthetic_per_class,
+    results = {"data": data_record or describe_data(train.source), "classes": classes,
+               "images_per_class": images_per_class, "epochs": epochs, "holdout": holdout, "delta": delta, "synthetic_per_class": synthetic_per_class,
                "joint": real_reference(data, test, classes, device), "rows": []}
     for epsilon in epsilons:
         config = task_config(epsilon, delta, epochs)
