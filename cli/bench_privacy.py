@@ -20,7 +20,11 @@ from genmem.cli.common import DEVICE_HELP, FiniteFloatRange, friendly_errors
               help="Comma-separated epsilons per task; 'none' learns without DP (and the default `real` solver).")
 @click.option("--delta", type=FiniteFloatRange(0, 1, min_open=True, max_open=True), default=1e-5, show_default=True)
 @click.option("--seeds", type=click.IntRange(1), default=1, show_default=True,
-              help="Memories learned per epsilon, with seeds 0, 1, ...; the table gives mean ± standard deviation.")
+              help="Memories learned per epsilon, with seeds 0, 1, ... (from --first-seed); the table gives mean "
+                   "± standard deviation.")
+@click.option("--first-seed", type=click.IntRange(0), default=0, show_default=True,
+              help="The first of the seeds (--seeds 1 --first-seed 1 learns seed 1 alone), to learn the seeds of "
+                   "one epsilon in separate processes and --combine them.")
 @click.option("--tasks", "num_tasks", type=click.IntRange(1), default=10, show_default=True,
               help="One class per task, in label order.")
 @click.option("--images-per-class", type=click.IntRange(10), default=None,
@@ -41,8 +45,8 @@ from genmem.cli.common import DEVICE_HELP, FiniteFloatRange, friendly_errors
               help="Also write each DP setting's accuracy as rows of this CSV (BENCHMARKS.csv), one per seed.")
 @click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
 @friendly_errors
-def privacy(source, data_dir, out_dir, epsilons, delta, seeds, num_tasks, images_per_class, holdout, epochs,
-            synthetic_per_class, record, combine, table_csv, device):
+def privacy(source, data_dir, out_dir, epsilons, delta, seeds, first_seed, num_tasks, images_per_class, holdout,
+            epochs, synthetic_per_class, record, combine, table_csv, device):
     """Learn one memory per epsilon and seed; report the accuracy on real test images of a classifier trained
     only on generated ones, the Fréchet distance of the replay, and the membership audit's AUC.
 
@@ -51,9 +55,10 @@ def privacy(source, data_dir, out_dir, epsilons, delta, seeds, num_tasks, images
       genmem bench privacy --data mnist --data-dir ~/data --out runs/privacy --csv BENCHMARKS.csv
 
     \b
-    The same in pieces, one epsilon per process, then one table:
+    The same in pieces, one epsilon or seed per process, then one table:
       genmem bench privacy --epsilons 10 --out runs/eps10 ...
-      genmem bench privacy --combine runs/eps10 --combine runs/eps1 --out runs/privacy
+      genmem bench privacy --epsilons 10 --first-seed 1 --out runs/eps10-seed1 ...
+      genmem bench privacy --combine runs/eps10 --combine runs/eps10-seed1 --combine runs/eps1 --out runs/privacy
     """
     if combine:
         return combined_privacy(combine, out_dir, record, table_csv)
@@ -71,7 +76,8 @@ def privacy(source, data_dir, out_dir, epsilons, delta, seeds, num_tasks, images
         raise click.ClickException(f"{out_dir} is not empty; choose a new --out folder")
     out_dir.mkdir(parents=True, exist_ok=True)
     target = resolve_device(device)
-    options = {"--epsilons": epsilons, "--delta": f"{delta:g}", "--seeds": seeds, "--tasks": num_tasks,
+    options = {"--epsilons": epsilons, "--delta": f"{delta:g}", "--seeds": seeds,
+               "--first-seed": first_seed or None, "--tasks": num_tasks,
                "--images-per-class": images_per_class, "--holdout": holdout, "--gan-epochs": epochs,
                "--synthetic-per-class": synthetic_per_class}
     command = shlex.join(["genmem", "bench", "privacy", "--data", source, "--out", str(out_dir)]
@@ -81,13 +87,14 @@ def privacy(source, data_dir, out_dir, epsilons, delta, seeds, num_tasks, images
     watch = CpuWatch()
     results = run_privacy(load_source(source, data_dir, train=True), load_source(source, data_dir, train=False),
                           out_dir, chosen, num_tasks=num_tasks, images_per_class=images_per_class, epochs=epochs,
-                          holdout=holdout, delta=delta, seeds=seeds, synthetic_per_class=synthetic_per_class,
+                          holdout=holdout, delta=delta, seeds=seeds, first_seed=first_seed,
+                          synthetic_per_class=synthetic_per_class,
                           provenance={"hardware": machine(target), "commit": commit(), "command": command},
                           data_record=describe_data(source), device=target)
     others = watch.others_share()
     budget = (f"{num_tasks} tasks of one class, {images_per_class or 'every'} training image(s) per class "
               f"({holdout:.0%} held out), genmem's DP defaults{f' for {epochs} GAN epochs' if epochs else ''}; "
-              f"{seeds} seed(s); other processes took {'?' if others is None else f'{others:.0%}'} of the CPU")
+              f"seed(s) {', '.join(str(seed) for seed in range(first_seed, first_seed + seeds))}; other processes took {'?' if others is None else f'{others:.0%}'} of the CPU")
     table = privacy_table(results)
     click.echo(table)
     if record is not None:

@@ -78,6 +78,27 @@ def test_a_run_of_a_built_in_data_set_names_it_as_the_user_did_in_its_rows(tmp_p
     assert [(r["data"], r["method"]) for r in read_rows(table)] == [("mnist", "dgmw-replay-dp-eps10")]
 
 
+def test_first_seed_reaches_the_run_and_its_command(tmp_path, monkeypatch):
+    import genmem.data
+
+    asked = {}
+
+    def learned(train, test, out_dir, epsilons, **options):
+        asked.update(options)
+        return {**BUDGET, "data": options["data_record"], "joint": 99.0,
+                "rows": [{**row(10.0, 80.0, seed=1), "command": options["provenance"]["command"]}]}
+
+    monkeypatch.setattr(genmem.data, "load_source", lambda source, data_dir, train: tiny_set(labels=(0, 1)))
+    monkeypatch.setattr(privacy, "run_privacy", learned)
+    table = tmp_path / "BENCHMARKS.csv"
+    result = CliRunner().invoke(main, ["bench", "privacy", "--out", str(tmp_path / "run"), "--epsilons", "10",
+                                       "--first-seed", "1", "--device", "cpu", "--csv", str(table)])
+    assert result.exit_code == 0, result.output
+    assert (asked["seeds"], asked["first_seed"]) == (1, 1)
+    [written] = read_rows(table)
+    assert written["seeds"] == "1" and "--seeds 1 --first-seed 1" in written["command"]
+
+
 def test_combine_merges_settings_in_epsilon_order_with_no_dp_last(tmp_path):
     runs = [saved(tmp_path / "none", [row(None, 90.0)]), saved(tmp_path / "ten", [row(10.0, 80.0),
                                                                                    row(10.0, 84.0, seed=1)]),
@@ -127,9 +148,12 @@ def test_combine_names_a_damaged_results_file(tmp_path):
         assert result.exception is None or isinstance(result.exception, SystemExit)
 
 
-def test_a_tiny_run_learns_tests_and_audits_every_seed(tmp_path, monkeypatch):
+def test_a_tiny_run_learns_tests_and_audits_every_seed_and_a_seed_learned_alone_is_the_same(tmp_path, monkeypatch):
     from tiny import tiny_config
 
+    import genmem.private
+
+    monkeypatch.setattr(genmem.private, "noise_seed", lambda: 1234)  # DP noise's seeds are secret: fixed to compare
     monkeypatch.setattr(privacy, "task_config", lambda epsilon, delta, epochs: tiny_config(
         dp_epsilon=epsilon, dp_delta=delta, solver="replay", solver_width=4))
     monkeypatch.setattr(privacy, "CLASSIFIER_GRID", (ClassifierConfig(epochs=2.0, width=4),))
@@ -146,3 +170,11 @@ def test_a_tiny_run_learns_tests_and_audits_every_seed(tmp_path, monkeypatch):
     assert [(c["data"], c["seeds"], c["hardware"]) for c in privacy.csv_rows(results)] == [
         ("tiny", 0, "a CPU"), ("tiny", 1, "a CPU")]
     assert "| epsilon 4 | 2 |" in privacy.privacy_table(results)
+
+    alone = privacy.run_privacy(data, data, tmp_path / "seed-1", [4.0], num_tasks=2, first_seed=1,
+                                synthetic_per_class=30, holdout=0.25, progress=False)
+    seed_one = results["rows"][1]
+    assert [r["seed"] for r in alone["rows"]] == [1] and (tmp_path / "seed-1" / "eps-4-seed-1").is_dir()
+    assert {k: v for k, v in alone["rows"][0].items() if k not in ("seconds", "hardware", "commit", "command")} == {
+        k: v for k, v in seed_one.items() if k not in ("seconds", "hardware", "commit", "command")}, \
+        "a seed learned alone, in its own process, is the seed a run of several seeds learns"

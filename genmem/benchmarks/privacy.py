@@ -132,10 +132,11 @@ def measure_memory(memory: Memory, data: ImageSet, test: ImageSet, classes: list
 
 def run_privacy(train: ImageSet, test: ImageSet, out_dir: Path, epsilons: list[float | None], *, num_tasks: int,
                 images_per_class: int | None = None, epochs: int | None = None, holdout: float = 0.1,
-                delta: float = 1e-5, seeds: int = 1, synthetic_per_class: int = SYNTHETIC_PER_CLASS,
-                provenance: dict | None = None, data_record: dict | None = None, device="cpu",
+                delta: float = 1e-5, seeds: int = 1, first_seed: int = 0,
+                synthetic_per_class: int = SYNTHETIC_PER_CLASS, provenance: dict | None = None, data_record: dict | None = None, device="cpu",
                 progress: bool = True) -> dict:
-    """Learn, test and audit one memory per epsilon (None: no DP) and seed; results.json after each.
+    """Learn, test and audit one memory per epsilon (None: no DP) and seed (first_seed onwards, so that seeds can
+    learn in separate processes and be merged by `combine_privacy`); results.json after each.
 
     provenance: {"hardware", "commit", "command"}, copied into every row (for `csv_rows`, also after
     `combine_privacy` merged runs of several machines); data_record: the data set as `describe_data` states it from
@@ -151,7 +152,7 @@ def run_privacy(train: ImageSet, test: ImageSet, out_dir: Path, epsilons: list[f
                "joint": real_reference(data, test, classes, device), "rows": []}
     for epsilon in epsilons:
         config = task_config(epsilon, delta, epochs)
-        for seed in range(seeds):
+        for seed in range(first_seed, first_seed + seeds):
             memory = Memory(out_dir / (f"{'no-dp' if epsilon is None else f'eps-{epsilon:g}'}-seed-{seed}"))
             started = time.perf_counter()
             for task, label in enumerate(classes):
