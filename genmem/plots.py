@@ -12,10 +12,11 @@ import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first
 FIXED_REPLAY_GAN = 500_000  # parameters of MeRGAN's fixed-size 32x32 generator, the paper's comparison
 
 
-def png_bytes(figure) -> bytes:
-    """A matplotlib figure as PNG bytes; the figure is closed."""
+def png_bytes(figure, footnote_room: float = 0.0) -> bytes:
+    """A matplotlib figure as PNG bytes; the figure is closed. footnote_room: the share of the height kept free at
+    the bottom for text placed there with figure.text."""
     buffer = io.BytesIO()
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, footnote_room, 1, 1))
     figure.savefig(buffer, format="png", dpi=110)
     plt.close(figure)
     return buffer.getvalue()

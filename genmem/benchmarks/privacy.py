@@ -267,7 +267,6 @@ def privacy_utility_plot(results: dict) -> bytes:
     axes.set_xlabel("epsilon (per task; delta %g)" % results["delta"])
     axes.set_ylabel("accuracy on the real test set (%)")
     axes.legend(fontsize=7, loc="lower right")
-    figure.text(0.01, 0.01, "* DPImageBench (Gao et al., CCS 2025), MNIST, its own fixed classifier; "
-                            "genmem: one digit per task, classifier trained on generated images only", fontsize=6)
-    figure.tight_layout(rect=(0, 0.04, 1, 1))
-    return png_bytes(figure)
+    figure.text(0.01, 0.01, "* DPImageBench (Gao et al., CCS 2025), MNIST, its own fixed classifier.\n"
+                            "genmem: one digit per task, a classifier trained on generated images only.", fontsize=6)
+    return png_bytes(figure, footnote_room=0.07)
