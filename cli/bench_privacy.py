@@ -94,7 +94,8 @@ def privacy(source, data_dir, out_dir, epsilons, delta, seeds, first_seed, num_t
     others = watch.others_share()
     budget = (f"{num_tasks} tasks of one class, {images_per_class or 'every'} training image(s) per class "
               f"({holdout:.0%} held out), genmem's DP defaults{f' for {epochs} GAN epochs' if epochs else ''}; "
-              f"seed(s) {', '.join(str(seed) for seed in range(first_seed, first_seed + seeds))}; other processes took {'?' if others is None else f'{others:.0%}'} of the CPU")
+              f"seed(s) {', '.join(str(seed) for seed in range(first_seed, first_seed + seeds))}; "
+              f"other processes took {'?' if others is None else f'{others:.0%}'} of the CPU")
     table = privacy_table(results)
     click.echo(table)
     if record is not None:

@@ -133,8 +133,8 @@ def measure_memory(memory: Memory, data: ImageSet, test: ImageSet, classes: list
 def run_privacy(train: ImageSet, test: ImageSet, out_dir: Path, epsilons: list[float | None], *, num_tasks: int,
                 images_per_class: int | None = None, epochs: int | None = None, holdout: float = 0.1,
                 delta: float = 1e-5, seeds: int = 1, first_seed: int = 0,
-                synthetic_per_class: int = SYNTHETIC_PER_CLASS, provenance: dict | None = None, data_record: dict | None = None, device="cpu",
-                progress: bool = True) -> dict:
+                synthetic_per_class: int = SYNTHETIC_PER_CLASS, provenance: dict | None = None,
+                data_record: dict | None = None, device="cpu", progress: bool = True) -> dict:
     """Learn, test and audit one memory per epsilon (None: no DP) and seed (first_seed onwards, so that seeds can
     learn in separate processes and be merged by `combine_privacy`); results.json after each.
 
@@ -148,7 +148,8 @@ def run_privacy(train: ImageSet, test: ImageSet, out_dir: Path, epsilons: list[f
                     data.class_names, data.source)
     judge = train_judge(data.images, data.labels, classes, JUDGE, device)
     results = {"data": data_record or describe_data(train.source), "classes": classes,
-               "images_per_class": images_per_class, "epochs": epochs, "holdout": holdout, "delta": delta, "synthetic_per_class": synthetic_per_class,
+               "images_per_class": images_per_class, "epochs": epochs, "holdout": holdout, "delta": delta,
+               "synthetic_per_class": synthetic_per_class,
                "joint": real_reference(data, test, classes, device), "rows": []}
     for epsilon in epsilons:
         config = task_config(epsilon, delta, epochs)
