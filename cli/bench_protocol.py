@@ -17,6 +17,9 @@ from genmem.config import MAX_CLASSIFIER_EPOCHS, SOLVER_MODES, STORAGE_DTYPES
 METHOD_OPTIONS = {"buffer_bytes": ("buffer",), "buffer_scales": ("buffer",), "exemplar_selection": ("buffer", "hybrid"),
                   "hybrid_per_class": ("hybrid",), "hybrid_ratio": ("hybrid",), "newest_generated": ("dgm-newest",)}
 
+# TrainingConfig fields that options of their own set, which --gan-setting leaves to them.
+OWN_OPTIONS = {"epochs": "--gan-epochs", "gan_images_per_class": "--images-per-class",
+               "storage_dtype": "--storage-dtype", "solver": "--solver", "seed": "--seed"}
 
 class PositiveList(click.ParamType):
     """Comma-separated numbers above 0 of one kind (int or float), e.g. 0.25,0.5,1,2,4."""
@@ -94,6 +97,12 @@ class PositiveList(click.ParamType):
               help="The type DGM's versions store the generator's weights in (learn-task's option of that name). "
                    "The profile's name says it (quick, bfloat16 storage), so every figure of the run is apart from "
                    "the float32 run's, and the buffer's default budget follows the smaller payload.")
+@click.option("--gan-setting", metavar="'FIELD=VALUE; ...'",
+              help="Train DGM's GAN with these TrainingConfig fields changed, to measure a setting on a full run, "
+                   "e.g. 'critic_head=projection' or 'gan_loss=hinge; spectral_norm=true' (the critic options of "
+                   "docs/ALGORITHM.md §18). The profile's name says them (quick, critic_head=projection), so every "
+                   "figure of the run is apart from the profile's own. Fields with an option of their own are "
+                   "given by it (--gan-epochs, --images-per-class, --storage-dtype, --solver, --seed).")
 @click.option("--tasks", type=click.IntRange(1), help="Stop after this many tasks (default: every class learned).")
 @click.option("--classes-per-task", type=click.IntRange(1), default=1, show_default=True, metavar="K",
               help="Classes each task brings: 1 is the paper's protocol; 2 on MNIST or CIFAR-10 is split-MNIST or "
@@ -239,7 +248,8 @@ def check_mode(ctx: click.Context, combine: tuple[Path, ...], out: Path | None, 
 
 def start_run(out: Path, data_dir: Path | None, target, checkpoint_every: float | None, quiet: bool, *, source,
               test_data, variant, methods, profile, images_per_class, gan_epochs, augment, classifier_epochs,
-              classifier_width, base_width, solver_mode, storage_dtype, tasks, classes_per_task, class_order,
+              classifier_width, base_width, solver_mode, storage_dtype, gan_setting, tasks, classes_per_task,
+              class_order,
               network, arch, class_norm, seed, started_by, memory_from, **method_settings) -> dict:
     """Start a new run in out and return its results: the part of protocol whose options (by their names on the
     command line) a resumed run reads back from its folder instead."""
@@ -251,7 +261,8 @@ def start_run(out: Path, data_dir: Path | None, target, checkpoint_every: float 
     train, test = load_run_data(source, test_data, data_dir)
     recipe = recipe_for(source, train.images.shape[1])
     budget = profile_for(profile, recipe).with_budget(images_per_class, gan_epochs, augment, classifier_epochs,
-                                                      classifier_width).with_storage(storage_dtype)
+                                                      classifier_width)
+    budget = budget.with_gan_settings(gan_overrides(gan_setting)).with_storage(storage_dtype)
     return run_protocol(train, test, recipe, variant, budget, out, device=target, seed=seed, num_tasks=tasks,
                         progress=not quiet, methods=split_classes(methods), data=describe_data(source, test_data),
                         base_width=base_width, solver=solver_mode, checkpoint_every=checkpoint_every,
@@ -259,6 +270,18 @@ def start_run(out: Path, data_dir: Path | None, target, checkpoint_every: float 
                         class_order=split_classes(class_order) or None, classifier=network, arch=arch,
                         class_norm=class_norm, started_by={k: started_by[k] for k in ("command", "commit")},
                         memory_from=memory_from)
+
+
+def gan_overrides(text: str | None) -> dict:
+    """--gan-setting's TrainingConfig fields; one that an option of its own sets is refused, naming the option."""
+    from genmem.config import parse_overrides
+
+    overrides = parse_overrides(text or "")
+    owned = [OWN_OPTIONS[key] for key in overrides if key in OWN_OPTIONS]
+    if owned:
+        raise click.UsageError(f"--gan-setting sets a field that {', '.join(owned)} sets; give "
+                               f"{'that option' if len(owned) == 1 else 'those options'} instead")
+    return overrides
 
 
 def method_options(methods: list[str], given: dict) -> dict:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from dataclasses import fields
 from pathlib import Path
 
 import click
@@ -13,22 +11,14 @@ from genmem.errors import InvalidSetting
 
 
 def parse_setting(text: str) -> tuple[str, dict]:
-    """'NAME: field=value; field=value' -> (NAME, {field: value}); values are JSON where they parse, else text."""
-    from genmem.config import TrainingConfig
+    """'NAME: field=value; field=value' -> (NAME, {field: value}) (genmem.config.parse_overrides)."""
+    from genmem.config import parse_overrides
 
     name, _, body = text.partition(":")
-    known = {f.name for f in fields(TrainingConfig)}
-    overrides = {}
-    for pair in filter(None, (p.strip() for p in body.split(";"))):
-        key, sep, value = pair.partition("=")
-        key = key.strip()
-        if not sep or key not in known:
-            raise InvalidSetting(f"setting {text!r}: {pair!r} is not FIELD=VALUE with a TrainingConfig field "
-                                 f"(e.g. average_decay=0.99; critic_augment=translation,cutout; gp_every=4)")
-        try:
-            overrides[key] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides[key] = value.strip()
+    try:
+        overrides = parse_overrides(body)
+    except InvalidSetting as refused:
+        raise InvalidSetting(f"setting {text!r}: {refused}") from None
     if not name.strip():
         raise InvalidSetting(f"setting {text!r} has no name: write NAME: field=value; ...")
     return name.strip(), overrides

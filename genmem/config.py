@@ -10,8 +10,9 @@ were.
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 from genmem.augment import parse_policy
 from genmem.errors import InvalidSetting
@@ -39,6 +40,7 @@ DP_ACTIVATIONS = ("leaky_relu", "tanh")
 MAX_DP_AUGMENTATIONS = 64  # each view is a row of the critic's batch: more only multiplies the step's cost
 CRITIC_HEADS = ("acgan", "projection")  # the critic's real-or-fake head (genmem.conditioning)
 GAN_LOSSES = ("wgan-gp", "hinge")  # the critic's loss (genmem.critic); the generator's is -D(fake) for both
+CRITIC_SETTINGS = ("critic_head", "gan_loss", "spectral_norm")  # docs/ALGORITHM.md §18
 STORAGE_DTYPES = ("float32", "bfloat16", "float16")  # the types a task's generator weights may be stored in
 
 
@@ -96,6 +98,24 @@ class TrainingConfig:
     def private(self) -> bool:
         """Whether the task trains under differential privacy (genmem.private)."""
         return self.dp_epsilon is not None
+
+
+def parse_overrides(text: str) -> dict:
+    """'field=value; field=value' as {field: value} of TrainingConfig fields, for the benchmarks that compare
+    settings; a value is JSON where it parses (0.99, 4, true, null), else text (translation,cutout)."""
+    known = {f.name for f in fields(TrainingConfig)}
+    overrides = {}
+    for pair in filter(None, (p.strip() for p in text.split(";"))):
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or key not in known:
+            raise InvalidSetting(f"{pair!r} is not FIELD=VALUE with a TrainingConfig field (e.g. average_decay=0.99; "
+                                 f"critic_augment=translation,cutout; critic_head=projection)")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value.strip()
+    return overrides
 
 
 POSITIVE_SETTINGS = ("lr", "s_max", "solver_lr")
@@ -191,11 +211,16 @@ def _check_critic(config: TrainingConfig, processes: int) -> None:
     if processes > 1 and config.critic_head == "projection":
         raise InvalidSetting("the projection critic reads every image's class, which data-parallel ranks do not "
                              "split yet: learn the task in one process or with critic_head 'acgan'")
-    changed = [f"{name}={getattr(config, name)!r}" for name in ("critic_head", "gan_loss", "spectral_norm")
-               if getattr(config, name) != getattr(TrainingConfig, name)]
+    changed = critic_settings_changed(config)
     if config.private and changed:
         raise InvalidSetting(f"the differentially private critic (genmem.private) has its own loss, weight clipping "
                              f"and class-blind head; drop {', '.join(changed)} or the DP epsilon")
+
+
+def critic_settings_changed(config: TrainingConfig) -> list[str]:
+    """The critic settings of docs/ALGORITHM.md §18 that `config` sets otherwise than §10's critic, as field=value."""
+    return [f"{name}={getattr(config, name)!r}" for name in CRITIC_SETTINGS
+            if getattr(config, name) != getattr(TrainingConfig, name)]
 
 
 def _check_privacy(config: TrainingConfig, processes: int) -> None:

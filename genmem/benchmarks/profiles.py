@@ -6,6 +6,7 @@ held to the budget it was started with.
 
 from __future__ import annotations
 
+import json
 from dataclasses import MISSING, dataclass, field, fields, replace
 
 from genmem.augment import parse_policy
@@ -98,6 +99,15 @@ class Profile:
             return self
         return replace(self, name=f"{self.name}, {dtype} storage",
                        gan_overrides=self.gan_overrides | {"storage_dtype": dtype})
+
+    def with_gan_settings(self, overrides: dict) -> Profile:
+        """This profile with DGM's GAN trained otherwise (TrainingConfig fields, e.g. a critic head of
+        docs/ALGORITHM.md §18), named by them: every figure of the run is apart from the profile's own."""
+        if not overrides:
+            return self
+        named = ", ".join(f"{key}={value if isinstance(value, str) else json.dumps(value)}"
+                          for key, value in overrides.items())
+        return replace(self, name=f"{self.name}, {named}", gan_overrides=self.gan_overrides | overrides)
 
     def with_budget(self, images_per_class: int | None = None, gan_epochs: int | None = None,
                     augment: str | None = None, classifier_epochs: float | None = None,

@@ -41,12 +41,13 @@ from pathlib import Path
 import torch
 
 from genmem.benchmarks.classifiers import CLASSIFIERS
-from genmem.benchmarks.methods import DEFAULT_METHODS, DGM_METHODS, METHODS, REGISTRY, instance_names, method_class
+from genmem.benchmarks.methods import (DEFAULT_METHODS, DGM_METHODS, METHODS, PAPER_CRITIC, REGISTRY, instance_names,
+                                       method_class)
 from genmem.benchmarks.methods.base import IMAGE_SIZE, Run, Task
 from genmem.benchmarks.profiles import PROFILES, Profile, profile_for
 from genmem.benchmarks.results import describe_data, setting
 from genmem.classifier import ClassifierConfig
-from genmem.config import check_solver_mode
+from genmem.config import check_settings, check_solver_mode, critic_settings_changed
 from genmem.data import ImageSet, fit_images, load_source
 from genmem.errors import DataError, GenmemError, InvalidSetting
 from genmem.evaluate import Score, average_accuracy, forgetting, images_of_classes
@@ -129,6 +130,12 @@ def run_protocol(train: ImageSet, test: ImageSet, recipe: str, variant: str, pro
         raise InvalidSetting(f"unknown classifier {classifier!r}: choose from {', '.join(CLASSIFIERS)}")
     if check_solver_mode(solver) == "none" and "dgm-solver" in methods:
         raise GenmemError("with --solver none the memory stores no solver to test; drop dgm-solver from --methods")
+    gan = profile.training_config(recipe, variant, solver)
+    check_settings(gan, arch=arch)  # before anything is learned, not at DGM's first task
+    changed, baselines = critic_settings_changed(gan), [m for m in methods if m in PAPER_CRITIC]
+    if changed and baselines:
+        raise InvalidSetting(f"{', '.join(baselines)} train against the paper's critic, which {', '.join(changed)} "
+                             f"would reach only in part: run them without it")
     started = {"recipe": recipe, "variant": variant, "profile": asdict(profile), "seed": seed, "methods": list(methods),
                "base_width": base_width, "data": data or describe_data(train.source),
                "classes": [{"label": c, "name": train.class_names[c]} for c in classes],
