@@ -47,7 +47,7 @@ from genmem.benchmarks.methods.base import IMAGE_SIZE, Run, Task
 from genmem.benchmarks.profiles import PROFILES, Profile, profile_for
 from genmem.benchmarks.results import describe_data, setting
 from genmem.classifier import ClassifierConfig
-from genmem.config import check_settings, check_solver_mode, critic_settings_changed
+from genmem.config import TrainingConfig, check_settings, check_solver_mode, critic_settings_changed
 from genmem.data import ImageSet, fit_images, load_source
 from genmem.errors import DataError, GenmemError, InvalidSetting
 from genmem.evaluate import Score, average_accuracy, forgetting, images_of_classes
@@ -126,16 +126,7 @@ def run_protocol(train: ImageSet, test: ImageSet, recipe: str, variant: str, pro
     out_dir, methods, options = Path(out_dir), chosen_methods(methods), dict(method_options or {})
     names = instance_names(methods, options)  # (registered, instance): the buffer may run at several budgets
     classes = run_classes(train, classes_per_task, class_order, num_tasks)
-    if classifier not in CLASSIFIERS:
-        raise InvalidSetting(f"unknown classifier {classifier!r}: choose from {', '.join(CLASSIFIERS)}")
-    if check_solver_mode(solver) == "none" and "dgm-solver" in methods:
-        raise GenmemError("with --solver none the memory stores no solver to test; drop dgm-solver from --methods")
-    gan = profile.training_config(recipe, variant, solver)
-    check_settings(gan, arch=arch)  # before anything is learned, not at DGM's first task
-    changed, baselines = critic_settings_changed(gan), [m for m in methods if m in PAPER_CRITIC]
-    if changed and baselines:
-        raise InvalidSetting(f"{', '.join(baselines)} train against the paper's critic, which {', '.join(changed)} "
-                             f"would reach only in part: run them without it")
+    _check_run(methods, profile.training_config(recipe, variant, solver), classifier, arch)
     started = {"recipe": recipe, "variant": variant, "profile": asdict(profile), "seed": seed, "methods": list(methods),
                "base_width": base_width, "data": data or describe_data(train.source),
                "classes": [{"label": c, "name": train.class_names[c]} for c in classes],
@@ -177,6 +168,19 @@ def run_protocol(train: ImageSet, test: ImageSet, recipe: str, variant: str, pro
                   f"{', '.join(train.class_names[c] for c in task.classes)}): "
                   + ", ".join(f"{m} A={score.average:.2f}" for m, score in scores.items()), flush=True)
     return results
+
+
+def _check_run(methods: tuple[str, ...], gan: TrainingConfig, classifier: str, arch: str) -> None:
+    """Refuse a run that could not finish or would not measure what it names, before anything is learned."""
+    if classifier not in CLASSIFIERS:
+        raise InvalidSetting(f"unknown classifier {classifier!r}: choose from {', '.join(CLASSIFIERS)}")
+    if check_solver_mode(gan.solver) == "none" and "dgm-solver" in methods:
+        raise GenmemError("with --solver none the memory stores no solver to test; drop dgm-solver from --methods")
+    check_settings(gan, arch=arch)  # here, not at DGM's first task
+    changed, baselines = critic_settings_changed(gan), [m for m in methods if m in PAPER_CRITIC]
+    if changed and baselines:
+        raise InvalidSetting(f"{', '.join(baselines)} train against the paper's critic, which {', '.join(changed)} "
+                             f"would reach only in part: run them without it")
 
 
 def run_classes(train: ImageSet, classes_per_task: int = 1, class_order: Sequence[int | str] | None = None,
