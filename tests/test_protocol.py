@@ -331,7 +331,7 @@ def test_the_literatures_split_mnist_figures_are_printed_only_beside_split_mnist
     for other in (split_run(classifier="conv"), split_run(order=[1, 0, *range(2, 10)]),
                   split_run(classes_per_task=1, tasks=10), split_run(tasks=3)):
         assert "90.79" not in markdown_table(other)
-    assert run_title(split_run()) == "Paper protocol: mnist 5x2 (mlp classifier) DGMW vs DGR"
+    assert run_title(split_run()) == "Split protocol: mnist 5x2 (mlp classifier) DGMW vs DGR"
     assert "paper A5" in markdown_table(split_run(classes_per_task=1, classifier="conv", tasks=10))
 
 

@@ -66,13 +66,16 @@ def method_title(method: str) -> str | None:
 def run_title(results: dict, display: bool = False) -> str:
     """What a run compared, on which data: 'Paper protocol: mnist DGMW vs DGR, MeRGAN' for a record's section
     (the source's name, so that a rerun replaces its section, and the seed where it is not 0, so that another
-    seed's does not); display=True: 'MNIST: DGMW vs DGR, MeRGAN'."""
+    seed's does not; 'Split protocol: mnist 5x2 ...' for several classes per task, which the paper never ran);
+    display=True: 'MNIST: DGMW vs DGR, MeRGAN'."""
     data = results.get("data") or describe_data(results["recipe"])
     kind = data["source"].partition(":")[0]
     subject = data["name"] if display or kind in ("folder", "npz") else kind
     methods = results.get("methods") or list(results["accuracy"])  # runs from before baselines have no list
-    if "classes" in results and tasks_of(results)[1] > 1:  # a run of another protocol gets a section of its own
+    protocol = "Paper protocol"
+    if "classes" in results and tasks_of(results)[1] > 1:  # the literature's split protocol, not the paper's
         subject += " {}x{}".format(*tasks_of(results))
+        protocol = "Split protocol"
     if setting(results, "classifier") != "conv":
         subject += f" ({results['classifier']} classifier)"
     width = f" (base width {results['base_width']})" if results.get("base_width") else ""
@@ -83,7 +86,7 @@ def run_title(results: dict, display: bool = False) -> str:
     others = [title for title in map(method_title, methods) if title]
     what = " vs ".join(filter(None, [" ".join(compared), ", ".join(others)])) or "bounds"
     seed = f", seed {results['seed']}" if results.get("seed") else ""
-    return f"{subject}: {what}" if display else f"Paper protocol: {subject} {what}{seed}"
+    return f"{subject}: {what}" if display else f"{protocol}: {subject} {what}{seed}"
 
 
 def dgm_variant(method: str, results: dict) -> str | None:
