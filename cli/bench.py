@@ -8,6 +8,7 @@ from genmem.cli.bench_avalanche import avalanche
 from genmem.cli.bench_distributed import distributed
 from genmem.cli.bench_page import page
 from genmem.cli.bench_privacy import privacy
+from genmem.cli.bench_quality import quality
 from genmem.cli.bench_replay import replay
 from genmem.cli.bench_replicas import replicas
 from genmem.cli.bench_sampling import sampling
@@ -24,6 +25,7 @@ def bench():
 bench.add_command(sampling)
 bench.add_command(protocol)
 bench.add_command(replay)
+bench.add_command(quality)
 bench.add_command(privacy)
 bench.add_command(serve_load)
 bench.add_command(avalanche)

@@ -20,6 +20,8 @@ from genmem.classifier import ClassifierConfig, predict, relabelled, train_class
 from genmem.data import ImageSet, fit_images
 from genmem.errors import DataError, GenmemError
 from genmem.memory import Memory
+from genmem.nets import Classifier
+from genmem.quality import ClassQuality, class_quality
 from genmem.replay import ReplayStream
 
 
@@ -131,3 +133,17 @@ def replay_classifier_score(memory: Memory, test: ImageSet, version: str | None 
     names = {c.label: c.name for c in sampler.classes}
     images, true = images_of_classes(labels, names, test, sampler.image_shape[0], sampler.image_shape[1])
     return evaluate_model(model, labels, images, true, device)
+
+
+def replay_quality(memory: Memory, test: ImageSet, judge: Classifier, judge_names: Sequence[str],
+                   version: str | None = None, images_per_class: int = 1000, seed: int = 0,
+                   device: str | torch.device = "cpu") -> dict[int, ClassQuality]:
+    """How a fixed judge (genmem.quality; its output i is the class named judge_names[i]) sees a version's replay of
+    each of its classes, beside their real test images: one yardstick for memories learned in different ways."""
+    sampler = memory.sampler(version, device)
+    names = {c.label: c.name for c in sampler.classes}
+    generated, generated_labels = sampler.sample({label: images_per_class for label in names}, seed=seed)
+    real, real_labels = images_of_classes(list(names), names, test, *sampler.image_shape[:2])
+    label_of = {name: label for label, name in names.items()}
+    judged = [label_of.get(name, -1 - i) for i, name in enumerate(judge_names)]  # negative: a class the memory lacks
+    return class_quality(judge, judged, generated.cpu(), generated_labels.cpu(), real, real_labels, device)

@@ -15,36 +15,50 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from genmem.benchmarks.protocol import IMAGE_SIZE
 from genmem.classifier import ClassifierConfig
 from genmem.config import TrainingConfig
 from genmem.data import ImageSet, fit_images
-from genmem.evaluate import replay_classifier_score, solver_score
+from genmem.errors import InvalidSetting
+from genmem.evaluate import replay_classifier_score, replay_quality, solver_score
 from genmem.memory import Memory
 from genmem.nets import Classifier
-from genmem.quality import class_quality, mean_quality, train_judge
+from genmem.quality import mean_quality, train_judge
 
 JUDGE_FILE = "judge.safetensors"
 REPLAY_PER_CLASS = 1000
 
 
-def judge_for(train: ImageSet, out_dir: Path, device) -> Classifier:
-    """The cached judge of out_dir, or a new one trained on every real training image; output i is class i."""
+def judge_for(train: ImageSet, out_dir: Path, device, image_size: int = IMAGE_SIZE, progress: bool = False
+              ) -> Classifier:
+    """The cached judge of out_dir, or a new one trained on every real training image at image_size; output i is
+    the class named judge_names(train)[i]. A cached judge of other data or another size is refused, never reused."""
     path = out_dir / JUDGE_FILE
     channels = train.images.shape[1]
     classes = sorted(train.class_names)
-    model = Classifier(channels, IMAGE_SIZE, len(classes))
+    made_of = {"source": train.source, "classes": ",".join(judge_names(train)), "image_size": str(image_size)}
+    model = Classifier(channels, image_size, len(classes))
     if path.exists():
+        with safe_open(path, "pt") as cached:
+            if cached.metadata() != made_of:
+                raise InvalidSetting(f"{path} is a judge of other data or another image size ({cached.metadata()}); "
+                                     f"give another --out, or delete it to train a judge of {train.source}")
         model.load_state_dict(load_file(path))
         return model.to(device).eval()
     data = train.select(classes)
-    images = fit_images(data.images, channels, IMAGE_SIZE, data.source)
-    model = train_judge(images, data.labels, classes, ClassifierConfig(epochs=2.0), device)
+    images = fit_images(data.images, channels, image_size, data.source)
+    model = train_judge(images, data.labels, classes, ClassifierConfig(epochs=2.0), device, progress)
     out_dir.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path, metadata=made_of)
     return model
+
+
+def judge_names(train: ImageSet) -> list[str]:
+    """The names of a judge's outputs, in order."""
+    return [train.class_names[label] for label in sorted(train.class_names)]
 
 
 def run_setting(name: str, config: TrainingConfig, train: ImageSet, test: ImageSet, classes: list[int],
@@ -62,11 +76,8 @@ def run_setting(name: str, config: TrainingConfig, train: ImageSet, test: ImageS
     manifest = memory.manifest()
     seconds = sum(t["seconds"] for t in manifest["tasks"])
     iterations = sum(t["iterations"] for t in manifest["tasks"])
-    generated, labels = memory.sampler(device=device).sample({c: REPLAY_PER_CLASS for c in classes}, seed=0)
-    real = test.select(classes)
-    quality = class_quality(judge, sorted(train.class_names), generated, labels,
-                            fit_images(real.images, real.images.shape[1], IMAGE_SIZE, real.source), real.labels,
-                            device)
+    quality = replay_quality(memory, test, judge, judge_names(train), images_per_class=REPLAY_PER_CLASS,
+                             device=device)
     mean = mean_quality(quality)
     replay_accuracy = None if classifier is None else replay_classifier_score(
         memory, test, config=classifier, images_per_class=images_per_class or REPLAY_PER_CLASS, device=device).average
