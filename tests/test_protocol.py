@@ -332,6 +332,9 @@ def test_the_literatures_split_mnist_figures_are_printed_only_beside_split_mnist
                   split_run(classes_per_task=1, tasks=10), split_run(tasks=3)):
         assert "90.79" not in markdown_table(other)
     assert run_title(split_run()) == "Split protocol: mnist 5x2 (mlp classifier) DGMW vs DGR"
+    assert run_title(split_run() | {"method_options": {"hybrid_ratio": 0.25, "hybrid_per_class": [20, 50]}}) == (
+        "Split protocol: mnist 5x2 (mlp classifier) DGMW vs DGR (--hybrid-per-class 20,50; --hybrid-ratio 0.25)"), \
+        "a run with other options of its methods keeps a section of its own"
     assert "paper A5" in markdown_table(split_run(classes_per_task=1, classifier="conv", tasks=10))
 
 

@@ -85,8 +85,16 @@ def run_title(results: dict, display: bool = False) -> str:
     compared = [results["variant"].upper() + arch + width] if any(dgm_variant(m, results) for m in methods) else []
     others = [title for title in map(method_title, methods) if title]
     what = " vs ".join(filter(None, [" ".join(compared), ", ".join(others)])) or "bounds"
+    if options := setting(results, "method_options"):  # so that a run with other options keeps its own section
+        what += " ({})".format("; ".join(f"--{key.replace('_', '-')} {shown_option(value)}"
+                                         for key, value in sorted(options.items())))
     seed = f", seed {results['seed']}" if results.get("seed") else ""
     return f"{subject}: {what}" if display else f"{protocol}: {subject} {what}{seed}"
+
+
+def shown_option(value) -> str:
+    """A method option as the command line gives it: 20,50 for a list."""
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
 def dgm_variant(method: str, results: dict) -> str | None:
