@@ -39,3 +39,11 @@ def test_bench_sampling_measures_in_process_and_over_http_and_records(two_versio
         ("tiny", "2", "images_per_s", "0")}, "tasks 2 and 1 classes: no NxM"
     assert all(float(row["value"]) > 0 and float(row["seconds"]) > 0 and row["hardware"] and row["commit"]
                and row["command"].startswith("genmem bench sampling ") for row in table)
+
+
+def test_the_recorded_commit_is_the_running_genmems_wherever_the_command_starts(tmp_path, monkeypatch):
+    from genmem.benchmarks.record import commit
+
+    here = commit()
+    monkeypatch.chdir(tmp_path)  # not a git checkout
+    assert commit() == here

@@ -44,10 +44,11 @@ def machine(device: torch.device) -> str:
 
 
 def commit() -> str:
-    """The checked-out commit, marked when the working tree differs from it."""
+    """The commit of the genmem that runs (its checkout's, wherever the command was started), marked when the
+    working tree differs from it."""
     def git(*args: str) -> str:
         return subprocess.run(["git", "--no-optional-locks", *args], capture_output=True, text=True,
-                              check=True).stdout.strip()
+                              check=True, cwd=Path(__file__).parent).stdout.strip()
 
     try:
         head = git("rev-parse", "--short", "HEAD")
