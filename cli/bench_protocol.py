@@ -125,7 +125,8 @@ class PositiveList(click.ParamType):
               help="Start DGM's memory from a copy of RUN's (a run of the same data, classes, variant, profile, seed "
                    "and generator): the tasks it learned are not learned again, so that methods added here are "
                    "compared on the same memory, with the figures a run that learns it gives. Its GAN seconds count "
-                   "as this run's.")
+                   "as this run's. The classifiers' budget may differ (--classifier-epochs, --classifier-width, "
+                   "--augment): the generator is the same, the stored solver not, so dgm-solver is then refused.")
 @click.option("--checkpoint-every", type=FiniteFloatRange(0), metavar="SECONDS",
               help="Also save DGM's training state inside a task this often (0: every epoch; genmem learn-task "
                    "--checkpoint-every), so --resume continues a killed task from its last save rather than its "

@@ -81,6 +81,12 @@ RUN_ARGUMENTS = ("recipe", "variant", "profile", "seed", "methods", "classes", "
 # these are the same.
 MEMORY_ARGUMENTS = ("recipe", "variant", "profile", "seed", "classes", "classes_per_task", "base_width", "solver",
                     "arch", "class_norm")
+# Profile fields that shape the classifiers and the stored solver but not the generator: genmem.learn trains a task's
+# solver after its GAN, and each task's GAN draws from a generator seeded afresh. A memory copied from a run on
+# another such budget replays the same images; only its stored solvers belong to the other budget.
+CLASSIFIER_BUDGET = ("name", "about", "classifier_epochs", "classifier_width", "classifier_augment",
+                     "classifier_images_per_class", "solver_replay", "solver_steps", "solver_epochs", "solver_start",
+                     "solver_augment", "solver_width")
 
 
 def chosen_methods(methods) -> tuple[str, ...]:
@@ -121,7 +127,8 @@ def run_protocol(train: ImageSet, test: ImageSet, recipe: str, variant: str, pro
     name the command that reproduces them, not `--resume`. memory_from: a
     run whose memory a new run starts from (`_copy_memory`), to compare other
     methods on a memory already learned, with the figures a run that learns
-    it gives.
+    it gives; the source may have trained its classifiers on another budget
+    (CLASSIFIER_BUDGET), and then its stored solvers (dgm-solver) are refused.
     """
     out_dir, methods, options = Path(out_dir), chosen_methods(methods), dict(method_options or {})
     names = instance_names(methods, options)  # (registered, instance): the buffer may run at several budgets
@@ -331,6 +338,11 @@ def _copy_memory(source: Path, out_dir: Path, now: dict, profile: Profile) -> di
                           f"memory/); name the --out folder of a run of `genmem bench protocol`")
     saved = saved_run(source)
     differs = _differences(saved, now, profile, MEMORY_ARGUMENTS)
+    if "profile" in differs and _same_generator_budget(saved, now, profile):
+        if "dgm-solver" in now["methods"]:
+            raise GenmemError(f"the memory of {source} stores solvers trained on that run's classifier budget, not "
+                              f"this run's; drop dgm-solver, or start from a run of this budget")
+        differs.remove("profile")
     if saved["data"]["source"] != now["data"]["source"]:
         differs.insert(0, "data")
     if differs:
@@ -338,6 +350,13 @@ def _copy_memory(source: Path, out_dir: Path, now: dict, profile: Profile) -> di
                           f"start from a run of the same data, classes, variant, profile, seed and generator")
     shutil.copytree(source / "memory", out_dir / "memory")
     return {"gan": saved["seconds"]["gan"]} if "gan" in saved.get("seconds", {}) else {}
+
+
+def _same_generator_budget(saved: dict, now: dict, profile: Profile) -> bool:
+    """Whether a run's recorded profile differs from this run's in CLASSIFIER_BUDGET fields only."""
+    recorded = asdict(Profile.from_record(saved["profile"], about=profile.about))
+    return all(_as_json(value) == _as_json(now["profile"][key]) for key, value in recorded.items()
+               if key not in CLASSIFIER_BUDGET)
 
 
 def _differences(saved: dict, now: dict, profile: Profile, keys: tuple[str, ...]) -> list[str]:
