@@ -55,7 +55,7 @@ def test_the_protocol_trains_dgm_with_the_setting_and_names_every_figure_by_it(t
     assert result.exit_code == 0, result.output
     trained = [task["training"] for task in Memory(out / "memory").manifest()["tasks"]]
     assert [(t["critic_head"], t["gan_loss"]) for t in trained] == [("projection", "hinge")] * 2
-    profile = "smoke, custom budget, critic_head=projection, gan_loss=hinge"  # --images-per-class changed the budget
+    profile = "smoke, GAN on 5 images per class, critic_head=projection, gan_loss=hinge"
     assert {r["profile"] for r in read_rows(table)} == {profile}
     assert {r["method"] for r in read_rows(table)} >= {"dgmw-replay", "joint"}
     resumed = CliRunner().invoke(main, ["bench", "protocol", "--resume", str(out), "--gan-setting",

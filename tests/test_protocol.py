@@ -43,6 +43,16 @@ def test_run_produces_every_method_after_every_task(tmp_path):
                                                                                 "task02.png"]
 
 
+def test_a_changed_budget_is_named_by_what_it_changes_and_an_unchanged_one_keeps_the_profile():
+    quick = PROFILES["quick"]
+    assert quick.with_budget(classifier_epochs=10).name == "quick, 10 classifier passes"
+    assert quick.with_budget(classifier_width=64, augment="").name == \
+        "quick, classifiers not augmented, classifiers 64 wide"
+    same = quick.with_budget(images_per_class=quick.images_per_class, classifier_epochs=quick.classifier_epochs,
+                             classifier_width=quick.classifier_width)
+    assert same is quick
+
+
 def test_bench_protocol_command_writes_table_plots_and_json(tmp_path):
     train, test = tiny_set(labels=(0, 1)), tiny_set(labels=(0, 1), per_class=8)
     for name, data in (("train", train), ("test", test)):
@@ -63,7 +73,8 @@ def test_bench_protocol_command_writes_table_plots_and_json(tmp_path):
     assert results["gan_config"]["epochs"] == 2 and results["profile"]["images_per_class"] == 5
     assert results["classifier_config"]["augment"] == "cutout" == results["gan_config"]["solver_augment"]
     assert results["classifier_config"]["epochs"] == 0.75 == results["gan_config"]["solver_epochs"]
-    assert "smoke, custom budget profile" in (tmp_path / "B.md").read_text(), "a changed budget is named as such"
+    changed = "smoke, GAN on 5 images per class, 2 GAN epochs, classifiers augmented by cutout, 0.75 classifier passes"
+    assert f"{changed} profile" in (tmp_path / "B.md").read_text(), "a changed budget is named by what changed"
     again = CliRunner().invoke(main, ["bench", "protocol", "--data", f"npz:{tmp_path / 'train.npz'}",
                                       "--test-data", f"npz:{tmp_path / 'test.npz'}", "--profile", "smoke",
                                       "--out", str(out), "--quiet"])

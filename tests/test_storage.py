@@ -227,7 +227,7 @@ def test_the_protocol_runs_a_half_precision_memory_and_names_its_profile_by_the_
                                        "--device", "cpu", "--quiet", "--csv", str(table)])
     assert result.exit_code == 0, result.output
     assert Memory(out / "memory").manifest()["format_version"] == COMPRESSED_FORMAT_VERSION
-    profile = "smoke, custom budget, bfloat16 storage"  # --images-per-class changed the budget
+    profile = "smoke, GAN on 5 images per class, bfloat16 storage"
     assert [(r["method"], r["profile"]) for r in read_rows(table)] == [("dgmw-replay", profile), ("dgmw", profile)]
     resumed = CliRunner().invoke(main, ["bench", "protocol", "--resume", str(out), "--storage-dtype", "float16"])
     assert resumed.exit_code != 0 and "drop --storage-dtype" in resumed.output

@@ -88,12 +88,13 @@ class CosinePerTask(SupervisedPlugin):
 def classifier_budget(profile_name: str, recipe: str, epochs: int | None = None, batch_size: int | None = None
                       ) -> tuple[str, ClassifierConfig]:
     """The protocol profile's classifier on a recipe's data (width, passes, augmentation), and the profile's name
-    as BENCHMARKS.csv gives it (marked as custom where `epochs` or `batch_size` differ from the profile's)."""
+    as BENCHMARKS.csv gives it (naming the passes or the batch size where they differ from the profile's)."""
     profile = profile_for(profile_name, recipe)
     config = ClassifierConfig(epochs=epochs or profile.classifier_epochs, width=profile.classifier_width,
                               augment=profile.classifier_augment, batch_size=batch_size or ClassifierConfig.batch_size)
-    custom = config.epochs != profile.classifier_epochs or config.batch_size != ClassifierConfig.batch_size
-    return profile.name + (", custom budget" if custom else ""), config
+    named = [f"{config.epochs:g} classifier passes"] if config.epochs != profile.classifier_epochs else []
+    named += [f"batches of {config.batch_size}"] if config.batch_size != ClassifierConfig.batch_size else []
+    return ", ".join([profile.name, *named]), config
 
 
 def classifier_passes(config: ClassifierConfig) -> int:

@@ -115,25 +115,34 @@ class Profile:
         """This profile with another GAN budget, another augmentation, or other passes or another width for the
         classifiers and the solver phase.
 
-        The name says it was changed. Colour images want more than shifts: on
-        CIFAR-10 a classifier shown real images of the newest class only learns
-        "real means newest" unless cutout hides the generator's traces too
-        (BENCHMARKS.md).
+        The name says what changed (quick, 10 classifier passes), so that a
+        table's profile column tells runs on other budgets apart. Colour images
+        want more than shifts: on CIFAR-10 a classifier shown real images of the
+        newest class only learns "real means newest" unless cutout hides the
+        generator's traces too (BENCHMARKS.md).
         """
-        if (images_per_class is None and gan_epochs is None and augment is None and classifier_epochs is None
-                and classifier_width is None):
-            return self
-        changed = replace(self, images_per_class=images_per_class or self.images_per_class)
-        if gan_epochs is not None:
+        changed, named = self, []
+        if images_per_class is not None and images_per_class != self.images_per_class:
+            changed = replace(changed, images_per_class=images_per_class)
+            named.append(f"GAN on {images_per_class} images per class")
+        if gan_epochs is not None and (gan_epochs != self.gan_epochs or self.variant_gan_epochs):
             changed = replace(changed, gan_epochs=gan_epochs, variant_gan_epochs={})
-        if augment is not None:
+            named.append(f"{gan_epochs} GAN epochs")
+        if augment is not None and (augment != self.classifier_augment or augment != self.solver_augment):
             parse_policy(augment)
             changed = replace(changed, classifier_augment=augment, solver_augment=augment)
-        if classifier_epochs is not None:
+            named.append(f"classifiers augmented by {augment}" if augment else "classifiers not augmented")
+        if classifier_epochs is not None and (classifier_epochs != self.classifier_epochs
+                                              or classifier_epochs != self.solver_epochs):
             changed = replace(changed, classifier_epochs=classifier_epochs, solver_epochs=classifier_epochs)
-        if classifier_width is not None:  # a solver started from the critic keeps the critic's width
+            named.append(f"{classifier_epochs:g} classifier passes")
+        if classifier_width is not None and classifier_width != self.classifier_width:
+            # a solver started from the critic keeps the critic's width
             changed = replace(changed, classifier_width=classifier_width,
                               solver_width=classifier_width if changed.solver_start == "fresh" else None)
+            named.append(f"classifiers {classifier_width} wide")
+        if not named:
+            return self
         images = changed.images_per_class or "all"
         epochs = changed.gan_epochs or "the paper's"
         if changed.variant_gan_epochs:
@@ -142,7 +151,7 @@ class Profile:
         passes = (f"; classifiers and solver for {classifier_epochs:g} passes" if classifier_epochs is not None
                   else "")
         wide = f"; classifiers and solver {classifier_width} wide" if classifier_width is not None else ""
-        return replace(changed, name=f"{self.name}, custom budget",
+        return replace(changed, name=f"{self.name}, {', '.join(named)}",
                        about=f"{self.name} with the GAN on {images} images per class for {epochs} epochs per task"
                              + augmented + passes + wide)
 
