@@ -117,10 +117,11 @@ def test_a_memory_from_a_run_on_another_classifier_budget_scores_as_a_run_that_l
     with pytest.raises(GenmemError, match="stores solvers trained on that run's classifier budget"):
         run_protocol(TRAIN, TEST, "mnist", "dgmw", longer, tmp_path / "solver", progress=False, base_width=WIDTH,
                      methods=("dgm-solver", "dgm-replay"), memory_from=tmp_path / "first")
-    other_gan = replace(longer, images_per_class=8)
-    with pytest.raises(GenmemError, match="learned with other profile than this run.s"):
-        run_protocol(TRAIN, TEST, "mnist", "dgmw", other_gan, tmp_path / "gan", progress=False, base_width=WIDTH,
-                     methods=("dgm-replay",), memory_from=tmp_path / "first")
+    for other_gan in (replace(longer, images_per_class=8), replace(longer, solver_replay=3),
+                      replace(longer, classifier_images_per_class=8)):  # each shapes what the GAN trains on
+        with pytest.raises(GenmemError, match="learned with other profile than this run.s"):
+            run_protocol(TRAIN, TEST, "mnist", "dgmw", other_gan, tmp_path / "gan", progress=False,
+                         base_width=WIDTH, methods=("dgm-replay",), memory_from=tmp_path / "first")
 
 
 def test_the_command_starts_from_a_runs_memory_and_runs_the_shares_asked(tmp_path):

@@ -83,10 +83,10 @@ MEMORY_ARGUMENTS = ("recipe", "variant", "profile", "seed", "classes", "classes_
                     "arch", "class_norm")
 # Profile fields that shape the classifiers and the stored solver but not the generator: genmem.learn trains a task's
 # solver after its GAN, and each task's GAN draws from a generator seeded afresh. A memory copied from a run on
-# another such budget replays the same images; only its stored solvers belong to the other budget.
-CLASSIFIER_BUDGET = ("name", "about", "classifier_epochs", "classifier_width", "classifier_augment",
-                     "classifier_images_per_class", "solver_replay", "solver_steps", "solver_epochs", "solver_start",
-                     "solver_augment", "solver_width")
+# another such budget replays the same images; only its stored solvers belong to the other budget. (Not so
+# classifier_images_per_class, which cuts the GAN's images too, nor solver_replay, the critic's replay per class.)
+CLASSIFIER_BUDGET = ("name", "about", "classifier_epochs", "classifier_width", "classifier_augment", "solver_steps",
+                     "solver_epochs", "solver_start", "solver_augment", "solver_width")
 
 
 def chosen_methods(methods) -> tuple[str, ...]:
