@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from genmem.cli.common import DEVICE_HELP, FiniteFloatRange, friendly_errors
+from genmem.config import STORAGE_DTYPES, TrainingConfig
 
 
 @click.command()
@@ -35,6 +36,9 @@ from genmem.cli.common import DEVICE_HELP, FiniteFloatRange, friendly_errors
               help="GAN epochs per task (default: genmem's DP defaults', genmem.private.DP_PROFILE).")
 @click.option("--synthetic-per-class", type=click.IntRange(10), default=6000, show_default=True,
               help="Generated images per class that the downstream classifier trains on.")
+@click.option("--storage-dtype", type=click.Choice(list(STORAGE_DTYPES)), default=TrainingConfig.storage_dtype,
+              show_default=True, help="The type the memories store the generator's weights in (learn-task's "
+                                      "option); another than the default is named in the rows' profile.")
 @click.option("--record", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the table as the '## Privacy and utility' section of this file (a record in "
                    "docs/experiments/).")
@@ -46,7 +50,7 @@ from genmem.cli.common import DEVICE_HELP, FiniteFloatRange, friendly_errors
 @click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
 @friendly_errors
 def privacy(source, data_dir, out_dir, epsilons, delta, seeds, first_seed, num_tasks, images_per_class, holdout,
-            epochs, synthetic_per_class, record, combine, table_csv, device):
+            epochs, synthetic_per_class, storage_dtype, record, combine, table_csv, device):
     """Learn one memory per epsilon and seed; report the accuracy on real test images of a classifier trained
     only on generated ones, the Fréchet distance of the replay, and the membership audit's AUC.
 
@@ -79,7 +83,8 @@ def privacy(source, data_dir, out_dir, epsilons, delta, seeds, first_seed, num_t
     options = {"--epsilons": epsilons, "--delta": f"{delta:g}", "--seeds": seeds,
                "--first-seed": first_seed or None, "--tasks": num_tasks,
                "--images-per-class": images_per_class, "--holdout": holdout, "--gan-epochs": epochs,
-               "--synthetic-per-class": synthetic_per_class}
+               "--synthetic-per-class": synthetic_per_class,
+               "--storage-dtype": None if storage_dtype == TrainingConfig.storage_dtype else storage_dtype}
     command = shlex.join(["genmem", "bench", "privacy", "--data", source, "--out", str(out_dir)]
                          + [str(part) for name, value in options.items() if value is not None
                             for part in (name, value)])
@@ -88,7 +93,7 @@ def privacy(source, data_dir, out_dir, epsilons, delta, seeds, first_seed, num_t
     results = run_privacy(load_source(source, data_dir, train=True), load_source(source, data_dir, train=False),
                           out_dir, chosen, num_tasks=num_tasks, images_per_class=images_per_class, epochs=epochs,
                           holdout=holdout, delta=delta, seeds=seeds, first_seed=first_seed,
-                          synthetic_per_class=synthetic_per_class,
+                          synthetic_per_class=synthetic_per_class, storage_dtype=storage_dtype,
                           provenance={"hardware": machine(target), "commit": commit(), "command": command},
                           data_record=describe_data(source), device=target)
     others = watch.others_share()

@@ -11,7 +11,7 @@ from genmem.benchmarks.classifiers import CLASSIFIERS
 from genmem.benchmarks.methods import DEFAULT_METHODS, METHODS, SELECTIONS
 from genmem.benchmarks.profiles import PROFILES
 from genmem.cli.common import AugmentPolicy, FiniteFloatRange, friendly_errors, run_options, split_classes
-from genmem.config import MAX_CLASSIFIER_EPOCHS, SOLVER_MODES, STORAGE_DTYPES
+from genmem.config import MAX_CLASSIFIER_EPOCHS, SOLVER_MODES, STORAGE_DTYPES, TrainingConfig
 
 # The methods' own options (run_protocol's method_options), and the methods that take them.
 METHOD_OPTIONS = {"buffer_bytes": ("buffer",), "buffer_scales": ("buffer",), "exemplar_selection": ("buffer", "hybrid"),
@@ -96,10 +96,11 @@ class PositiveList(click.ParamType):
 @click.option("--solver", "solver_mode", type=click.Choice(list(SOLVER_MODES)), default="real", show_default=True,
               help="What DGM's versions store as their solver: real (trained on the task's real images), replay "
                    "(on generated images only: nothing stored saw a real image) or none (then drop dgm-solver).")
-@click.option("--storage-dtype", type=click.Choice(list(STORAGE_DTYPES)), default="float32", show_default=True,
+@click.option("--storage-dtype", type=click.Choice(list(STORAGE_DTYPES)), default=TrainingConfig.storage_dtype,
+              show_default=True,
               help="The type DGM's versions store the generator's weights in (learn-task's option of that name). "
-                   "The profile's name says it (quick, bfloat16 storage), so every figure of the run is apart from "
-                   "the float32 run's, and the buffer's default budget follows the smaller payload.")
+                   "Another than the default is named in the profile (quick, float32 storage), so every figure of "
+                   "the run is apart from the default's; the buffer's default budget follows the payload's bytes.")
 @click.option("--gan-setting", metavar="'FIELD=VALUE; ...'",
               help="Train DGM's GAN with these TrainingConfig fields changed, to measure a setting on a full run, "
                    "e.g. 'critic_head=projection' or 'gan_loss=hinge; spectral_norm=true' (the critic options of "

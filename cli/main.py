@@ -137,9 +137,10 @@ def main():
                    "saves and every rank restores; not with --dp-epsilon. Default: no checkpoints (a matching one "
                    "is still continued).")
 @click.option("--storage-dtype", type=click.Choice(list(STORAGE_DTYPES)),
-              help="The type this task stores the generator weights it trains in: bfloat16 or float16 round them "
-                   "as the task ends and write a compressed version (format 4) about half the size, old classes' "
-                   "images still bit-identical (docs/ALGORITHM.md §19); default float32, which rounds nothing.")
+              help="The type this task stores the generator weights it trains in. bfloat16 (the default) or "
+                   "float16 round them as the task ends and write a compressed version (format 4) less than half "
+                   "the size, old classes' images still bit-identical (docs/ALGORITHM.md §19); float32 rounds "
+                   "nothing and writes the uncompressed formats 2 and 3.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @friendly_errors
 def learn_task(memory, source, classes, data_dir, download, variant, arch, class_norm, profile_name,

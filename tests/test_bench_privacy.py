@@ -10,10 +10,11 @@ from genmem.benchmarks import privacy
 from genmem.classifier import ClassifierConfig
 from genmem.benchmarks.record import read_rows
 from genmem.cli.main import main
+from genmem.config import TrainingConfig
 from tiny import tiny_memory, tiny_set
 
 BUDGET = {"classes": [0, 1], "images_per_class": 10, "epochs": 1, "holdout": 0.2, "delta": 1e-5,
-          "synthetic_per_class": 50}
+          "synthetic_per_class": 50, "storage_dtype": TrainingConfig.storage_dtype}
 CSV_COLUMNS = ["data", "tasks", "method", "profile", "metric", "value", "joint", "seconds", "hardware", "commit",
                "seeds", "command"]
 
@@ -58,6 +59,9 @@ def test_csv_rows_are_one_per_dp_setting_and_seed():
         ("mnist", "10x1", "A10", "dp", 99.12)}, "a run from before the data set was recorded learned MNIST"
     named = privacy.csv_rows({**results, "data": {"source": "folder:/photos/pets", "name": "pets"}})
     assert {r["data"] for r in named} == {"pets"}, "the rows name the data set the run learned"
+    older = privacy.csv_rows({key: value for key, value in results.items() if key != "storage_dtype"})
+    assert {r["profile"] for r in older} == {"dp, float32 storage"}, "stored before the type was recorded"
+    assert {r["profile"] for r in privacy.csv_rows({**results, "storage_dtype": "float16"})} == {"dp, float16 storage"}
 
 
 def test_a_run_of_a_built_in_data_set_names_it_as_the_user_did_in_its_rows(tmp_path, monkeypatch):
@@ -120,6 +124,8 @@ def test_combine_merges_settings_in_epsilon_order_with_no_dp_last(tmp_path):
 
 
 @pytest.mark.parametrize("second, message", [({"rows": [row(1.0, 40.0)], "epochs": 40}, "other epochs"),
+                                             ({"rows": [row(1.0, 40.0)], "storage_dtype": "float32"},
+                                              "other storage_dtype"),
                                              ({"rows": [row(10.0, 81.0)]}, "same setting (epsilon 10, seed 0)")])
 def test_combine_refuses_runs_of_another_budget_or_the_same_setting_and_seed(tmp_path, second, message):
     first = saved(tmp_path / "a", [row(10.0, 80.0)])
@@ -154,8 +160,8 @@ def test_a_tiny_run_learns_tests_and_audits_every_seed_and_a_seed_learned_alone_
     import genmem.private
 
     monkeypatch.setattr(genmem.private, "noise_seed", lambda: 1234)  # DP noise's seeds are secret: fixed to compare
-    monkeypatch.setattr(privacy, "task_config", lambda epsilon, delta, epochs: tiny_config(
-        dp_epsilon=epsilon, dp_delta=delta, solver="replay", solver_width=4))
+    monkeypatch.setattr(privacy, "task_config", lambda epsilon, delta, epochs, storage_dtype: tiny_config(
+        dp_epsilon=epsilon, dp_delta=delta, solver="replay", solver_width=4, storage_dtype=storage_dtype))
     monkeypatch.setattr(privacy, "CLASSIFIER_GRID", (ClassifierConfig(epochs=2.0, width=4),))
     monkeypatch.setattr(privacy, "JUDGE", ClassifierConfig(epochs=1.0, width=4))
     data = tiny_set(labels=(0, 1))

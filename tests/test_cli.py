@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 
 import genmem.data
 import genmem.memory
+from genmem.artifact import COMPRESSED_FORMAT_VERSION
 from genmem.benchmarks.profiles import profile_for
 from genmem.cli.common import FiniteFloatRange
 from genmem.cli.main import main
@@ -50,7 +51,7 @@ def test_learn_info_and_sample_end_to_end(tmp_path, learned):
         assert expected in info.output
     summary = json.loads(run("info", learned, "--json").output)
     assert [t["widths"] for t in summary["tasks"]][0] == [4, 2]
-    assert Memory(learned).manifest()["format_version"] == 2, "a DCGAN with plain norms stays readable by format 2"
+    assert Memory(learned).manifest()["format_version"] == COMPRESSED_FORMAT_VERSION, "bfloat16 by default"
     assert summary["storage_bytes"]["masks"] > 0
 
     grid = tmp_path / "grid.png"
@@ -227,7 +228,7 @@ def test_variant_of_an_existing_memory_cannot_change(learned, tiny_npz):
 def test_a_residual_memory_with_class_norms_is_made_shown_and_kept(tmp_path, tiny_npz):
     memory = tmp_path / "r"
     result = run("learn-task", memory, "--data", f"npz:{tiny_npz}", "--classes", "0,1", "--arch", "resnet",
-                 "--class-norm", *TINY)
+                 "--class-norm", "--storage-dtype", "float32", *TINY)
     assert result.exit_code == 0, result.output
     manifest = Memory(memory).manifest()
     generator = manifest["generator"]

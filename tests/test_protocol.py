@@ -18,6 +18,7 @@ from genmem.benchmarks.profiles import PROFILES, Profile, profile_for
 from genmem.benchmarks.protocol import run_classes, run_protocol
 from genmem.benchmarks.results import describe_data, markdown_table, newest_table, run_title
 from genmem.cli.main import main
+from genmem.config import TrainingConfig
 from genmem.errors import GenmemError, InvalidSetting
 from genmem.memory import Memory
 from genmem.presets import RECIPES, base_width_for, paper_config
@@ -136,7 +137,8 @@ def test_the_quick_profile_gives_dgma_the_gan_epochs_that_fit_its_time_target_an
 def results_on(source: str, variant: str = "dgmw", methods=("dgm-replay", "dgr", "joint")) -> dict:
     """A hand-made results.json after five tasks."""
     return {"recipe": "mnist", "variant": variant, "methods": list(methods), "data": describe_data(source),
-            "accuracy": {m: [100.0, 99.0, 98.0, 97.0, 96.0] for m in methods}}
+            "accuracy": {m: [100.0, 99.0, 98.0, 97.0, 96.0] for m in methods},
+            "gan_config": {"storage_dtype": TrainingConfig.storage_dtype}}
 
 
 def test_a_profile_sets_the_gans_learning_rate_or_leaves_the_recipes(tmp_path):
@@ -173,8 +175,10 @@ def test_paper_figures_and_titles_follow_the_data_set_not_the_recipe():
         assert "paper" not in markdown_table(results), source
         assert run_title(results, display=True) == f"{name}: DGMW vs DGR"
     assert run_title(results_on("mnist")) == "Paper protocol: mnist DGMW vs DGR"
-    assert run_title(results_on("mnist") | {"seed": 2, "gan_config": {"storage_dtype": "bfloat16"}}) == (
-        "Paper protocol: mnist DGMW bfloat16 vs DGR, seed 2"), "another seed or memory has a section of its own"
+    assert run_title(results_on("mnist") | {"seed": 2, "gan_config": {"storage_dtype": "float16"}}) == (
+        "Paper protocol: mnist DGMW float16 vs DGR, seed 2"), "another seed or memory has a section of its own"
+    older = {key: value for key, value in results_on("mnist").items() if key != "gan_config"}
+    assert run_title(older) == "Paper protocol: mnist DGMW float32 vs DGR", "a run from before the storage option"
     assert run_title(results_on("npz:/d/letters.npz", methods=("joint",))) == "Paper protocol: letters.npz bounds"
 
 
@@ -332,7 +336,8 @@ def split_run(classes_per_task: int = 2, classifier: str = "mlp", order=range(10
     """A hand-made results.json of a finished MNIST run."""
     return {"recipe": "mnist", "variant": "dgmw", "methods": ["dgm-replay", "dgr"], "data": describe_data("mnist"),
             "classes": [{"label": c, "name": str(c)} for c in order], "classes_per_task": classes_per_task,
-            "classifier": classifier, "accuracy": {m: [99.0] * tasks for m in ("dgm-replay", "dgr")}}
+            "classifier": classifier, "accuracy": {m: [99.0] * tasks for m in ("dgm-replay", "dgr")},
+            "gan_config": {"storage_dtype": TrainingConfig.storage_dtype}}
 
 
 def test_the_literatures_split_mnist_figures_are_printed_only_beside_split_mnist_with_the_mlp():

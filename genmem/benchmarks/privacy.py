@@ -55,20 +55,23 @@ CLASSIFIER_GRID = tuple(ClassifierConfig(lr=lr, augment=augment, epochs=CLASSIFI
 DPIMAGEBENCH_MNIST = {"DPDM": {10.0: 97.7, 1.0: 89.2}, "DP-MERF": {10.0: 81.3, 1.0: 80.3},
                       "GS-WGAN": {10.0: 75.3, 1.0: 72.4}}
 PROFILE = "dp"  # the CSV rows' profile: genmem's DP defaults (genmem.private.DP_PROFILE)
-BUDGET_KEYS = ("data", "classes", "images_per_class", "epochs", "holdout", "delta", "synthetic_per_class")
+BUDGET_KEYS = ("data", "classes", "images_per_class", "epochs", "holdout", "delta", "synthetic_per_class",
+               "storage_dtype")
 
 
 def setting_name(epsilon: float | None) -> str:
     return "no DP" if epsilon is None else f"epsilon {epsilon:g}"
 
 
-def task_config(epsilon: float | None, delta: float, epochs: int | None) -> TrainingConfig:
+def task_config(epsilon: float | None, delta: float, epochs: int | None,
+                storage_dtype: str = TrainingConfig.storage_dtype) -> TrainingConfig:
     """What every task of a setting learns with: genmem's DP defaults, or without DP genmem's own defaults and
-    its `real` solver."""
+    its `real` solver; its generator stored in `storage_dtype`."""
     if epsilon is None:
-        return paper_config("mnist", "dgmw", epochs=epochs or dp_config(1.0).epochs, solver="real")
-    config = dp_config(epsilon, dp_delta=delta)
-    return replace(config, epochs=epochs) if epochs else config
+        config = paper_config("mnist", "dgmw", epochs=epochs or dp_config(1.0).epochs, solver="real")
+    else:
+        config = dp_config(epsilon, dp_delta=delta)
+    return replace(config, epochs=epochs or config.epochs, storage_dtype=storage_dtype)
 
 
 def synthetic_split(memory: Memory, classes: list[int], per_class: int, seed: int, device
@@ -133,7 +136,8 @@ def measure_memory(memory: Memory, data: ImageSet, test: ImageSet, classes: list
 def run_privacy(train: ImageSet, test: ImageSet, out_dir: Path, epsilons: list[float | None], *, num_tasks: int,
                 images_per_class: int | None = None, epochs: int | None = None, holdout: float = 0.1,
                 delta: float = 1e-5, seeds: int = 1, first_seed: int = 0,
-                synthetic_per_class: int = SYNTHETIC_PER_CLASS, provenance: dict | None = None,
+                synthetic_per_class: int = SYNTHETIC_PER_CLASS, storage_dtype: str = TrainingConfig.storage_dtype,
+                provenance: dict | None = None,
                 data_record: dict | None = None, device="cpu", progress: bool = True) -> dict:
     """Learn, test and audit one memory per epsilon (None: no DP) and seed (first_seed onwards, so that seeds can
     learn in separate processes and be merged by `combine_privacy`); results.json after each.
@@ -149,10 +153,10 @@ def run_privacy(train: ImageSet, test: ImageSet, out_dir: Path, epsilons: list[f
     judge = train_judge(data.images, data.labels, classes, JUDGE, device)
     results = {"data": data_record or describe_data(train.source), "classes": classes,
                "images_per_class": images_per_class, "epochs": epochs, "holdout": holdout, "delta": delta,
-               "synthetic_per_class": synthetic_per_class,
+               "synthetic_per_class": synthetic_per_class, "storage_dtype": storage_dtype,
                "joint": real_reference(data, test, classes, device), "rows": []}
     for epsilon in epsilons:
-        config = task_config(epsilon, delta, epochs)
+        config = task_config(epsilon, delta, epochs, storage_dtype)
         for seed in range(first_seed, first_seed + seeds):
             memory = Memory(out_dir / (f"{'no-dp' if epsilon is None else f'eps-{epsilon:g}'}-seed-{seed}"))
             started = time.perf_counter()
@@ -232,10 +236,13 @@ def privacy_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def csv_rows(results: dict, profile: str = PROFILE) -> list[dict]:
+def csv_rows(results: dict) -> list[dict]:
     """BENCHMARKS.csv rows of the DP settings, one per seed: the downstream accuracy as A<tasks>, `joint` the
-    fixed classifier trained on the real images (`real_reference`), `seconds` the memory's learning time."""
+    fixed classifier trained on the real images (`real_reference`), `seconds` the memory's learning time. The
+    profile names a storage type other than the default (runs from before it was recorded stored float32)."""
     tasks = len(results["classes"])
+    stored = results.get("storage_dtype") or "float32"
+    profile = PROFILE if stored == TrainingConfig.storage_dtype else f"{PROFILE}, {stored} storage"
     joint = None if results.get("joint") is None else round(results["joint"], 2)
     data = data_key(results) if results.get("data") else "mnist"  # runs from before the key was recorded: MNIST
     return [{"data": data, "tasks": f"{tasks}x1", "method": f"dgmw-replay-dp-eps{row['epsilon']:g}",

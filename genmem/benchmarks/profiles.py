@@ -92,13 +92,21 @@ class Profile:
                               solver=solver, **budget)
         return replace(config, **self.gan_overrides)
 
+    @property
+    def storage_dtype(self) -> str:
+        """The type DGM's generator weights are stored in on this profile (TrainingConfig.storage_dtype)."""
+        return self.gan_overrides.get("storage_dtype", TrainingConfig.storage_dtype)
+
     def with_storage(self, dtype: str) -> Profile:
-        """This profile with DGM's generator weights stored in `dtype` (TrainingConfig.storage_dtype), named so:
-        every figure of the run, the buffer's and joint training's too, is apart from the float32 run's."""
-        if dtype == "float32":
-            return self
-        return replace(self, name=f"{self.name}, {dtype} storage",
-                       gan_overrides=self.gan_overrides | {"storage_dtype": dtype})
+        """This profile with DGM's generator weights stored in `dtype` (TrainingConfig.storage_dtype), named so
+        unless it is the default: every figure of the run, the buffer's and joint training's too, is apart from
+        the default's. A profile named for another storage type (a run from before bfloat16 became the default
+        names bfloat16) loses that name, so that one storage type has one name."""
+        name = self.name.removesuffix(f", {self.storage_dtype} storage")
+        overrides = {key: value for key, value in self.gan_overrides.items() if key != "storage_dtype"}
+        if dtype == TrainingConfig.storage_dtype:
+            return replace(self, name=name, gan_overrides=overrides)
+        return replace(self, name=f"{name}, {dtype} storage", gan_overrides=overrides | {"storage_dtype": dtype})
 
     def with_gan_settings(self, overrides: dict) -> Profile:
         """This profile with DGM's GAN trained otherwise (TrainingConfig fields, e.g. a critic head of

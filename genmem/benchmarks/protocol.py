@@ -296,11 +296,18 @@ def saved_run(out_dir: Path) -> dict:
     return json.loads(path.read_text())
 
 
+def recorded_profile(saved: dict, about: str | None = None) -> Profile:
+    """The profile a run's results.json recorded, named for the storage type its memory was learned with: a run
+    from before bfloat16 became the default recorded float32 storage (gan_config) under the plain name."""
+    stored = saved.get("gan_config", {}).get("storage_dtype", "float32")
+    return Profile.from_record(saved["profile"], about=about).with_storage(stored)
+
+
 def saved_arguments(out_dir: Path) -> dict:
     """The arguments the run in out_dir was started with: its sources, and run_protocol's keywords."""
     saved = saved_run(out_dir)
     return {"source": saved["data"]["source"], "test_source": saved["data"]["test_source"],
-            "recipe": saved["recipe"], "variant": saved["variant"], "profile": Profile.from_record(saved["profile"]),
+            "recipe": saved["recipe"], "variant": saved["variant"], "profile": recorded_profile(saved),
             "seed": saved["seed"], "methods": tuple(saved["methods"]),
             "class_order": [c["name"] for c in saved["classes"]],  # names: a folder's label 0 may be named "1"
             "classes_per_task": _saved(saved, "classes_per_task"), "classifier": _saved(saved, "classifier"),
@@ -337,6 +344,10 @@ def _copy_memory(source: Path, out_dir: Path, now: dict, profile: Profile) -> di
         raise GenmemError(f"{source} holds no protocol run with a memory to start from (no {RESULTS_FILE} or "
                           f"memory/); name the --out folder of a run of `genmem bench protocol`")
     saved = saved_run(source)
+    stored = recorded_profile(saved).storage_dtype
+    if stored != profile.storage_dtype:
+        raise GenmemError(f"the memory of {source} stores its generator in {stored}; add --storage-dtype {stored} "
+                          f"to start from it")
     differs = _differences(saved, now, profile, MEMORY_ARGUMENTS)
     if "profile" in differs and _same_generator_budget(saved, now, profile):
         if "dgm-solver" in now["methods"]:
@@ -354,7 +365,7 @@ def _copy_memory(source: Path, out_dir: Path, now: dict, profile: Profile) -> di
 
 def _same_generator_budget(saved: dict, now: dict, profile: Profile) -> bool:
     """Whether a run's recorded profile differs from this run's in CLASSIFIER_BUDGET fields only."""
-    recorded = asdict(Profile.from_record(saved["profile"], about=profile.about))
+    recorded = asdict(recorded_profile(saved, about=profile.about))
     return all(_as_json(value) == _as_json(now["profile"][key]) for key, value in recorded.items()
                if key not in CLASSIFIER_BUDGET)
 
@@ -364,7 +375,7 @@ def _differences(saved: dict, now: dict, profile: Profile, keys: tuple[str, ...]
     # A Profile field added since the run started was at its default then; the description may be reworded.
     recorded = {key: _saved(saved, key) for key in keys}
     if "profile" in saved:
-        recorded["profile"] = asdict(Profile.from_record(saved["profile"], about=profile.about))
+        recorded["profile"] = asdict(recorded_profile(saved, about=profile.about))
     return [key for key in keys if _as_json(recorded[key]) != _as_json(now[key])]
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from genmem.benchmarks.methods import REGISTRY, method_class, registered_name
+from genmem.config import TrainingConfig
 from genmem.errors import GenmemError
 
 # The paper's Table 1 (A5, A10, %) per data set it measured; the authors selected models on real old-class
@@ -80,8 +81,8 @@ def run_title(results: dict, display: bool = False) -> str:
         subject += f" ({results['classifier']} classifier)"
     width = f" (base width {results['base_width']})" if results.get("base_width") else ""
     arch = "" if setting(results, "arch") == "dcgan" else f" {setting(results, 'arch')}"
-    dtype = results.get("gan_config", {}).get("storage_dtype", "float32")
-    arch += "" if dtype == "float32" else f" {dtype}"
+    dtype = results.get("gan_config", {}).get("storage_dtype", "float32")  # float32 before the option existed
+    arch += "" if dtype == TrainingConfig.storage_dtype else f" {dtype}"
     compared = [results["variant"].upper() + arch + width] if any(dgm_variant(m, results) for m in methods) else []
     others = [title for title in map(method_title, methods) if title]
     what = " vs ".join(filter(None, [" ".join(compared), ", ".join(others)])) or "bounds"
