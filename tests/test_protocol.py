@@ -156,6 +156,10 @@ def test_a_classifier_width_override_widens_every_classifier_and_the_stored_solv
     assert PROFILES["smoke"].with_budget(classifier_width=6).solver_width is None, "its solver starts from the critic"
     wide = replace(PROFILES["smoke"], solver_start="fresh").with_budget(classifier_width=6)
     assert (wide.classifier_width, wide.solver_width) == (6, 6) and "classifiers and solver 6 wide" in wide.about
+    quick = PROFILES["quick"]
+    longer = quick.with_budget(augment=quick.classifier_augment, classifier_epochs=10, classifier_width=16)
+    assert longer.name == "quick, 10 classifier passes" and longer.about.endswith("; classifiers and solver for 10 "
+                                                                               "passes"), "only what changed"
     assert PROFILES["quick"].solver_width is None, "the quick profile's solver is the critic's width (16)"
     data, test = tiny_set(labels=(0, 1)), tiny_set(labels=(0, 1), per_class=8)
     run_protocol(data, test, "mnist", "dgmw", wide, tmp_path / "run", methods=("dgm-solver",), num_tasks=2,

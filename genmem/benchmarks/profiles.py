@@ -129,7 +129,7 @@ class Profile:
         newest class only learns "real means newest" unless cutout hides the
         generator's traces too (BENCHMARKS.md).
         """
-        changed, named = self, []
+        changed, named, described = self, [], []
         if images_per_class is not None and images_per_class != self.images_per_class:
             changed = replace(changed, images_per_class=images_per_class)
             named.append(f"GAN on {images_per_class} images per class")
@@ -140,28 +140,27 @@ class Profile:
             parse_policy(augment)
             changed = replace(changed, classifier_augment=augment, solver_augment=augment)
             named.append(f"classifiers augmented by {augment}" if augment else "classifiers not augmented")
+            described.append(f"classifiers and solver augmented by {augment or 'nothing'}")
         if classifier_epochs is not None and (classifier_epochs != self.classifier_epochs
                                               or classifier_epochs != self.solver_epochs):
             changed = replace(changed, classifier_epochs=classifier_epochs, solver_epochs=classifier_epochs)
             named.append(f"{classifier_epochs:g} classifier passes")
+            described.append(f"classifiers and solver for {classifier_epochs:g} passes")
         if classifier_width is not None and classifier_width != self.classifier_width:
             # a solver started from the critic keeps the critic's width
             changed = replace(changed, classifier_width=classifier_width,
                               solver_width=classifier_width if changed.solver_start == "fresh" else None)
             named.append(f"classifiers {classifier_width} wide")
+            described.append(f"classifiers and solver {classifier_width} wide")
         if not named:
             return self
         images = changed.images_per_class or "all"
         epochs = changed.gan_epochs or "the paper's"
         if changed.variant_gan_epochs:
             epochs = f"{epochs} ({', '.join(f'{v} {e}' for v, e in changed.variant_gan_epochs.items())})"
-        augmented = f"; classifiers and solver augmented by {augment or 'nothing'}" if augment is not None else ""
-        passes = (f"; classifiers and solver for {classifier_epochs:g} passes" if classifier_epochs is not None
-                  else "")
-        wide = f"; classifiers and solver {classifier_width} wide" if classifier_width is not None else ""
         return replace(changed, name=f"{self.name}, {', '.join(named)}",
                        about=f"{self.name} with the GAN on {images} images per class for {epochs} epochs per task"
-                             + augmented + passes + wide)
+                             + "".join(f"; {change}" for change in described))
 
 
 # The paper's method as published: every genmem addition to its GAN and solver that a TrainingConfig field can
