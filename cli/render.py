@@ -42,10 +42,21 @@ def render_summary(s: dict) -> str:
         f"growth    shared weights x{growth:.2f} since the first task; the next task starts at widths "
         f"{'/'.join(map(str, s['next_widths']))}, with at least {sum(s['free_per_layer_initially']):,} free {unit} "
         f"as the first had",
-        f"storage   weights {_kb(s['storage_bytes']['weights'])}, bit-packed masks {_kb(s['storage_bytes']['masks'])}, "
-        f"version total {_kb(s['storage_bytes']['total'])}",
+        f"storage   weights {_kb(s['storage_bytes']['weights'])} in {_storage_types(s['tasks'])}, bit-packed masks "
+        f"{_kb(s['storage_bytes']['masks'])}, version total {_kb(s['storage_bytes']['total'])}",
     ]
     return "\n".join(lines + quality_lines(s) + privacy_lines(s) + unfinished_lines(s))
+
+
+def _storage_types(tasks: list[dict]) -> str:
+    """The type the weights are stored in, or per type the tasks that chose it: 'float32 (tasks 0, 1), bfloat16
+    (task 2)'."""
+    chosen: dict[str, list[str]] = {}
+    for task in tasks:
+        chosen.setdefault(task["storage_dtype"], []).append(str(task["task"]))
+    if len(chosen) == 1:
+        return next(iter(chosen))
+    return ", ".join(f"{dtype} (task{'s' * (len(ids) > 1)} {', '.join(ids)})" for dtype, ids in chosen.items())
 
 
 def unfinished_lines(s: dict) -> list[str]:

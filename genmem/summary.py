@@ -36,6 +36,8 @@ def summarise(memory: Memory, version: str | None = None) -> dict:
         "capacity_unit": "units" if g["variant"] == "dgma" else "weights",
         "classes": manifest["classes"],
         "tasks": [{k: task[k] for k in ("task", "classes", "widths", "capacity", "parameters", "data", "seconds")}
+                  # the type the task rounded its weights to (docs/ALGORITHM.md §19); float32 before the option
+                  | {"storage_dtype": task["training"].get("storage_dtype", "float32")}
                   for task in manifest["tasks"]],
         "next_widths": list(next_widths),
         "free_per_layer_initially": initial_free,

@@ -46,8 +46,8 @@ def test_learn_info_and_sample_end_to_end(tmp_path, learned):
 
     info = run("info", learned)
     assert info.exit_code == 0
-    for expected in ("version   v0002 of 2", "DGMW, 1x16x16 images", "classes   0, 1, 2", "reused", "storage",
-                     "bit-packed masks"):
+    for expected in ("version   v0002 of 2", "DGMW, 1x16x16 images", "classes   0, 1, 2", "reused",
+                     "KiB in bfloat16, bit-packed masks"):
         assert expected in info.output
     summary = json.loads(run("info", learned, "--json").output)
     assert [t["widths"] for t in summary["tasks"]][0] == [4, 2]
@@ -223,6 +223,15 @@ def test_the_solver_phase_is_set_from_the_command_line(tmp_path, tiny_npz):
 def test_variant_of_an_existing_memory_cannot_change(learned, tiny_npz):
     result = run("learn-task", learned, "--data", f"npz:{tiny_npz}", "--classes", "3", "--variant", "dgma", *TINY)
     assert_clear_error(result, "is dgmw; drop the variant dgma")
+
+
+def test_info_names_the_storage_type_of_each_task_where_they_differ(tmp_path, tiny_npz):
+    memory = tmp_path / "m"
+    for classes, dtype in (("0", "float32"), ("1", "bfloat16"), ("2", "float32")):
+        result = run("learn-task", memory, "--data", f"npz:{tiny_npz}", "--classes", classes, "--storage-dtype",
+                     dtype, *TINY)
+        assert result.exit_code == 0, result.output
+    assert "KiB in float32 (tasks 0, 2), bfloat16 (task 1), bit-packed" in run("info", memory).output
 
 
 def test_a_residual_memory_with_class_norms_is_made_shown_and_kept(tmp_path, tiny_npz):
