@@ -15,15 +15,19 @@ from genmem.cli.common import friendly_errors
 @click.option("--page", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=Path("BENCHMARKS.md"), show_default=True,
               help="The results page; its tables stand between <!-- table: NAME --> and <!-- end table -->.")
-@click.option("--check", is_flag=True, help="Write nothing; fail if the page's tables differ from the CSV's.")
+@click.option("--plots", type=click.Path(file_okay=False, path_type=Path), default=Path("docs"), show_default=True,
+              help="Where to write the page's plots of accuracy against the bytes kept (bytes-DATA-TASKS.png).")
+@click.option("--check", is_flag=True, help="Write nothing; fail if the page's tables differ from the CSV's (the "
+                                            "plots are not compared: their bytes vary with matplotlib's version).")
 @friendly_errors
-def page(table_csv, page, check):
-    """Rewrite the tables of the results page from the figures in BENCHMARKS.csv.
+def page(table_csv, page, plots, check):
+    """Rewrite the tables of the results page, and its plots, from the figures in BENCHMARKS.csv.
 
     The prose around the tables is people's; every figure in a table comes
     from the CSV, so the page and the CSV never disagree.
     """
-    from genmem.benchmarks.page import refresh_page
+    from genmem.benchmarks.page import bytes_plots, refresh_page
+    from genmem.benchmarks.record import read_rows
 
     text = refresh_page(page, table_csv)
     if check:
@@ -32,4 +36,7 @@ def page(table_csv, page, check):
         click.echo(f"{page} matches {table_csv}")
         return
     page.write_text(text)
-    click.echo(f"wrote the tables of {page} from {table_csv}")
+    plots.mkdir(parents=True, exist_ok=True)
+    for name, png in bytes_plots(read_rows(table_csv)).items():
+        (plots / name).write_bytes(png)
+    click.echo(f"wrote the tables of {page} and its plots in {plots} from {table_csv}")

@@ -4,6 +4,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
+from genmem.benchmarks.footprint import points_of_rows
 from genmem.benchmarks.page import refresh_page
 from genmem.benchmarks.record import COLUMNS, read_rows, record_rows
 from genmem.cli.main import main
@@ -70,3 +71,25 @@ def test_the_command_checks_and_writes_the_page(tmp_path):
 
 def test_the_results_page_of_this_repository_matches_its_csv():
     assert refresh_page(REPO / "BENCHMARKS.md", REPO / "BENCHMARKS.csv") == (REPO / "BENCHMARKS.md").read_text()
+
+
+def test_the_bytes_plot_puts_each_storage_types_replay_at_its_payload_and_buffers_at_their_budgets(tmp_path):
+    float32 = "quick, float32 storage"
+    rows = [row(0, 1000, method="dgmw", metric="payload_bytes"), row(1, 1200, method="dgmw", metric="payload_bytes"),
+            row(0, 97.0), row(1, 98.0), row(0, 96.0, method="buffer"), row(0, 95.0, method="buffer-x0.5"),
+            row(0, 2200, method="dgmw", metric="payload_bytes", profile=float32),
+            row(0, 97.5, profile=float32), row(0, 98.5, method="buffer-x2", profile=float32),
+            row(0, 99.0, method="buffer", profile="quick, 10 classifier passes"),
+            row(0, 9000, method="sampling-in-process", metric="images_per_s")]
+    rows = [{key: str(value) for key, value in r.items()} for r in rows]
+    points = {p.method: (p.kind, p.bytes, p.accuracy) for p in points_of_rows(rows, "mnist", "10x1", "quick")}
+    assert points == {"dgmw-replay (quick)": ("genmem", 1100, 97.5), "buffer": ("buffer", 1100, 96.0),
+                      "buffer-x0.5": ("buffer", 550, 95.0), f"dgmw-replay ({float32})": ("genmem", 2200, 97.5),
+                      "buffer-x2": ("buffer", 4400, 98.5)}, "means over seeds; another budget's buffer is apart"
+    table, page = tmp_path / "BENCHMARKS.csv", tmp_path / "BENCHMARKS.md"
+    record_rows(table, rows)
+    page.write_text("<!-- table: accuracy -->\n<!-- end table -->\n")
+    written = CliRunner().invoke(main, ["bench", "page", "--csv", str(table), "--page", str(page), "--plots",
+                                        str(tmp_path / "plots")])
+    assert written.exit_code == 0, written.output
+    assert (tmp_path / "plots" / "bytes-mnist-10x1.png").read_bytes().startswith(b"\x89PNG")

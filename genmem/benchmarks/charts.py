@@ -71,7 +71,6 @@ def accuracy_bytes_plot(points: list[Point], title: str) -> bytes:
     axes.set_xscale("log")
     axes.set_xlabel("bytes kept for replay (log scale)")
     axes.set_ylabel("accuracy after the last task (%)")
-    axes.set_ylim(0, 101)
     axes.grid(alpha=0.3, which="both")
     axes.legend(loc="best", fontsize=8)
     axes.set_title(title, fontsize=10)

@@ -1,6 +1,7 @@
 """What the methods of protocol runs keep, in bytes, beside their accuracy at the end: genmem's memory against a
 buffer of real images at several budgets (genmem.benchmarks.methods.buffer) and DGM with real images mixed in
-(methods.hybrid). The plot is genmem.benchmarks.charts.accuracy_bytes_plot.
+(methods.hybrid), from one run's results.json or from the figures of BENCHMARKS.csv. The plot is
+genmem.benchmarks.charts.accuracy_bytes_plot.
 
 A method is named here as BENCHMARKS.csv names it (genmem.benchmarks.rows):
 DGM's by the run's variant (dgmw-replay, dgma-hybrid-k20).
@@ -8,6 +9,8 @@ DGM's by the run's variant (dgmw-replay, dgma-hybrid-k20).
 
 from __future__ import annotations
 
+import re
+import statistics
 from dataclasses import dataclass
 
 from genmem.artifact import MASKS_FILE, WEIGHTS_FILE
@@ -72,3 +75,36 @@ def bytes_table(points: list[Point]) -> str:
         budget = "–" if point.budget is None else f"{point.budget:,}"
         lines.append(f"| {point.method} | {point.bytes:,} | {times} | {budget} | {images} | {point.accuracy:.2f} |")
     return "\n".join(lines)
+
+
+def points_of_rows(rows: list[dict[str, str]], data: str, tasks: str, profile: str) -> list[Point]:
+    """BENCHMARKS.csv's figures of one data set and split on one budget, whatever the storage type, as points (means
+    over seeds): DGM's replay classifier at its payload's bytes, and each buffer at its budget, S times the payload of
+    DGMw's memory it ran beside (buffer-xS). Runs of one storage type keep the buffer budgets of that payload."""
+    def budget(row: dict[str, str]) -> str:
+        return re.sub(r", \w+ storage$", "", row["profile"])
+
+    mine = [row for row in rows if (row["data"], row["tasks"]) == (data, tasks) and budget(row) == profile]
+    grouped: dict[tuple[str, str, str], list[float]] = {}
+    for row in mine:
+        if row["metric"] == "payload_bytes" or row["metric"] == "final" or re.fullmatch(r"A\d+", row["metric"]):
+            grouped.setdefault((row["method"], row["profile"], row["metric"]), []).append(float(row["value"]))
+    mean = {key: statistics.fmean(values) for key, values in grouped.items()}
+    payload = {(method, stored): value for (method, stored, metric), value in mean.items()
+               if metric == "payload_bytes"}
+    points = []
+    for (method, stored, metric), accuracy in mean.items():
+        variant, scale = method.removesuffix("-replay"), _buffer_scale(method)
+        if variant != method and (variant, stored) in payload:
+            points.append(Point(f"{method} ({stored})", "genmem", round(payload[variant, stored]), accuracy, None))
+        elif scale is not None and ("dgmw", stored) in payload:
+            kept = round(scale * payload["dgmw", stored])
+            points.append(Point(method, "buffer", kept, accuracy, None, budget=kept))
+    return points
+
+
+def _buffer_scale(method: str) -> float | None:
+    """S of a buffer-xS method (1 for buffer); None for any other method."""
+    if method == "buffer":
+        return 1.0
+    return float(method.removeprefix("buffer-x")) if method.startswith("buffer-x") else None

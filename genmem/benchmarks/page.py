@@ -119,6 +119,21 @@ TABLES: dict[str, Callable[[list[dict[str, str]]], str]] = {
     "accuracy": accuracy_table, "bytes": bytes_table, "privacy": privacy_table, "speed": speed_table}
 
 
+def bytes_plots(rows: list[dict[str, str]], profile: str = "quick") -> dict[str, bytes]:
+    """The page's plots of accuracy against the bytes kept for replay, one PNG per data set and split whose
+    buffer was measured at several budgets on `profile` (any storage type), named bytes-DATA-TASKS.png."""
+    from genmem.benchmarks.charts import accuracy_bytes_plot
+    from genmem.benchmarks.footprint import points_of_rows
+
+    plots = {}
+    for data, tasks in dict.fromkeys((row["data"], row["tasks"]) for row in rows):
+        points = points_of_rows(rows, data, tasks, profile)
+        if sum(point.kind == "buffer" for point in points) > 2 and any(p.kind == "genmem" for p in points):
+            title = f"{data} {tasks}, {profile} profile: accuracy against the bytes kept (BENCHMARKS.csv)"
+            plots[f"bytes-{data}-{tasks}.png"] = accuracy_bytes_plot(points, title)
+    return plots
+
+
 def refresh_page(page: str | os.PathLike, table_csv: str | os.PathLike) -> str:
     """The page's text with every marked table regenerated from the CSV (the file is not written)."""
     text = Path(page).read_text()
