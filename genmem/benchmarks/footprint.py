@@ -81,10 +81,10 @@ def points_of_rows(rows: list[dict[str, str]], data: str, tasks: str, profile: s
     """BENCHMARKS.csv's figures of one data set and split on one budget, whatever the storage type, as points (means
     over seeds): DGM's replay classifier at its payload's bytes, and each buffer at its budget, S times the payload of
     DGMw's memory it ran beside (buffer-xS). Runs of one storage type keep the buffer budgets of that payload."""
-    def budget(row: dict[str, str]) -> str:
+    def unstored(row: dict[str, str]) -> str:  # the profile without the storage type it names (quick, float32 storage)
         return re.sub(r", \w+ storage$", "", row["profile"])
 
-    mine = [row for row in rows if (row["data"], row["tasks"]) == (data, tasks) and budget(row) == profile]
+    mine = [row for row in rows if (row["data"], row["tasks"]) == (data, tasks) and unstored(row) == profile]
     grouped: dict[tuple[str, str, str], list[float]] = {}
     for row in mine:
         if row["metric"] == "payload_bytes" or row["metric"] == "final" or re.fullmatch(r"A\d+", row["metric"]):

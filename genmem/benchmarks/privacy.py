@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 
 from genmem.audit import HOLDOUT, audit
+from genmem.benchmarks.profiles import named_for_storage
 from genmem.benchmarks.results import describe_data
 from genmem.benchmarks.rows import data_key
 from genmem.classifier import ClassifierConfig, output_targets, predict, shuffled_batches, train_classifier
@@ -242,7 +243,7 @@ def csv_rows(results: dict) -> list[dict]:
     profile names a storage type other than the default (runs from before it was recorded stored float32)."""
     tasks = len(results["classes"])
     stored = results.get("storage_dtype") or "float32"
-    profile = PROFILE if stored == TrainingConfig.storage_dtype else f"{PROFILE}, {stored} storage"
+    profile = named_for_storage(PROFILE, stored)
     joint = None if results.get("joint") is None else round(results["joint"], 2)
     data = data_key(results) if results.get("data") else "mnist"  # runs from before the key was recorded: MNIST
     return [{"data": data, "tasks": f"{tasks}x1", "method": f"dgmw-replay-dp-eps{row['epsilon']:g}",

@@ -102,11 +102,11 @@ class Profile:
         unless it is the default: every figure of the run, the buffer's and joint training's too, is apart from
         the default's. A profile named for another storage type (a run from before bfloat16 became the default
         names bfloat16) loses that name, so that one storage type has one name."""
-        name = self.name.removesuffix(f", {self.storage_dtype} storage")
+        name = self.name.removesuffix(f", {self.storage_dtype} storage")  # a name from before bfloat16 was the default
         overrides = {key: value for key, value in self.gan_overrides.items() if key != "storage_dtype"}
         if dtype == TrainingConfig.storage_dtype:
             return replace(self, name=name, gan_overrides=overrides)
-        return replace(self, name=f"{name}, {dtype} storage", gan_overrides=overrides | {"storage_dtype": dtype})
+        return replace(self, name=named_for_storage(name, dtype), gan_overrides=overrides | {"storage_dtype": dtype})
 
     def with_gan_settings(self, overrides: dict) -> Profile:
         """This profile with DGM's GAN trained otherwise (TrainingConfig fields, e.g. a critic head of
@@ -161,6 +161,11 @@ class Profile:
         return replace(changed, name=f"{self.name}, {', '.join(named)}",
                        about=f"{self.name} with the GAN on {images} images per class for {epochs} epochs per task"
                              + "".join(f"; {change}" for change in described))
+
+
+def named_for_storage(name: str, dtype: str) -> str:
+    """A profile's name for runs whose memories store `dtype`: the default type is not named."""
+    return name if dtype == TrainingConfig.storage_dtype else f"{name}, {dtype} storage"
 
 
 # The paper's method as published: every genmem addition to its GAN and solver that a TrainingConfig field can
