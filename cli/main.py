@@ -140,7 +140,9 @@ def main():
               help="The type this task stores the generator weights it trains in. bfloat16 (the default) or "
                    "float16 round them as the task ends and write a compressed version (format 4) less than half "
                    "the size, old classes' images still bit-identical (docs/ALGORITHM.md §19); float32 rounds "
-                   "nothing and writes the uncompressed formats 2 and 3.")
+                   "nothing and writes the uncompressed formats 2 and 3. A later task keeps the type of the "
+                   "memory's last task unless this option is given, so that readers of its format can still read "
+                   "the new version.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @friendly_errors
 def learn_task(memory, source, classes, data_dir, download, variant, arch, class_norm, profile_name,
@@ -175,6 +177,7 @@ def learn_task(memory, source, classes, data_dir, download, variant, arch, class
     \b
       torchrun --nproc-per-node 2 $(which genmem) learn-task digits.mem --data mnist --classes 3
     """
+    from genmem.artifact import task_storage_dtype
     from genmem.data import load_source
     from genmem.device import resolve_device
     from genmem.distributed import from_environment
@@ -192,6 +195,7 @@ def learn_task(memory, source, classes, data_dir, download, variant, arch, class
     with version_writer(mem.store, parallel) as writer:  # before the data loads: a second writer fails at once
         generator = generator_settings(mem, variant, image_size)
         variant_now = generator["variant"]
+        storage_dtype = storage_dtype or (task_storage_dtype(mem.manifest()["tasks"][-1]) if mem.versions() else None)
         data = load_source(source, data_dir, train=True, download=download, image_size=generator["image_size"])
         recipe = recipe_for(source, data.images.shape[1])
         given = dict(epochs=gan_epochs, gan_images_per_class=images_per_class, batch_size=batch_size, lr=lr,

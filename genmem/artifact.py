@@ -57,6 +57,12 @@ def unpack_bits(packed: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     return torch.from_numpy(bits.astype(bool)).reshape(shape)
 
 
+def task_storage_dtype(task: dict) -> str:
+    """The type a manifest's task stored its generator weights in: float32 for a task written before there was a
+    choice (formats 1 to 3)."""
+    return task["training"].get("storage_dtype", "float32")
+
+
 def format_version(spec: GeneratorSpec, storage: str = "float32") -> int:
     """The format a version of this generator is written in: 4 where its tasks store half precision (`storage`,
     the last task's TrainingConfig.storage_dtype); else 2 where a format 2 reader rebuilds it (a DCGAN with plain

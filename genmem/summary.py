@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 
-from genmem.artifact import (MASKS_FILE, SAMPLES_FILE, WEIGHTS_FILE, replay_quality, solver_mode,
+from genmem.artifact import (MASKS_FILE, SAMPLES_FILE, WEIGHTS_FILE, replay_quality, solver_mode, task_storage_dtype,
                              spec_from_manifest)
 from genmem.checkpoint import pending
 from genmem.expansion import plan_widths
@@ -36,8 +36,7 @@ def summarise(memory: Memory, version: str | None = None) -> dict:
         "capacity_unit": "units" if g["variant"] == "dgma" else "weights",
         "classes": manifest["classes"],
         "tasks": [{k: task[k] for k in ("task", "classes", "widths", "capacity", "parameters", "data", "seconds")}
-                  # the type the task rounded its weights to (docs/ALGORITHM.md §19); float32 before the option
-                  | {"storage_dtype": task["training"].get("storage_dtype", "float32")}
+                  | {"storage_dtype": task_storage_dtype(task)}  # the type it rounded its weights to (§19)
                   for task in manifest["tasks"]],
         "next_widths": list(next_widths),
         "free_per_layer_initially": initial_free,

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 import genmem.memory
 from genmem import canonical, compressed
 from genmem.artifact import (COMPRESSED_FORMAT_VERSION, MASKS_FILE, WEIGHTS_FILE, decode_generator,
-                             encode_generator)
+                             encode_generator, task_storage_dtype)
 from genmem.benchmarks.profiles import PROFILES
 from genmem.benchmarks.protocol import recorded_profile
 from genmem.benchmarks.record import read_rows
@@ -218,6 +218,26 @@ def test_learn_task_takes_a_storage_dtype(tmp_path, tiny_npz):
     sampled = CliRunner().invoke(main, ["sample", str(tmp_path / "m"), "--count", "2", "-o",
                                         str(tmp_path / "s.safetensors")])
     assert sampled.exit_code == 0, sampled.output
+
+
+def test_learn_task_continues_a_memory_in_its_last_tasks_storage_type_unless_told(tmp_path, tiny_npz):
+    """A memory begun in float32 stays in formats an older genmem reads until a task asks for another type."""
+    tiny = ["--image-size", "16", "--base-width", "2", "--critic-width", "4", "--gan-epochs", "1", "--batch-size", "8",
+            "--quiet", "--device", "cpu", "--data", f"npz:{tiny_npz}"]
+    memory = Memory(tmp_path / "m")
+
+    def learn(classes, *options):
+        result = CliRunner().invoke(main, ["learn-task", str(memory.path), "--classes", classes, *options, *tiny])
+        assert result.exit_code == 0, result.output
+        return memory.manifest()
+
+    assert learn("0", "--storage-dtype", "float32")["format_version"] == 2
+    kept = learn("1")
+    assert kept["format_version"] == 2 and kept["tasks"][1]["training"]["storage_dtype"] == "float32"
+    switched = learn("2", "--storage-dtype", "bfloat16")
+    assert switched["format_version"] == COMPRESSED_FORMAT_VERSION
+    assert learn("3")["tasks"][3]["training"]["storage_dtype"] == "bfloat16"
+    assert task_storage_dtype({"training": {"epochs": 1}}) == "float32", "a task written before the option"
 
 
 def test_the_protocol_names_a_profile_by_a_storage_type_other_than_the_default(tmp_path):
