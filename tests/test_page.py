@@ -7,6 +7,7 @@ from click.testing import CliRunner
 from genmem.benchmarks.footprint import points_of_rows
 from genmem.benchmarks.page import refresh_page
 from genmem.benchmarks.record import COLUMNS, read_rows, record_rows
+from genmem.benchmarks.rows import csv_name
 from genmem.cli.main import main
 
 REPO = Path(__file__).resolve().parent.parent
@@ -71,6 +72,19 @@ def test_the_command_checks_and_writes_the_page(tmp_path):
 
 def test_the_results_page_of_this_repository_matches_its_csv():
     assert refresh_page(REPO / "BENCHMARKS.md", REPO / "BENCHMARKS.csv") == (REPO / "BENCHMARKS.md").read_text()
+
+
+def test_a_buffer_sized_by_another_memory_keeps_its_own_row_and_sits_at_that_memorys_bytes():
+    dgma, dgmw = {"variant": "dgma", "arch": "dcgan", "method_options": {}}, {"variant": "dgmw", "arch": "dcgan"}
+    assert [csv_name(m, dgma) for m in ("buffer", "buffer-x2", "joint")] == ["dgma-buffer", "dgma-buffer-x2", "joint"]
+    assert csv_name("buffer", dgmw) == "buffer"
+    assert csv_name("buffer", dgma | {"method_options": {"buffer_bytes": 5000}}) == "buffer", "bytes given: no memory's"
+    rows = [row(0, 1000, method="dgmw", metric="payload_bytes"), row(0, 700, method="dgma", metric="payload_bytes"),
+            row(0, 96.0, method="buffer"), row(0, 95.0, method="dgma-buffer-x2"), row(0, 97.0, method="dgma-replay")]
+    rows = [{key: str(value) for key, value in r.items()} for r in rows]
+    points = {p.method: (p.kind, p.bytes) for p in points_of_rows(rows, "mnist", "10x1", "quick")}
+    assert points == {"buffer": ("buffer", 1000), "dgma-buffer-x2": ("buffer", 1400),
+                      "dgma-replay (quick)": ("genmem", 700)}
 
 
 def test_the_bytes_plot_puts_each_storage_types_replay_at_its_payload_and_buffers_at_their_budgets(tmp_path):

@@ -80,7 +80,8 @@ def bytes_table(points: list[Point]) -> str:
 def points_of_rows(rows: list[dict[str, str]], data: str, tasks: str, profile: str) -> list[Point]:
     """BENCHMARKS.csv's figures of one data set and split on one budget, whatever the storage type, as points (means
     over seeds): DGM's replay classifier at its payload's bytes, and each buffer at its budget, S times the payload of
-    DGMw's memory it ran beside (buffer-xS). Runs of one storage type keep the buffer budgets of that payload."""
+    the memory it ran beside (buffer-xS beside DGMw's, dgma-buffer-xS beside DGMa's). Runs of one storage type keep
+    the buffer budgets of that payload."""
     def unstored(row: dict[str, str]) -> str:  # the profile without the storage type it names (quick, float32 storage)
         return re.sub(r", \w+ storage$", "", row["profile"])
 
@@ -94,17 +95,20 @@ def points_of_rows(rows: list[dict[str, str]], data: str, tasks: str, profile: s
                if metric == "payload_bytes"}
     points = []
     for (method, stored, metric), accuracy in mean.items():
-        variant, scale = method.removesuffix("-replay"), _buffer_scale(method)
+        variant, (memory, scale) = method.removesuffix("-replay"), _buffer_scale(method)
         if variant != method and (variant, stored) in payload:
             points.append(Point(f"{method} ({stored})", "genmem", round(payload[variant, stored]), accuracy, None))
-        elif scale is not None and ("dgmw", stored) in payload:
-            kept = round(scale * payload["dgmw", stored])
+        elif scale is not None and (memory, stored) in payload:
+            kept = round(scale * payload[memory, stored])
             points.append(Point(method, "buffer", kept, accuracy, None, budget=kept))
     return points
 
 
-def _buffer_scale(method: str) -> float | None:
-    """S of a buffer-xS method (1 for buffer); None for any other method."""
-    if method == "buffer":
-        return 1.0
-    return float(method.removeprefix("buffer-x")) if method.startswith("buffer-x") else None
+def _buffer_scale(method: str) -> tuple[str, float | None]:
+    """The memory whose payload a buffer's budget multiplies (dgma of dgma-buffer-x2, else dgmw) and S of a
+    buffer-xS method (1 for buffer); S is None for any other method."""
+    memory, _, name = method.rpartition("buffer")
+    memory = memory.removesuffix("-") or "dgmw"
+    if name == "":
+        return memory, 1.0
+    return memory, float(name.removeprefix("-x")) if name.startswith("-x") else None

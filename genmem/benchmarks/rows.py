@@ -17,8 +17,12 @@ from __future__ import annotations
 
 from genmem.benchmarks.footprint import payload_bytes
 from genmem.benchmarks.methods import method_class, registered_name
+from genmem.benchmarks.methods.buffer import Buffer
 from genmem.benchmarks.methods.dgm import DgmMethod
 from genmem.benchmarks.results import setting
+
+
+DEFAULT_MEMORY = "dgmw"  # dgm_key of the default variant and architecture
 
 
 def data_key(results: dict) -> str:
@@ -40,10 +44,15 @@ def dgm_key(results: dict) -> str:
 
 
 def csv_name(method: str, results: dict) -> str:
-    """A method's name in BENCHMARKS.csv: DGM's by the run's memory (dgmw-solver, dgma-hybrid-k20)."""
-    kind = class_of(method)
+    """A method's name in BENCHMARKS.csv: DGM's by the run's memory (dgmw-solver, dgma-hybrid-k20); a buffer sized
+    by a memory other than DGMw's DCGAN by that memory too (dgma-buffer), so that it does not replace the buffer
+    of the default memory's run of the same profile and seed."""
+    kind, memory = class_of(method), dgm_key(results)
     if kind is not None and issubclass(kind, DgmMethod):
-        return f"{dgm_key(results)}-{method.removeprefix('dgm-')}"
+        return f"{memory}-{method.removeprefix('dgm-')}"
+    sized_by_memory = (setting(results, "method_options") or {}).get("buffer_bytes") is None
+    if kind is not None and issubclass(kind, Buffer) and sized_by_memory and memory != DEFAULT_MEMORY:
+        return f"{memory}-{method}"
     return method
 
 
