@@ -10,7 +10,6 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 
 import torch
@@ -107,18 +106,13 @@ def fresh_classifier(channels: int, image_size: int, num_classes: int, width: in
 
 def train_classifier(batches: Iterable[tuple[torch.Tensor, torch.Tensor]], steps: int, num_classes: int,
                      channels: int, image_size: int, config: ClassifierConfig, device: str | torch.device = "cpu",
-                     model: nn.Module | None = None, progress: bool = False, desc: str = "classifier",
-                     feature_penalty: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
-                     ) -> nn.Module:
+                     model: nn.Module | None = None, progress: bool = False, desc: str = "classifier") -> nn.Module:
     """Train `model` (any network of images to logits; a fresh Classifier by default) for `steps` batches with
     Adam and a cosine-decayed rate.
 
     With config.augment every batch is augmented afresh (whole-pixel shifts,
     say), which helps a classifier trained on generated images generalise to
-    real ones (BENCHMARKS.md). feature_penalty, if given, is added to the loss
-    of every batch: a function of the features the model's last linear layer
-    reads (one row per image, in the batch's order) and of the targets (e.g.
-    genmem.benchmarks.methods.aligned's gap between real and generated images).
+    real ones (BENCHMARKS.md).
     """
     device = torch.device(device)
     policy = parse_policy(config.augment)
@@ -127,37 +121,16 @@ def train_classifier(batches: Iterable[tuple[torch.Tensor, torch.Tensor]], steps
         model = fresh_classifier(channels, image_size, num_classes, config.width, config.seed)
     model.to(device).train()
     optimiser, schedule = classifier_optimiser(model.parameters(), config.lr, steps)
-    watch = head_inputs(model) if feature_penalty is not None else nullcontext()
-    with torch.enable_grad(), watch as features:
+    with torch.enable_grad():
         for images, targets in tqdm(itertools.islice(batches, steps), total=steps, desc=desc, disable=not progress,
                                     leave=False, dynamic_ncols=True):
             inputs = diff_augment(to_unit_range(images.to(device)), policy, rng)
-            targets = targets.to(device)
-            loss = F.cross_entropy(model(inputs), targets)
-            if feature_penalty is not None:
-                loss = loss + feature_penalty(features.pop(), targets)
+            loss = F.cross_entropy(model(inputs), targets.to(device))
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
             schedule.step()
     return model.eval()
-
-
-@contextmanager
-def head_inputs(model: nn.Module) -> Iterator[list[torch.Tensor]]:
-    """A list that receives the input of the model's last linear layer (its features) at every forward pass
-    while the block runs."""
-    linear = [module for module in model.modules() if isinstance(module, nn.Linear)]
-    if not linear:
-        raise InvalidSetting(f"a feature penalty reads the input of a model's last linear layer; "
-                             f"{type(model).__name__} has none")
-    head = linear[-1]
-    seen: list[torch.Tensor] = []
-    hook = head.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
-    try:
-        yield seen
-    finally:
-        hook.remove()
 
 
 @torch.no_grad()

@@ -16,7 +16,6 @@ accuracies. The methods (genmem.benchmarks.methods, one class each):
     buffer      the replay classifier on a buffer of real images in DGM's bytes (at several scales if asked)
     hybrid      dgm-replay with a few real images kept per class mixed in (the paper's relaxed setup)
     dgm-newest  dgm-replay with a share of the newest classes' images generated too (methods.newest)
-    dgm-aligned dgm-newest-50 with the classifier's features of real and generated newest images aligned
 
 No real image of an earlier class is used by the continual methods, for
 training or for model selection, beyond what buffer and hybrid keep: every

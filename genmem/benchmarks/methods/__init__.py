@@ -14,7 +14,6 @@ REGISTRY = {
     "dgm-solver": "genmem.benchmarks.methods.dgm:StoredSolver",
     "dgm-replay": "genmem.benchmarks.methods.dgm:DgmReplay",
     "dgm-newest": "genmem.benchmarks.methods.newest:NewestGenerated",
-    "dgm-aligned": "genmem.benchmarks.methods.aligned:AlignedFeatures",
     "hybrid": "genmem.benchmarks.methods.hybrid:Hybrid",
     "dgr": "genmem.benchmarks.methods.generative_replay:Dgr",
     "mergan": "genmem.benchmarks.methods.generative_replay:Mergan",

@@ -161,21 +161,12 @@ class Method(ABC):
         return {}
 
 
-def replay_classifier(source, task: Task, run: Run, desc: str, newest_generated: float = 0.0,
-                      feature_penalty=None) -> nn.Module:
-    """A fresh classifier on `replay_batches` (feature_penalty: train_classifier's)."""
+def replay_classifier(source, task: Task, run: Run, desc: str, newest_generated: float = 0.0) -> nn.Module:
+    """A fresh classifier on `replay_batches`."""
     batches = replay_batches(source, task, run, newest_generated)
     return train_classifier(batches, task.steps, len(task.seen), run.channels, IMAGE_SIZE, task.config, run.device,
                             model=run.new_classifier(len(task.seen), task.config.seed), progress=run.progress,
-                            desc=desc, feature_penalty=feature_penalty)
-
-
-def newest_rows(task: Task, newest_generated: float) -> tuple[int, int]:
-    """How many of a `replay_batches` batch's first rows are real images of the task's classes, and how many
-    generated ones of them follow (the rest: replay of the earlier classes)."""
-    newest = max(1, round(task.config.batch_size * len(task.classes) / len(task.seen)))
-    generated = round(newest * newest_generated)
-    return newest - generated, generated
+                            desc=desc)
 
 
 def replay_batches(source, task: Task, run: Run, newest_generated: float = 0.0) -> Iterator[tuple[torch.Tensor,
@@ -188,25 +179,25 @@ def replay_batches(source, task: Task, run: Run, newest_generated: float = 0.0) 
     images that `source` generates too (it must hold them) instead of real
     ones; 1 is replay alone.
     """
-    config = task.config
-    real, generated = newest_rows(task, newest_generated)
+    config, seen = task.config, task.seen
+    newest = max(1, round(config.batch_size * len(task.classes) / len(seen)))
+    generated = round(newest * newest_generated)
     streams = []
-    if real:
+    if generated < newest:
         images, labels = run.images_of(task.classes)
-        streams.append(shuffled_batches(images, labels, real, config.seed))
+        streams.append(shuffled_batches(images, labels, newest - generated, config.seed))
     if generated:
         streams.append(ReplayStream(source, classes=task.classes, batch_size=generated, seed=config.seed))
     if task.earlier:
-        streams.append(ReplayStream(source, classes=task.earlier, batch_size=config.batch_size - real - generated,
+        streams.append(ReplayStream(source, classes=task.earlier, batch_size=config.batch_size - newest,
                                     seed=config.seed))
     return mixed_batches(*(relabelled(stream, task.outputs) for stream in streams))
 
 
-def replay_score(source, task: Task, run: Run, name: str, newest_generated: float = 0.0,
-                 feature_penalty=None) -> Score:
+def replay_score(source, task: Task, run: Run, name: str, newest_generated: float = 0.0) -> Score:
     """`replay_classifier` on `source`, timed as `name`'s classifier, on the real test images."""
     with run.timed(f"{name} classifier"):
-        model = replay_classifier(source, task, run, f"{name} classifier", newest_generated, feature_penalty)
+        model = replay_classifier(source, task, run, f"{name} classifier", newest_generated)
         return evaluate_model(model, task.seen, task.test_images, task.test_labels, run.device)
 
 
