@@ -137,7 +137,7 @@ def main():
                    "saves and every rank restores; not with --dp-epsilon. Default: no checkpoints (a matching one "
                    "is still continued).")
 @click.option("--storage-dtype", type=click.Choice(list(STORAGE_DTYPES)),
-              help="The type this task stores the generator weights it trains in. bfloat16 (the default) or "
+              help="The type this task stores the generator weights it trains in. bfloat16 (a new memory's default) or "
                    "float16 round them as the task ends and write a compressed version (format 4) less than half "
                    "the size, old classes' images still bit-identical (docs/ALGORITHM.md §19); float32 rounds "
                    "nothing and writes the uncompressed formats 2 and 3. A later task keeps the type of the "

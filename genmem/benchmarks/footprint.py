@@ -4,7 +4,8 @@ buffer of real images at several budgets (genmem.benchmarks.methods.buffer) and 
 genmem.benchmarks.charts.accuracy_bytes_plot.
 
 A method is named here as BENCHMARKS.csv names it (genmem.benchmarks.rows):
-DGM's by the run's variant (dgmw-replay, dgma-hybrid-k20).
+DGM's by the run's variant (dgmw-replay, dgma-hybrid-k20), a buffer sized by a
+memory other than the default by that memory (dgma-buffer-x2).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import statistics
 from dataclasses import dataclass
 
 from genmem.artifact import MASKS_FILE, WEIGHTS_FILE
+
+DEFAULT_MEMORY = "dgmw"  # BENCHMARKS.csv's name of the default variant and architecture's memory (rows.dgm_key)
 
 
 @dataclass(frozen=True)
@@ -108,7 +111,7 @@ def _buffer_scale(method: str) -> tuple[str, float | None]:
     """The memory whose payload a buffer's budget multiplies (dgma of dgma-buffer-x2, else dgmw) and S of a
     buffer-xS method (1 for buffer); S is None for any other method."""
     memory, _, name = method.rpartition("buffer")
-    memory = memory.removesuffix("-") or "dgmw"
+    memory = memory.removesuffix("-") or DEFAULT_MEMORY
     if name == "":
         return memory, 1.0
     return memory, float(name.removeprefix("-x")) if name.startswith("-x") else None

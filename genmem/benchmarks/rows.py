@@ -15,14 +15,11 @@ scales multiply.
 
 from __future__ import annotations
 
-from genmem.benchmarks.footprint import payload_bytes
+from genmem.benchmarks.footprint import DEFAULT_MEMORY, payload_bytes
 from genmem.benchmarks.methods import method_class, registered_name
 from genmem.benchmarks.methods.buffer import Buffer
 from genmem.benchmarks.methods.dgm import DgmMethod
 from genmem.benchmarks.results import setting
-
-
-DEFAULT_MEMORY = "dgmw"  # dgm_key of the default variant and architecture
 
 
 def data_key(results: dict) -> str:
