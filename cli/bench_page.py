@@ -16,7 +16,8 @@ from genmem.cli.common import friendly_errors
               default=Path("BENCHMARKS.md"), show_default=True,
               help="The results page; its tables stand between <!-- table: NAME --> and <!-- end table -->.")
 @click.option("--plots", type=click.Path(file_okay=False, path_type=Path), default=Path("docs"), show_default=True,
-              help="Where to write the page's plots of accuracy against the bytes kept (bytes-DATA-TASKS.png).")
+              help="Where to write the page's plots: accuracy against the bytes kept (bytes-DATA-TASKS.png) and DP "
+                   "accuracy against epsilon (dp-accuracy-against-epsilon.png).")
 @click.option("--check", is_flag=True, help="Write nothing; fail if the page's tables differ from the CSV's (the "
                                             "plots are not compared: their bytes vary with matplotlib's version).")
 @friendly_errors
@@ -26,7 +27,7 @@ def page(table_csv, page, plots, check):
     The prose around the tables is people's; every figure in a table comes
     from the CSV, so the page and the CSV never disagree.
     """
-    from genmem.benchmarks.page import bytes_plots, refresh_page
+    from genmem.benchmarks.page import page_plots, refresh_page
     from genmem.benchmarks.record import read_rows
 
     text = refresh_page(page, table_csv)
@@ -37,6 +38,6 @@ def page(table_csv, page, plots, check):
         return
     page.write_text(text)
     plots.mkdir(parents=True, exist_ok=True)
-    for name, png in bytes_plots(read_rows(table_csv)).items():
+    for name, png in page_plots(read_rows(table_csv)).items():
         (plots / name).write_bytes(png)
     click.echo(f"wrote the tables of {page} and its plots in {plots} from {table_csv}")

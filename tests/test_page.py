@@ -5,7 +5,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from genmem.benchmarks.footprint import points_of_rows
-from genmem.benchmarks.page import refresh_page
+from genmem.benchmarks.page import privacy_series, refresh_page
 from genmem.benchmarks.record import COLUMNS, read_rows, record_rows
 from genmem.benchmarks.rows import csv_name
 from genmem.cli.main import main
@@ -18,6 +18,19 @@ def row(seed: int, value: float, **changes) -> dict:
             "value": value, "joint": 98.5, "seconds": 600.0, "hardware": "2 cores", "commit": "abc", "seeds": seed,
             "command": "genmem bench protocol"}
     return base | changes
+
+
+def plots_written(tmp_path: Path, rows: list[dict]) -> set[str]:
+    """The PNGs `genmem bench page` writes from these rows."""
+    table, page = tmp_path / "BENCHMARKS.csv", tmp_path / "BENCHMARKS.md"
+    record_rows(table, rows)
+    page.write_text("<!-- table: accuracy -->\n<!-- end table -->\n")
+    written = CliRunner().invoke(main, ["bench", "page", "--csv", str(table), "--page", str(page), "--plots",
+                                        str(tmp_path / "plots")])
+    assert written.exit_code == 0, written.output
+    pngs = sorted((tmp_path / "plots").glob("*.png"))
+    assert all(png.read_bytes().startswith(b"\x89PNG") for png in pngs)
+    return {png.name for png in pngs}
 
 
 def test_a_rerun_replaces_its_row_and_keeps_the_others(tmp_path):
@@ -100,10 +113,22 @@ def test_the_bytes_plot_puts_each_storage_types_replay_at_its_payload_and_buffer
     assert points == {"dgmw-replay (quick)": ("genmem", 1100, 97.5), "buffer": ("buffer", 1100, 96.0),
                       "buffer-x0.5": ("buffer", 550, 95.0), f"dgmw-replay ({float32})": ("genmem", 2200, 97.5),
                       "buffer-x2": ("buffer", 4400, 98.5)}, "means over seeds; another budget's buffer is apart"
-    table, page = tmp_path / "BENCHMARKS.csv", tmp_path / "BENCHMARKS.md"
-    record_rows(table, rows)
-    page.write_text("<!-- table: accuracy -->\n<!-- end table -->\n")
-    written = CliRunner().invoke(main, ["bench", "page", "--csv", str(table), "--page", str(page), "--plots",
-                                        str(tmp_path / "plots")])
-    assert written.exit_code == 0, written.output
-    assert (tmp_path / "plots" / "bytes-mnist-10x1.png").read_bytes().startswith(b"\x89PNG")
+    assert plots_written(tmp_path, rows) == {"bytes-mnist-10x1.png"}
+
+
+def test_the_dp_plot_has_one_line_per_profile_with_every_seed_of_each_epsilon(tmp_path):
+    dp = "genmem bench privacy --epsilons {} --delta 1e-05 --seeds 1"
+    rows = [row(0, 93.6, method="dgmw-replay-dp-eps10", profile="dp", command=dp.format(10)),
+            row(0, 78.2, method="dgmw-replay-dp-eps1", profile="dp", command=dp.format(1)),
+            row(1, 94.0, method="dgmw-replay-dp-eps10", profile="dp", command=dp.format(10) + " --first-seed 1"),
+            row(0, 91.5, method="dgmw-replay-dp-eps4", profile="dp, bfloat16", command=dp.format(4)),
+            row(0, 97.0)]
+    rows = [{key: str(value) for key, value in r.items()} for r in rows]
+    series, delta = privacy_series(rows)
+    assert series == {"genmem DGMw (dp)": [(10.0, [93.6, 94.0]), (1.0, [78.2])],
+                      "genmem DGMw (dp, bfloat16)": [(4.0, [91.5])]}
+    assert delta == 1e-5
+    rows[0]["command"] = "genmem bench privacy --epsilons 10 --delta 1e-06"
+    assert privacy_series(rows)[1] is None, "commands naming different deltas: the plot names none"
+    assert privacy_series([r for r in rows if "-dp-" not in r["method"]]) == ({}, None)
+    assert plots_written(tmp_path, rows) == {"dp-accuracy-against-epsilon.png"}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -134,6 +135,31 @@ def bytes_plots(rows: list[dict[str, str]], profile: str = "quick") -> dict[str,
     return plots
 
 
+def privacy_series(rows: list[dict[str, str]]) -> tuple[dict[str, list[tuple[float, list[float]]]], float | None]:
+    """The `-dp-epsE` rows as the DP plot's lines, one per profile: (epsilon, accuracy of each seed) points; and
+    the delta their commands name (None unless they all name the same one)."""
+    chosen = figures(rows, lambda r: "-dp-eps" in r["method"])
+    series: dict[str, list[tuple[float, list[float]]]] = {}
+    for figure in chosen:
+        epsilon = float(figure.first["method"].rpartition("-dp-eps")[2])
+        series.setdefault(f"genmem DGMw ({figure.first['profile']})", []).append((epsilon, figure.values()))
+    deltas = {_option(row["command"], "--delta") for figure in chosen for row in figure.rows}
+    return series, float(deltas.pop()) if len(deltas) == 1 and None not in deltas else None
+
+
+def privacy_plot(rows: list[dict[str, str]]) -> dict[str, bytes]:
+    """The page's plot of DP accuracy against epsilon (dp-accuracy-against-epsilon.png), or nothing without DP rows."""
+    from genmem.benchmarks.privacy import accuracy_epsilon_plot
+
+    series, delta = privacy_series(rows)
+    return {"dp-accuracy-against-epsilon.png": accuracy_epsilon_plot(series, delta)} if series else {}
+
+
+def page_plots(rows: list[dict[str, str]]) -> dict[str, bytes]:
+    """Every plot of the results page, by file name."""
+    return bytes_plots(rows) | privacy_plot(rows)
+
+
 def refresh_page(page: str | os.PathLike, table_csv: str | os.PathLike) -> str:
     """The page's text with every marked table regenerated from the CSV (the file is not written)."""
     text = Path(page).read_text()
@@ -147,6 +173,12 @@ def refresh_page(page: str | os.PathLike, table_csv: str | os.PathLike) -> str:
         return match.group(1) + TABLES[name](rows) + "\n" + match.group(3)
 
     return MARKER.sub(regenerate, text)
+
+
+def _option(command: str, name: str) -> str | None:
+    """The value a row's command gives option `name`, None where it gives none."""
+    words = shlex.split(command)
+    return words[words.index(name) + 1] if name in words[:-1] else None
 
 
 def _minutes(figure: Figure) -> str:

@@ -254,28 +254,38 @@ def csv_rows(results: dict) -> list[dict]:
 
 
 def privacy_utility_plot(results: dict) -> bytes:
-    """Downstream accuracy against epsilon (mean and range over seeds), DPImageBench's MNIST figures beside it."""
+    """One run's downstream accuracy against epsilon, with its no-DP setting as a line if it learned one."""
+    settings = by_setting(results)
+    private = [(epsilon, [r["accuracy"] for r in rows]) for _, epsilon, rows in settings if epsilon is not None]
+    public = [statistics.mean(r["accuracy"] for r in rows) for _, epsilon, rows in settings if epsilon is None]
+    return accuracy_epsilon_plot({"genmem (DGMw)": private}, results["delta"], public[0] if public else None)
+
+
+def accuracy_epsilon_plot(series: dict[str, list[tuple[float, list[float]]]], delta: float | None,
+                          no_dp: float | None = None) -> bytes:
+    """Accuracy against epsilon of each series (its points' mean and range over seeds), DPImageBench's MNIST
+    figures beside them; `no_dp`, if given, is drawn as a line."""
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(6, 4))
-    private = [(epsilon, [r["accuracy"] for r in rows]) for _, epsilon, rows in by_setting(results)
-               if epsilon is not None]
-    if private:
-        xs = [epsilon for epsilon, _ in private]
-        means = [statistics.mean(values) for _, values in private]
-        low = [m - min(v) for m, (_, v) in zip(means, private)]
-        high = [max(v) - m for m, (_, v) in zip(means, private)]
-        axes.errorbar(xs, means, yerr=[low, high], fmt="o-", capsize=3, color="tab:blue", label="genmem (DGMw)")
-    for (name, figures), marker in zip(DPIMAGEBENCH_MNIST.items(), "s^v"):
+    for (label, points), color in zip(series.items(), ("tab:blue", "tab:purple", "tab:brown", "tab:cyan")):
+        points = sorted(points)
+        means = [statistics.mean(values) for _, values in points]
+        low = [mean - min(values) for mean, (_, values) in zip(means, points)]
+        high = [max(values) - mean for mean, (_, values) in zip(means, points)]
+        axes.errorbar([epsilon for epsilon, _ in points], means, yerr=[low, high], fmt="o-", capsize=3, color=color,
+                      label=label)
+    others = zip(DPIMAGEBENCH_MNIST.items(), "s^v", ("tab:red", "tab:orange", "tab:green"))
+    for (name, figures), marker, color in others:
         points = sorted(figures.items())
-        axes.plot([e for e, _ in points], [a for _, a in points], marker + "--", alpha=0.7, label=f"{name}*")
-    for _, epsilon, rows in by_setting(results):
-        if epsilon is None:
-            axes.axhline(statistics.mean(r["accuracy"] for r in rows), color="grey", ls=":", label="genmem, no DP")
+        axes.plot([e for e, _ in points], [a for _, a in points], marker + "--", alpha=0.7, color=color,
+                  label=f"{name}*")
+    if no_dp is not None:
+        axes.axhline(no_dp, color="grey", ls=":", label="genmem, no DP")
     axes.set_xscale("log")
-    axes.set_xlabel("epsilon (per task; delta %g)" % results["delta"])
+    axes.set_xlabel("epsilon (per task)" if delta is None else "epsilon (per task; delta %g)" % delta)
     axes.set_ylabel("accuracy on the real test set (%)")
-    axes.legend(fontsize=7, loc="lower right")
+    axes.legend(fontsize=7, loc="best")
     figure.text(0.01, 0.01, "* DPImageBench (Gao et al., CCS 2025), MNIST, its own fixed classifier.\n"
                             "genmem: one digit per task, a classifier trained on generated images only.", fontsize=6)
     return png_bytes(figure, footnote_room=0.07)
