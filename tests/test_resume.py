@@ -199,6 +199,7 @@ def test_a_residual_memory_with_class_norms_is_learned_named_in_the_rows_and_hel
     assert "resnet" in run_title(results)
     rows = protocol_rows(results, hardware="a CPU", commit="abc", command="genmem bench protocol ...")
     assert {"dgmw-resnet-replay", "dgmw-resnet"} <= {row["method"] for row in rows}
+    assert {row["profile"] for row in rows} == {"smoke, class-conditional BatchNorm"}, "apart from the default's"
     with pytest.raises(GenmemError, match="started with other arch, class_norm"):
         residual(resume=True)
     assert residual(arch="resnet", class_norm=True, resume=True)["accuracy"] == results["accuracy"]

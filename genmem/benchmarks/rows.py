@@ -6,11 +6,11 @@ training's in the same run beside it, and the method's own seconds: those
 it alone spent plus the shared work it stands on (DGM's GAN for every figure
 of the memory; the order of the real images kept for the buffer and hybrid).
 DGM's methods are named by the run's memory (dgm-replay of a DGMw run is
-dgmw-replay; of a residual DGMw memory, dgmw-resnet-replay; a memory stored
-in half precision is named by its profile, `quick, bfloat16 storage`). One
-more row gives the bytes DGM's last version stores for replay (metric
-payload_bytes, method the memory's name), the budget that the buffer's
-scales multiply.
+dgmw-replay; of a residual DGMw memory, dgmw-resnet-replay). A memory stored
+in another type than the default is named by the profile (`quick, float32
+storage`), and so is one with class-conditional BatchNorms. One more row
+gives the bytes DGM's last version stores for replay (metric payload_bytes,
+method the memory's name), the budget that the buffer's scales multiply.
 """
 
 from __future__ import annotations
@@ -38,6 +38,14 @@ def dgm_key(results: dict) -> str:
     """DGM's memory as BENCHMARKS.csv names it: the variant, and the architecture where it is not the DCGAN."""
     arch = setting(results, "arch")
     return results["variant"] + ("" if arch == "dcgan" else f"-{arch}")
+
+
+def profile_key(results: dict) -> str:
+    """The run's profile as BENCHMARKS.csv names it: its budget's name, and class-conditional BatchNorms
+    (docs/ALGORITHM.md §16) where the memory has them, so that every figure of such a run, joint training's too,
+    stands apart from the default's as a storage type's or a --gan-setting's does."""
+    name = results["profile"]["name"]
+    return f"{name}, class-conditional BatchNorm" if setting(results, "class_norm") else name
 
 
 def csv_name(method: str, results: dict) -> str:
@@ -75,7 +83,7 @@ def protocol_rows(results: dict, hardware: str, commit: str, command: str) -> li
     tasks, per_task = len(next(iter(curves.values()))), results.get("classes_per_task", 1)
     metric = "A10" if (tasks, per_task) == (10, 1) else "final"
     joint = curves["joint"][-1] if "joint" in curves else None
-    common = {"data": data_key(results), "tasks": f"{tasks}x{per_task}", "profile": results["profile"]["name"],
+    common = {"data": data_key(results), "tasks": f"{tasks}x{per_task}", "profile": profile_key(results),
               "hardware": hardware, "commit": commit, "seeds": results["seed"], "command": command}
     rows = [common | {"method": csv_name(method, results), "metric": metric, "value": curve[-1], "joint": joint,
                       "seconds": method_seconds(results, method)} for method, curve in curves.items()]
