@@ -258,7 +258,8 @@ def privacy_utility_plot(results: dict) -> bytes:
     settings = by_setting(results)
     private = [(epsilon, [r["accuracy"] for r in rows]) for _, epsilon, rows in settings if epsilon is not None]
     public = [statistics.mean(r["accuracy"] for r in rows) for _, epsilon, rows in settings if epsilon is None]
-    return accuracy_epsilon_plot({"genmem (DGMw)": private}, results["delta"], public[0] if public else None)
+    return accuracy_epsilon_plot({"genmem (DGMw)": private} if private else {}, results["delta"],
+                                 public[0] if public else None)
 
 
 def accuracy_epsilon_plot(series: dict[str, list[tuple[float, list[float]]]], delta: float | None,
