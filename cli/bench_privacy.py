@@ -9,7 +9,8 @@ from pathlib import Path
 import click
 
 from genmem.cli.common import DEVICE_HELP, FiniteFloatRange, friendly_errors
-from genmem.config import STORAGE_DTYPES, TrainingConfig
+from genmem.config import DP_LOSSES, STORAGE_DTYPES, TrainingConfig
+from genmem.private import DP_PROFILE
 
 
 @click.command()
@@ -39,6 +40,9 @@ from genmem.config import STORAGE_DTYPES, TrainingConfig
 @click.option("--storage-dtype", type=click.Choice(list(STORAGE_DTYPES)), default=TrainingConfig.storage_dtype,
               show_default=True, help="The type the memories store the generator's weights in (learn-task's "
                                       "option); another than the default is named in the rows' profile.")
+@click.option("--dp-loss", type=click.Choice(DP_LOSSES), default=DP_PROFILE["dp_loss"], show_default=True,
+              help="The DP critic's loss (learn-task's option; 'wasserstein' clips the critic's weights); another "
+                   "than the default is named in the settings and the rows' profile.")
 @click.option("--record", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the table as the '## Privacy and utility' section of this file (a record in "
                    "docs/experiments/).")
@@ -50,7 +54,7 @@ from genmem.config import STORAGE_DTYPES, TrainingConfig
 @click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
 @friendly_errors
 def privacy(source, data_dir, out_dir, epsilons, delta, seeds, first_seed, num_tasks, images_per_class, holdout,
-            epochs, synthetic_per_class, storage_dtype, record, combine, table_csv, device):
+            epochs, synthetic_per_class, storage_dtype, dp_loss, record, combine, table_csv, device):
     """Learn one memory per epsilon and seed; report the accuracy on real test images of a classifier trained
     only on generated ones, the Fréchet distance of the replay, and the membership audit's AUC.
 
@@ -84,7 +88,8 @@ def privacy(source, data_dir, out_dir, epsilons, delta, seeds, first_seed, num_t
                "--first-seed": first_seed or None, "--tasks": num_tasks,
                "--images-per-class": images_per_class, "--holdout": holdout, "--gan-epochs": epochs,
                "--synthetic-per-class": synthetic_per_class,
-               "--storage-dtype": None if storage_dtype == TrainingConfig.storage_dtype else storage_dtype}
+               "--storage-dtype": None if storage_dtype == TrainingConfig.storage_dtype else storage_dtype,
+               "--dp-loss": None if dp_loss == DP_PROFILE["dp_loss"] else dp_loss}
     command = shlex.join(["genmem", "bench", "privacy", "--data", source, "--out", str(out_dir)]
                          + [str(part) for name, value in options.items() if value is not None
                             for part in (name, value)])
@@ -93,12 +98,13 @@ def privacy(source, data_dir, out_dir, epsilons, delta, seeds, first_seed, num_t
     results = run_privacy(load_source(source, data_dir, train=True), load_source(source, data_dir, train=False),
                           out_dir, chosen, num_tasks=num_tasks, images_per_class=images_per_class, epochs=epochs,
                           holdout=holdout, delta=delta, seeds=seeds, first_seed=first_seed,
-                          synthetic_per_class=synthetic_per_class, storage_dtype=storage_dtype,
+                          synthetic_per_class=synthetic_per_class, storage_dtype=storage_dtype, dp_loss=dp_loss,
                           provenance={"hardware": machine(target), "commit": commit(), "command": command},
                           data_record=describe_data(source), device=target)
     others = watch.others_share()
     budget = (f"{num_tasks} tasks of one class, {images_per_class or 'every'} training image(s) per class "
-              f"({holdout:.0%} held out), genmem's DP defaults{f' for {epochs} GAN epochs' if epochs else ''}; "
+              f"({holdout:.0%} held out), genmem's DP defaults{f' for {epochs} GAN epochs' if epochs else ''}"
+              f"{f' with the {dp_loss} critic' if dp_loss != DP_PROFILE['dp_loss'] else ''}; "
               f"seed(s) {', '.join(str(seed) for seed in range(first_seed, first_seed + seeds))}; "
               f"other processes took {'?' if others is None else f'{others:.0%}'} of the CPU")
     table = privacy_table(results)

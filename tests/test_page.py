@@ -132,3 +132,13 @@ def test_the_dp_plot_has_one_line_per_profile_with_every_seed_of_each_epsilon(tm
     assert privacy_series(rows)[1] is None, "commands naming different deltas: the plot names none"
     assert privacy_series([r for r in rows if "-dp-" not in r["method"]]) == ({}, None)
     assert plots_written(tmp_path, rows) == {"dp-accuracy-against-epsilon.png"}
+
+
+def test_the_privacy_table_keeps_two_profiles_of_one_epsilon_apart(tmp_path):
+    table, page = tmp_path / "BENCHMARKS.csv", tmp_path / "BENCHMARKS.md"
+    record_rows(table, [row(0, 78.2, method="dgmw-replay-dp-eps1", profile="dp", seconds=""),
+                        row(0, 81.6, method="dgmw-replay-dp-eps1", profile="dp, wasserstein critic", seconds="")])
+    page.write_text("<!-- table: privacy -->\n<!-- end table -->\n")
+    text = refresh_page(page, table)
+    assert "| mnist | 10x1 | dgmw-replay-dp-eps1 | dp | 78.20 (one seed) | – |" in text
+    assert "| mnist | 10x1 | dgmw-replay-dp-eps1 | dp, wasserstein critic | 81.60 (one seed) | – |" in text

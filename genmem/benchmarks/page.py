@@ -95,9 +95,9 @@ def accuracy_table(rows: list[dict[str, str]]) -> str:
 
 def privacy_table(rows: list[dict[str, str]]) -> str:
     chosen = figures(rows, lambda r: "-dp-" in r["method"])
-    return markdown(["data", "tasks", "method", "accuracy of a classifier on replay (%)", "minutes", "hardware",
-                     "reproduce"],
-                    [[f.first["data"], f.first["tasks"], f.first["method"], f.shown(), _minutes(f),
+    return markdown(["data", "tasks", "method", "profile", "accuracy of a classifier on replay (%)", "minutes",
+                     "hardware", "reproduce"],
+                    [[f.first["data"], f.first["tasks"], f.first["method"], f.first["profile"], f.shown(), _minutes(f),
                       f.hardware, f"`{f.first['command']}`"] for f in chosen])
 
 

@@ -2,8 +2,9 @@
 audited.
 
 For every setting (an epsilon, or no DP) and seed, one memory learns one class
-per task with genmem's DP defaults (genmem.private.DP_PROFILE), holding a
-share of each task's images out for the audit, then:
+per task with genmem's DP defaults (genmem.private.DP_PROFILE; the critic's
+loss can be chosen), holding a share of each task's images out for the audit,
+then:
 
     accuracy     a downstream classifier trained only on generated images, tested on the real test set
                  (DPImageBench's protocol, Gao et al. CCS 2025): a fixed architecture (genmem.nets.Classifier,
@@ -42,7 +43,7 @@ from genmem.evaluate import evaluate_model, images_of_classes
 from genmem.memory import Memory
 from genmem.plots import png_bytes
 from genmem.presets import paper_config
-from genmem.private import dp_config
+from genmem.private import DP_PROFILE, dp_config
 from genmem.quality import class_quality, mean_quality, train_judge
 
 IMAGE_SIZE = 32
@@ -56,22 +57,32 @@ CLASSIFIER_GRID = tuple(ClassifierConfig(lr=lr, augment=augment, epochs=CLASSIFI
 DPIMAGEBENCH_MNIST = {"DPDM": {10.0: 97.7, 1.0: 89.2}, "DP-MERF": {10.0: 81.3, 1.0: 80.3},
                       "GS-WGAN": {10.0: 75.3, 1.0: 72.4}}
 PROFILE = "dp"  # the CSV rows' profile: genmem's DP defaults (genmem.private.DP_PROFILE)
+DP_LOSS = DP_PROFILE["dp_loss"]
 BUDGET_KEYS = ("data", "classes", "images_per_class", "epochs", "holdout", "delta", "synthetic_per_class",
                "storage_dtype")
 
 
-def setting_name(epsilon: float | None) -> str:
-    return "no DP" if epsilon is None else f"epsilon {epsilon:g}"
+def setting_name(epsilon: float | None, dp_loss: str = DP_LOSS) -> str:
+    """'no DP', 'epsilon 4', or with another critic loss than the default's 'epsilon 4, wasserstein critic'."""
+    if epsilon is None:
+        return "no DP"
+    return f"epsilon {epsilon:g}" + ("" if dp_loss == DP_LOSS else f", {dp_loss} critic")
+
+
+def row_loss(row: dict) -> str:
+    """The DP critic's loss a row's memory learned with; runs from before the loss was a setting used the
+    Wasserstein one, TrainingConfig's default."""
+    return row.get("training", {}).get("dp_loss", TrainingConfig.dp_loss)
 
 
 def task_config(epsilon: float | None, delta: float, epochs: int | None,
-                storage_dtype: str = TrainingConfig.storage_dtype) -> TrainingConfig:
-    """What every task of a setting learns with: genmem's DP defaults, or without DP genmem's own defaults and
-    its `real` solver; its generator stored in `storage_dtype`."""
+                storage_dtype: str = TrainingConfig.storage_dtype, dp_loss: str = DP_LOSS) -> TrainingConfig:
+    """What every task of a setting learns with: genmem's DP defaults with the critic's loss `dp_loss`, or
+    without DP genmem's own defaults and its `real` solver; its generator stored in `storage_dtype`."""
     if epsilon is None:
         config = paper_config("mnist", "dgmw", epochs=epochs or dp_config(1.0).epochs, solver="real")
     else:
-        config = dp_config(epsilon, dp_delta=delta)
+        config = dp_config(epsilon, dp_delta=delta, dp_loss=dp_loss)
     return replace(config, epochs=epochs or config.epochs, storage_dtype=storage_dtype)
 
 
@@ -138,7 +149,7 @@ def run_privacy(train: ImageSet, test: ImageSet, out_dir: Path, epsilons: list[f
                 images_per_class: int | None = None, epochs: int | None = None, holdout: float = 0.1,
                 delta: float = 1e-5, seeds: int = 1, first_seed: int = 0,
                 synthetic_per_class: int = SYNTHETIC_PER_CLASS, storage_dtype: str = TrainingConfig.storage_dtype,
-                provenance: dict | None = None,
+                dp_loss: str = DP_LOSS, provenance: dict | None = None,
                 data_record: dict | None = None, device="cpu", progress: bool = True) -> dict:
     """Learn, test and audit one memory per epsilon (None: no DP) and seed (first_seed onwards, so that seeds can
     learn in separate processes and be merged by `combine_privacy`); results.json after each.
@@ -157,7 +168,7 @@ def run_privacy(train: ImageSet, test: ImageSet, out_dir: Path, epsilons: list[f
                "synthetic_per_class": synthetic_per_class, "storage_dtype": storage_dtype,
                "joint": real_reference(data, test, classes, device), "rows": []}
     for epsilon in epsilons:
-        config = task_config(epsilon, delta, epochs, storage_dtype)
+        config = task_config(epsilon, delta, epochs, storage_dtype, dp_loss)
         for seed in range(first_seed, first_seed + seeds):
             memory = Memory(out_dir / (f"{'no-dp' if epsilon is None else f'eps-{epsilon:g}'}-seed-{seed}"))
             started = time.perf_counter()
@@ -166,8 +177,8 @@ def run_privacy(train: ImageSet, test: ImageSet, out_dir: Path, epsilons: list[f
                                   image_size=IMAGE_SIZE, progress=progress, holdout=holdout)
             seconds = time.perf_counter() - started
             privacy = [t["privacy"] for t in memory.manifest()["tasks"]]
-            row = {"setting": setting_name(epsilon), "epsilon": epsilon, "seed": seed, "seconds": round(seconds, 1),
-                   **(provenance or {}),
+            row = {"setting": setting_name(epsilon, dp_loss), "epsilon": epsilon, "seed": seed,
+                   "seconds": round(seconds, 1), **(provenance or {}),
                    "spent": max((p["epsilon"] for p in privacy if p), default=None),
                    "noise_multiplier": privacy[0]["noise_multiplier"] if privacy[0] else None,
                    "training": {k: v for k, v in config.to_dict().items() if k != "seed"},
@@ -193,13 +204,15 @@ def combine_privacy(runs: list[dict]) -> dict:
         if differs:
             raise GenmemError(f"privacy runs with other {', '.join(differs)} cannot share a table; combine runs "
                               f"of one budget")
-    rows = [row for run in runs for row in run["rows"]]
+    # settings renamed by their critic's loss: runs from before the name said it can be merged with later ones
+    rows = [{**row, "setting": setting_name(row["epsilon"], row_loss(row))} for run in runs for row in run["rows"]]
     keys = [(row["setting"], row.get("seed", 0)) for row in rows]
     twice = sorted({f"{setting}, seed {seed}" for setting, seed in keys if keys.count((setting, seed)) > 1})
     if twice:
         raise GenmemError(f"two runs hold the same setting ({'; '.join(twice)}); combine runs of different "
                           f"settings or seeds")
-    rows.sort(key=lambda row: (math.inf if row["epsilon"] is None else row["epsilon"], row.get("seed", 0)))
+    rows.sort(key=lambda row: (math.inf if row["epsilon"] is None else row["epsilon"], row["setting"],
+                               row.get("seed", 0)))
     return {**{key: first.get(key) for key in BUDGET_KEYS}, "joint": first.get("joint"), "rows": rows}
 
 
@@ -240,26 +253,37 @@ def privacy_table(results: dict) -> str:
 def csv_rows(results: dict) -> list[dict]:
     """BENCHMARKS.csv rows of the DP settings, one per seed: the downstream accuracy as A<tasks>, `joint` the
     fixed classifier trained on the real images (`real_reference`), `seconds` the memory's learning time. The
-    profile names a storage type other than the default (runs from before it was recorded stored float32)."""
+    profile names a critic loss and a storage type other than the defaults (runs from before the type was
+    recorded stored float32)."""
     tasks = len(results["classes"])
     stored = results.get("storage_dtype") or "float32"
-    profile = named_for_storage(PROFILE, stored)
     joint = None if results.get("joint") is None else round(results["joint"], 2)
     data = data_key(results) if results.get("data") else "mnist"  # runs from before the key was recorded: MNIST
     return [{"data": data, "tasks": f"{tasks}x1", "method": f"dgmw-replay-dp-eps{row['epsilon']:g}",
-             "profile": profile, "metric": f"A{tasks}", "value": round(row["accuracy"], 2), "joint": joint,
-             "seconds": row["seconds"], "hardware": row.get("hardware"), "commit": row.get("commit"),
+             "profile": dp_profile(row_loss(row), stored), "metric": f"A{tasks}", "value": round(row["accuracy"], 2),
+             "joint": joint, "seconds": row["seconds"], "hardware": row.get("hardware"), "commit": row.get("commit"),
              "seeds": row["seed"], "command": row.get("command")}
             for row in results["rows"] if row["epsilon"] is not None]
 
 
+def dp_profile(dp_loss: str, storage_dtype: str) -> str:
+    """The rows' profile: 'dp', naming a critic loss and a storage type other than the defaults."""
+    return named_for_storage(PROFILE if dp_loss == DP_LOSS else f"{PROFILE}, {dp_loss} critic", storage_dtype)
+
+
 def privacy_utility_plot(results: dict) -> bytes:
-    """One run's downstream accuracy against epsilon, with its no-DP setting as a line if it learned one."""
-    settings = by_setting(results)
-    private = [(epsilon, [r["accuracy"] for r in rows]) for _, epsilon, rows in settings if epsilon is not None]
-    public = [statistics.mean(r["accuracy"] for r in rows) for _, epsilon, rows in settings if epsilon is None]
-    return accuracy_epsilon_plot({"genmem (DGMw)": private} if private else {}, results["delta"],
-                                 public[0] if public else None)
+    """One run's downstream accuracy against epsilon, a line per critic loss, with its no-DP setting as a line
+    if it learned one."""
+    series: dict[str, list[tuple[float, list[float]]]] = {}
+    public = []
+    for _, epsilon, rows in by_setting(results):
+        if epsilon is None:
+            public.append(statistics.mean(r["accuracy"] for r in rows))
+        else:
+            loss = row_loss(rows[0])
+            label = "genmem (DGMw)" if loss == DP_LOSS else f"genmem (DGMw, {loss} critic)"
+            series.setdefault(label, []).append((epsilon, [r["accuracy"] for r in rows]))
+    return accuracy_epsilon_plot(series, results["delta"], public[0] if public else None)
 
 
 def accuracy_epsilon_plot(series: dict[str, list[tuple[float, list[float]]]], delta: float | None,
