@@ -11,7 +11,7 @@ from genmem.benchmarks.methods import METHODS, base
 from genmem.benchmarks.profiles import PROFILES
 from genmem.benchmarks.protocol import RUN_TIME_FIELDS, load_run_data, resume_protocol, run_protocol, saved_arguments
 from genmem.benchmarks.results import describe_data, run_title
-from genmem.benchmarks.rows import protocol_rows
+from genmem.benchmarks.rows import profile_key, protocol_rows
 from genmem.checkpoint import Checkpointing
 from genmem.errors import GenmemError
 from genmem.memory import Memory
@@ -199,7 +199,12 @@ def test_a_residual_memory_with_class_norms_is_learned_named_in_the_rows_and_hel
     assert "resnet" in run_title(results)
     rows = protocol_rows(results, hardware="a CPU", commit="abc", command="genmem bench protocol ...")
     assert {"dgmw-resnet-replay", "dgmw-resnet"} <= {row["method"] for row in rows}
-    assert {row["profile"] for row in rows} == {"smoke, class-conditional BatchNorm"}, "apart from the default's"
+    assert {row["profile"] for row in rows} == {"smoke, resnet architecture, class-conditional BatchNorm"}, \
+        "apart from the default's"
+    assert profile_key({**results, "class_norm": False}) == "smoke, resnet architecture", \
+        "joint training's row of a residual run stands apart from the DCGAN run's"
+    assert profile_key({**results, "arch": "dcgan"}) == "smoke, class-conditional BatchNorm"
+    assert profile_key({**results, "arch": "dcgan", "class_norm": False}) == "smoke"
     with pytest.raises(GenmemError, match="started with other arch, class_norm"):
         residual(resume=True)
     assert residual(arch="resnet", class_norm=True, resume=True)["accuracy"] == results["accuracy"]

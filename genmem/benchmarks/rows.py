@@ -8,7 +8,9 @@ of the memory; the order of the real images kept for the buffer and hybrid).
 DGM's methods are named by the run's memory (dgm-replay of a DGMw run is
 dgmw-replay; of a residual DGMw memory, dgmw-resnet-replay). A memory stored
 in another type than the default is named by the profile (`quick, float32
-storage`), and so is one with class-conditional BatchNorms. One more row
+storage`), and so are another architecture and class-conditional BatchNorms,
+so that joint training's and the baselines' rows of such a run stand apart
+from the default run's. One more row
 gives the bytes DGM's last version stores for replay (metric payload_bytes,
 method the memory's name), the budget that the buffer's scales multiply.
 """
@@ -41,11 +43,14 @@ def dgm_key(results: dict) -> str:
 
 
 def profile_key(results: dict) -> str:
-    """The run's profile as BENCHMARKS.csv names it: its budget's name, and class-conditional BatchNorms
-    (docs/ALGORITHM.md §16) where the memory has them, so that every figure of such a run, joint training's too,
-    stands apart from the default's as a storage type's or a --gan-setting's does."""
-    name = results["profile"]["name"]
-    return f"{name}, class-conditional BatchNorm" if setting(results, "class_norm") else name
+    """The run's profile as BENCHMARKS.csv names it: its budget's name, then the architecture where it is not
+    the DCGAN and class-conditional BatchNorms (docs/ALGORITHM.md §16) where the memory has them, so that every
+    figure of such a run, joint training's too, stands apart from the default's as a storage type's or a
+    --gan-setting's does."""
+    arch = setting(results, "arch")
+    names = [results["profile"]["name"], *([f"{arch} architecture"] if arch != "dcgan" else []),
+             *(["class-conditional BatchNorm"] if setting(results, "class_norm") else [])]
+    return ", ".join(names)
 
 
 def csv_name(method: str, results: dict) -> str:
