@@ -62,11 +62,15 @@ BUDGET_KEYS = ("data", "classes", "images_per_class", "epochs", "holdout", "delt
                "storage_dtype")
 
 
+def named_loss(dp_loss: str) -> str:
+    """', wasserstein critic' for a critic loss other than the default's, which goes unnamed: the suffix of a
+    setting's, a profile's and a plot line's name."""
+    return "" if dp_loss == DP_LOSS else f", {dp_loss} critic"
+
+
 def setting_name(epsilon: float | None, dp_loss: str = DP_LOSS) -> str:
     """'no DP', 'epsilon 4', or with another critic loss than the default's 'epsilon 4, wasserstein critic'."""
-    if epsilon is None:
-        return "no DP"
-    return f"epsilon {epsilon:g}" + ("" if dp_loss == DP_LOSS else f", {dp_loss} critic")
+    return "no DP" if epsilon is None else f"epsilon {epsilon:g}{named_loss(dp_loss)}"
 
 
 def row_loss(row: dict) -> str:
@@ -268,7 +272,7 @@ def csv_rows(results: dict) -> list[dict]:
 
 def dp_profile(dp_loss: str, storage_dtype: str) -> str:
     """The rows' profile: 'dp', naming a critic loss and a storage type other than the defaults."""
-    return named_for_storage(PROFILE if dp_loss == DP_LOSS else f"{PROFILE}, {dp_loss} critic", storage_dtype)
+    return named_for_storage(PROFILE + named_loss(dp_loss), storage_dtype)
 
 
 def privacy_utility_plot(results: dict) -> bytes:
@@ -280,8 +284,7 @@ def privacy_utility_plot(results: dict) -> bytes:
         if epsilon is None:
             public.append(statistics.mean(r["accuracy"] for r in rows))
         else:
-            loss = row_loss(rows[0])
-            label = "genmem (DGMw)" if loss == DP_LOSS else f"genmem (DGMw, {loss} critic)"
+            label = f"genmem (DGMw{named_loss(row_loss(rows[0]))})"
             series.setdefault(label, []).append((epsilon, [r["accuracy"] for r in rows]))
     return accuracy_epsilon_plot(series, results["delta"], public[0] if public else None)
 
