@@ -10,7 +10,7 @@ import click
 
 from genmem.cli.common import DEVICE_HELP, FiniteFloatRange, friendly_errors
 from genmem.config import DP_LOSSES, STORAGE_DTYPES, TrainingConfig
-from genmem.private import DP_PROFILE
+from genmem.private import WASSERSTEIN_UP_TO
 
 
 @click.command()
@@ -40,9 +40,10 @@ from genmem.private import DP_PROFILE
 @click.option("--storage-dtype", type=click.Choice(list(STORAGE_DTYPES)), default=TrainingConfig.storage_dtype,
               show_default=True, help="The type the memories store the generator's weights in (learn-task's "
                                       "option); another than the default is named in the rows' profile.")
-@click.option("--dp-loss", type=click.Choice(DP_LOSSES), default=DP_PROFILE["dp_loss"], show_default=True,
-              help="The DP critic's loss (learn-task's option; 'wasserstein' clips the critic's weights); another "
-                   "than the default is named in the settings and the rows' profile.")
+@click.option("--dp-loss", type=click.Choice(DP_LOSSES),
+              help=f"The DP critic's loss (learn-task's option; 'wasserstein' clips the critic's weights). Default: "
+                   f"genmem's for each epsilon, wasserstein up to {WASSERSTEIN_UP_TO:g} and logistic above; another "
+                   f"is named in the settings and the rows' profile.")
 @click.option("--record", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the table as the '## Privacy and utility' section of this file (a record in "
                    "docs/experiments/).")
@@ -89,7 +90,7 @@ def privacy(source, data_dir, out_dir, epsilons, delta, seeds, first_seed, num_t
                "--images-per-class": images_per_class, "--holdout": holdout, "--gan-epochs": epochs,
                "--synthetic-per-class": synthetic_per_class,
                "--storage-dtype": None if storage_dtype == TrainingConfig.storage_dtype else storage_dtype,
-               "--dp-loss": None if dp_loss == DP_PROFILE["dp_loss"] else dp_loss}
+               "--dp-loss": dp_loss}
     command = shlex.join(["genmem", "bench", "privacy", "--data", source, "--out", str(out_dir)]
                          + [str(part) for name, value in options.items() if value is not None
                             for part in (name, value)])
@@ -104,7 +105,7 @@ def privacy(source, data_dir, out_dir, epsilons, delta, seeds, first_seed, num_t
     others = watch.others_share()
     budget = (f"{num_tasks} tasks of one class, {images_per_class or 'every'} training image(s) per class "
               f"({holdout:.0%} held out), genmem's DP defaults{f' for {epochs} GAN epochs' if epochs else ''}"
-              f"{f' with the {dp_loss} critic' if dp_loss != DP_PROFILE['dp_loss'] else ''}; "
+              f"{f' with the {dp_loss} critic' if dp_loss else ''}; "
               f"seed(s) {', '.join(str(seed) for seed in range(first_seed, first_seed + seeds))}; "
               f"other processes took {'?' if others is None else f'{others:.0%}'} of the CPU")
     table = privacy_table(results)

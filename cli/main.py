@@ -21,6 +21,7 @@ from genmem.cli.sign import keygen, sign
 from genmem.benchmarks.profiles import PROFILES
 from genmem.config import (DP_ACTIVATIONS, DP_LOSSES, MAX_BATCH_SIZE, MAX_DP_AUGMENTATIONS, MAX_EPOCHS, SOLVER_STARTS,
                            STORAGE_DTYPES, TrainingConfig)
+from genmem.private import WASSERSTEIN_UP_TO
 
 PROFILE_CHOICES = [name for name in PROFILES if name != "smoke"]
 
@@ -123,8 +124,8 @@ def main():
               help="With --dp-epsilon: augmented views of each real image whose gradients are averaged before "
                    "clipping (augmentation multiplicity; views are shifted by --critic-augment's policy).")
 @click.option("--dp-loss", type=click.Choice(list(DP_LOSSES)),
-              help="With --dp-epsilon: the critic's loss, logistic (genmem's DP default) or wasserstein "
-                   "(weights clipped).")
+              help="With --dp-epsilon: the critic's loss, wasserstein (weights clipped) or logistic. Default: "
+                   f"wasserstein up to epsilon {WASSERSTEIN_UP_TO:g}, logistic above (genmem.private.dp_loss_for).")
 @click.option("--dp-activation", type=click.Choice(list(DP_ACTIVATIONS)),
               help="With --dp-epsilon: the critic's nonlinearity, leaky_relu or tanh (tempered).")
 @click.option("--critic-augment", type=AugmentPolicy(), metavar="POLICY",
@@ -168,8 +169,8 @@ def learn_task(memory, source, classes, data_dir, download, variant, arch, class
       genmem learn-task private.mem --data mnist --classes 0 --dp-epsilon 10 --holdout 0.1
 
     With --dp-epsilon, the settings no option gives are genmem's DP defaults
-    (genmem.private.DP_PROFILE: batch size, epochs, critic, augmentation
-    multiplicity; PRIVACY.md says why).
+    (genmem.private.DP_PROFILE: batch size, epochs, critic; the critic's
+    loss by epsilon; PRIVACY.md says why).
 
     Data-parallel on N processes (GPUs with NCCL, else CPU with gloo), same
     global --batch-size and --lr as one process; rank 0 writes the version:

@@ -124,9 +124,11 @@ def describe_recipe(recipe_source: str, recipe: str, variant: str, config, devic
     """What learn-task is about to train (`recipe_source`: the profile's name, or whence the settings came), and
     how long that takes on 2 CPU cores, in one line."""
     per_class = "every image" if config.gan_images_per_class is None else f"{config.gan_images_per_class:,} images"
+    private = ("" if config.dp_epsilon is None else
+               f" with the {config.dp_loss} loss, DP-SGD at epsilon {config.dp_epsilon:g}")
     line = (f"recipe: {recipe_source} for {recipe} data ({arch} {variant.upper()}): the GAN on "
-            f"{per_class} of each class for {config.epochs} epochs, critic {config.critic_width} wide, learning "
-            f"rate {config.lr:g}; the {config.solver} solver after it")
+            f"{per_class} of each class for {config.epochs} epochs, critic {config.critic_width} wide{private}, "
+            f"learning rate {config.lr:g}; the {config.solver} solver after it")
     if device.type != "cpu":
         return line
     passes = min(images, config.gan_images_per_class or images) * config.epochs

@@ -11,6 +11,7 @@ from genmem.classifier import ClassifierConfig
 from genmem.benchmarks.record import read_rows
 from genmem.cli.main import main
 from genmem.config import TrainingConfig
+from genmem.private import dp_loss_for
 from tiny import tiny_memory, tiny_set
 
 BUDGET = {"classes": [0, 1], "images_per_class": 10, "epochs": 1, "holdout": 0.2, "delta": 1e-5,
@@ -19,7 +20,8 @@ CSV_COLUMNS = ["data", "tasks", "method", "profile", "metric", "value", "joint",
                "seeds", "command"]
 
 
-def row(epsilon, accuracy, seed=0, loss="logistic"):
+def row(epsilon, accuracy, seed=0, loss=None):
+    loss = loss or (TrainingConfig.dp_loss if epsilon is None else dp_loss_for(epsilon))
     setting = privacy.setting_name(epsilon, loss)
     return {"setting": setting, "epsilon": epsilon, "seed": seed, "seconds": 60.0, "spent": epsilon,
             "noise_multiplier": None if epsilon is None else 1.0, "accuracy": accuracy, "frechet": 1.0,
@@ -65,15 +67,19 @@ def test_csv_rows_are_one_per_dp_setting_and_seed():
     assert {r["profile"] for r in privacy.csv_rows({**results, "storage_dtype": "float16"})} == {"dp, float16 storage"}
 
 
-def test_another_critic_loss_is_named_in_the_setting_and_the_rows_profile():
-    assert privacy.task_config(1.0, 1e-5, None).dp_loss == privacy.DP_LOSS == "logistic"
-    assert privacy.task_config(1.0, 1e-5, None, dp_loss="wasserstein").dp_loss == "wasserstein"
-    assert privacy.setting_name(1.0, "wasserstein") == "epsilon 1, wasserstein critic"
-    results = {**BUDGET, "storage_dtype": "float32", "rows": [row(1.0, 80.0, loss="wasserstein"), row(1.0, 75.0)]}
+def test_a_critic_loss_other_than_the_default_for_its_epsilon_is_named_in_the_setting_and_the_rows_profile():
+    assert [privacy.task_config(e, 1e-5, None).dp_loss for e in (1.0, 10.0)] == ["wasserstein", "logistic"]
+    assert privacy.task_config(1.0, 1e-5, None, dp_loss="logistic").dp_loss == "logistic"
+    assert privacy.setting_name(1.0, "wasserstein") == privacy.setting_name(1.0) == "epsilon 1"
+    assert privacy.setting_name(1.0, "logistic") == "epsilon 1, logistic critic"
+    assert privacy.setting_name(10.0, "wasserstein") == "epsilon 10, wasserstein critic"
+    results = {**BUDGET, "storage_dtype": "float32",
+               "rows": [row(1.0, 80.0, loss="logistic"), row(1.0, 75.0), row(10.0, 90.0, loss="wasserstein")]}
     assert [(r["method"], r["profile"]) for r in privacy.csv_rows(results)] == [
-        ("dgmw-replay-dp-eps1", "dp, wasserstein critic, float32 storage"),
-        ("dgmw-replay-dp-eps1", "dp, float32 storage")]
-    older = {key: value for key, value in row(1.0, 80.0).items() if key != "training"}
+        ("dgmw-replay-dp-eps1", "dp, logistic critic, float32 storage"),
+        ("dgmw-replay-dp-eps1", "dp, float32 storage"),
+        ("dgmw-replay-dp-eps10", "dp, wasserstein critic, float32 storage")]
+    older = {key: value for key, value in row(10.0, 80.0).items() if key != "training"}
     assert privacy.csv_rows({**results, "rows": [older]})[0]["profile"] == "dp, wasserstein critic, float32 storage", \
         "a run from before the loss was recorded learned with the Wasserstein critic"
 
@@ -112,7 +118,7 @@ def test_first_seed_reaches_the_run_and_its_command(tmp_path, monkeypatch):
     result = CliRunner().invoke(main, ["bench", "privacy", "--out", str(tmp_path / "run"), "--epsilons", "10",
                                        "--first-seed", "1", "--device", "cpu", "--csv", str(table)])
     assert result.exit_code == 0, result.output
-    assert (asked["seeds"], asked["first_seed"], asked["dp_loss"]) == (1, 1, "logistic")
+    assert (asked["seeds"], asked["first_seed"], asked["dp_loss"]) == (1, 1, None), "None: the default for epsilon"
     [written] = read_rows(table)
     assert written["seeds"] == "1" and "--seeds 1 --first-seed 1" in written["command"]
     assert "--dp-loss" not in written["command"], "the default is not spelled out"
@@ -143,7 +149,7 @@ def test_combine_merges_settings_in_epsilon_order_with_no_dp_last(tmp_path):
 
 def test_combine_keeps_runs_of_two_critic_losses_apart_and_names_an_older_runs_loss(tmp_path):
     older = {key: value for key, value in row(1.0, 81.0).items() if key != "training"}  # before the loss was recorded
-    runs = [saved(tmp_path / "logistic", [row(1.0, 78.0)]), saved(tmp_path / "older", [older]),
+    runs = [saved(tmp_path / "logistic", [row(1.0, 78.0, loss="logistic")]), saved(tmp_path / "older", [older]),
             saved(tmp_path / "wasserstein", [row(1.0, 79.0, seed=1, loss="wasserstein")])]
     out = tmp_path / "merged"
     result = CliRunner().invoke(main, ["bench", "privacy", "--out", str(out),
@@ -151,8 +157,8 @@ def test_combine_keeps_runs_of_two_critic_losses_apart_and_names_an_older_runs_l
     assert result.exit_code == 0, result.output
     merged = json.loads((out / "results.json").read_text())
     assert [(r["setting"], r["seed"]) for r in merged["rows"]] == [
-        ("epsilon 1", 0), ("epsilon 1, wasserstein critic", 0), ("epsilon 1, wasserstein critic", 1)]
-    assert "| epsilon 1, wasserstein critic | 2 | 1.00 | 1.000 | 80.00 ± 1.41 |" in result.output
+        ("epsilon 1", 0), ("epsilon 1", 1), ("epsilon 1, logistic critic", 0)]
+    assert "| epsilon 1 | 2 | 1.00 | 1.000 | 80.00 ± 1.41 |" in result.output
 
 
 @pytest.mark.parametrize("second, message", [({"rows": [row(1.0, 40.0)], "epochs": 40}, "other epochs"),
@@ -193,7 +199,8 @@ def test_a_tiny_run_learns_tests_and_audits_every_seed_and_a_seed_learned_alone_
 
     monkeypatch.setattr(genmem.private, "noise_seed", lambda: 1234)  # DP noise's seeds are secret: fixed to compare
     monkeypatch.setattr(privacy, "task_config", lambda epsilon, delta, epochs, storage_dtype, dp_loss: tiny_config(
-        dp_epsilon=epsilon, dp_delta=delta, solver="replay", solver_width=4, storage_dtype=storage_dtype))
+        dp_epsilon=epsilon, dp_delta=delta, dp_loss=dp_loss or dp_loss_for(epsilon), solver="replay", solver_width=4,
+        storage_dtype=storage_dtype))
     monkeypatch.setattr(privacy, "CLASSIFIER_GRID", (ClassifierConfig(epochs=2.0, width=4),))
     monkeypatch.setattr(privacy, "JUDGE", ClassifierConfig(epochs=1.0, width=4))
     data = tiny_set(labels=(0, 1))

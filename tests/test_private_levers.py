@@ -1,5 +1,6 @@
 """The DP levers (genmem.private): an image's augmented views count as one clipped example; with every lever on,
-old classes stay bit-identical, the recorded epsilon is the accountant's, and `genmem info` states the total."""
+old classes stay bit-identical, the recorded epsilon is the accountant's, and `genmem info` states the total; the
+critic's default loss follows epsilon."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from opacus.accountants import RDPAccountant
 from genmem.cli.render import render_summary
 from genmem.memory import Memory
 from genmem.nets import Discriminator
-from genmem.private import PrivateCritic
+from genmem.config import DP_LOSSES
+from genmem.private import WASSERSTEIN_UP_TO, PrivateCritic, dp_config
 from genmem.summary import summarise
 from tiny import TINY_SIZE, tiny_config, tiny_set
 
@@ -140,14 +142,24 @@ def test_learn_task_with_dp_epsilon_takes_genmems_dp_defaults_where_no_option_is
 
     result = CliRunner().invoke(main, ["learn-task", str(tmp_path / "m"), "--data", f"npz:{tiny_npz}", "--classes",
                                        "0", "--image-size", "16", "--base-width", "2", "--gan-epochs", "1",
-                                       "--solver", "none", "--dp-epsilon", "10", "--dp-loss", "logistic", "--quiet",
+                                       "--solver", "none", "--dp-epsilon", "1", "--dp-activation", "tanh",
                                        "--device", "cpu"])
     assert result.exit_code == 0, result.output
+    assert "genmem's DP defaults" in result.output and "with the wasserstein loss, DP-SGD at epsilon 1" in result.output
     training = Memory(tmp_path / "m").manifest()["tasks"][-1]["training"]
-    given = {"epochs": 1, "solver": "none", "dp_epsilon": 10.0, "dp_loss": "logistic"}
+    given = {"epochs": 1, "solver": "none", "dp_epsilon": 1.0, "dp_activation": "tanh"}
     assert {k: training[k] for k in given} == given
     assert {k: training[k] for k in DP_PROFILE if k not in given} == {k: v for k, v in DP_PROFILE.items()
                                                                        if k not in given}
+    assert training["dp_loss"] == "wasserstein", "at epsilon 1 genmem's critic loss is the Wasserstein one"
+
+
+@pytest.mark.parametrize(("epsilon", "loss"), [(0.5, "wasserstein"), (WASSERSTEIN_UP_TO, "wasserstein"),
+                                              (WASSERSTEIN_UP_TO * 1.01, "logistic"), (10.0, "logistic")])
+def test_genmems_dp_critic_loss_follows_epsilon_unless_one_is_given(epsilon, loss):
+    assert dp_config(epsilon).dp_loss == loss
+    other = next(name for name in DP_LOSSES if name != loss)
+    assert dp_config(epsilon, dp_loss=other).dp_loss == other
 
 
 def test_generator_steps_update_the_generator_that_many_times_per_critic_step(tmp_path, monkeypatch):

@@ -2,8 +2,8 @@
 audited.
 
 For every setting (an epsilon, or no DP) and seed, one memory learns one class
-per task with genmem's DP defaults (genmem.private.DP_PROFILE; the critic's
-loss can be chosen), holding a share of each task's images out for the audit,
+per task with genmem's DP defaults (genmem.private.DP_PROFILE, the critic's
+loss by epsilon unless chosen), holding a share of each task's images out for the audit,
 then:
 
     accuracy     a downstream classifier trained only on generated images, tested on the real test set
@@ -43,7 +43,7 @@ from genmem.evaluate import evaluate_model, images_of_classes
 from genmem.memory import Memory
 from genmem.plots import png_bytes
 from genmem.presets import paper_config
-from genmem.private import DP_PROFILE, dp_config
+from genmem.private import dp_config, dp_loss_for
 from genmem.quality import class_quality, mean_quality, train_judge
 
 IMAGE_SIZE = 32
@@ -56,21 +56,22 @@ CLASSIFIER_GRID = tuple(ClassifierConfig(lr=lr, augment=augment, epochs=CLASSIFI
 # DPImageBench (Gao et al., CCS 2025), MNIST, accuracy (%) of its fixed classifier trained on synthetic images.
 DPIMAGEBENCH_MNIST = {"DPDM": {10.0: 97.7, 1.0: 89.2}, "DP-MERF": {10.0: 81.3, 1.0: 80.3},
                       "GS-WGAN": {10.0: 75.3, 1.0: 72.4}}
-PROFILE = "dp"  # the CSV rows' profile: genmem's DP defaults (genmem.private.DP_PROFILE)
-DP_LOSS = DP_PROFILE["dp_loss"]
+PROFILE = "dp"  # the CSV rows' profile: genmem's DP defaults (genmem.private.dp_config)
 BUDGET_KEYS = ("data", "classes", "images_per_class", "epochs", "holdout", "delta", "synthetic_per_class",
                "storage_dtype")
 
 
-def named_loss(dp_loss: str) -> str:
-    """', wasserstein critic' for a critic loss other than the default's, which goes unnamed: the suffix of a
-    setting's, a profile's and a plot line's name."""
-    return "" if dp_loss == DP_LOSS else f", {dp_loss} critic"
+def named_loss(dp_loss: str, epsilon: float) -> str:
+    """', logistic critic' for a critic loss other than genmem's default at `epsilon`, which goes unnamed: the
+    suffix of a setting's and a profile's name."""
+    return "" if dp_loss == dp_loss_for(epsilon) else f", {dp_loss} critic"
 
 
-def setting_name(epsilon: float | None, dp_loss: str = DP_LOSS) -> str:
-    """'no DP', 'epsilon 4', or with another critic loss than the default's 'epsilon 4, wasserstein critic'."""
-    return "no DP" if epsilon is None else f"epsilon {epsilon:g}{named_loss(dp_loss)}"
+def setting_name(epsilon: float | None, dp_loss: str | None = None) -> str:
+    """'no DP', 'epsilon 4', or with another critic loss than the default's 'epsilon 4, logistic critic'."""
+    if epsilon is None:
+        return "no DP"
+    return f"epsilon {epsilon:g}{named_loss(dp_loss or dp_loss_for(epsilon), epsilon)}"
 
 
 def row_loss(row: dict) -> str:
@@ -80,9 +81,10 @@ def row_loss(row: dict) -> str:
 
 
 def task_config(epsilon: float | None, delta: float, epochs: int | None,
-                storage_dtype: str = TrainingConfig.storage_dtype, dp_loss: str = DP_LOSS) -> TrainingConfig:
-    """What every task of a setting learns with: genmem's DP defaults with the critic's loss `dp_loss`, or
-    without DP genmem's own defaults and its `real` solver; its generator stored in `storage_dtype`."""
+                storage_dtype: str = TrainingConfig.storage_dtype, dp_loss: str | None = None) -> TrainingConfig:
+    """What every task of a setting learns with: genmem's DP defaults with the critic's loss `dp_loss` (None:
+    the default for epsilon), or without DP genmem's own defaults and its `real` solver; its generator stored in
+    `storage_dtype`."""
     if epsilon is None:
         config = paper_config("mnist", "dgmw", epochs=epochs or dp_config(1.0).epochs, solver="real")
     else:
@@ -153,7 +155,7 @@ def run_privacy(train: ImageSet, test: ImageSet, out_dir: Path, epsilons: list[f
                 images_per_class: int | None = None, epochs: int | None = None, holdout: float = 0.1,
                 delta: float = 1e-5, seeds: int = 1, first_seed: int = 0,
                 synthetic_per_class: int = SYNTHETIC_PER_CLASS, storage_dtype: str = TrainingConfig.storage_dtype,
-                dp_loss: str = DP_LOSS, provenance: dict | None = None,
+                dp_loss: str | None = None, provenance: dict | None = None,
                 data_record: dict | None = None, device="cpu", progress: bool = True) -> dict:
     """Learn, test and audit one memory per epsilon (None: no DP) and seed (first_seed onwards, so that seeds can
     learn in separate processes and be merged by `combine_privacy`); results.json after each.
@@ -181,7 +183,7 @@ def run_privacy(train: ImageSet, test: ImageSet, out_dir: Path, epsilons: list[f
                                   image_size=IMAGE_SIZE, progress=progress, holdout=holdout)
             seconds = time.perf_counter() - started
             privacy = [t["privacy"] for t in memory.manifest()["tasks"]]
-            row = {"setting": setting_name(epsilon, dp_loss), "epsilon": epsilon, "seed": seed,
+            row = {"setting": setting_name(epsilon, config.dp_loss), "epsilon": epsilon, "seed": seed,
                    "seconds": round(seconds, 1), **(provenance or {}),
                    "spent": max((p["epsilon"] for p in privacy if p), default=None),
                    "noise_multiplier": privacy[0]["noise_multiplier"] if privacy[0] else None,
@@ -264,15 +266,17 @@ def csv_rows(results: dict) -> list[dict]:
     joint = None if results.get("joint") is None else round(results["joint"], 2)
     data = data_key(results) if results.get("data") else "mnist"  # runs from before the key was recorded: MNIST
     return [{"data": data, "tasks": f"{tasks}x1", "method": f"dgmw-replay-dp-eps{row['epsilon']:g}",
-             "profile": dp_profile(row_loss(row), stored), "metric": f"A{tasks}", "value": round(row["accuracy"], 2),
+             "profile": dp_profile(row_loss(row), stored, row["epsilon"]), "metric": f"A{tasks}",
+             "value": round(row["accuracy"], 2),
              "joint": joint, "seconds": row["seconds"], "hardware": row.get("hardware"), "commit": row.get("commit"),
              "seeds": row["seed"], "command": row.get("command")}
             for row in results["rows"] if row["epsilon"] is not None]
 
 
-def dp_profile(dp_loss: str, storage_dtype: str) -> str:
-    """The rows' profile: 'dp', naming a critic loss and a storage type other than the defaults."""
-    return named_for_storage(PROFILE + named_loss(dp_loss), storage_dtype)
+def dp_profile(dp_loss: str, storage_dtype: str, epsilon: float) -> str:
+    """The rows' profile: 'dp', naming a critic loss other than the default at `epsilon` and a storage type other
+    than the default."""
+    return named_for_storage(PROFILE + named_loss(dp_loss, epsilon), storage_dtype)
 
 
 def privacy_utility_plot(results: dict) -> bytes:
@@ -284,7 +288,7 @@ def privacy_utility_plot(results: dict) -> bytes:
         if epsilon is None:
             public.append(statistics.mean(r["accuracy"] for r in rows))
         else:
-            label = f"genmem (DGMw{named_loss(row_loss(rows[0]))})"
+            label = f"genmem (DGMw, {row_loss(rows[0])} critic)"
             series.setdefault(label, []).append((epsilon, [r["accuracy"] for r in rows]))
     return accuracy_epsilon_plot(series, results["delta"], public[0] if public else None)
 
