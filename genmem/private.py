@@ -63,7 +63,7 @@ ORDERS = (1.1, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 1
 ACTIVATIONS = {"leaky_relu": lambda: nn.LeakyReLU(0.2), "tanh": nn.Tanh}
 # genmem's DP defaults: batches and epochs chosen for cost (few noised steps). learn-task --dp-epsilon and bench
 # privacy take them, and the critic's loss dp_loss_for(epsilon), where no option says otherwise.
-DP_PROFILE = {"batch_size": 512, "epochs": 20, "critic_width": 16, "solver_width": 32, "solver_replay": 8}
+DP_PROFILE = {"batch_size": 256, "epochs": 20, "critic_width": 16, "solver_width": 32, "solver_replay": 8}
 # On ten MNIST digits (docs/experiments/2026-12-04-dp-critic-loss-by-epsilon.md) the Wasserstein critic's replay
 # trained the better classifier at epsilon 1 (+7.6 points, two seeds each), tied at 4 (two seeds each) where the
 # logistic one's replay was closer to the data, and lost at 10 (-1.6, one Wasserstein seed): the switch sits
