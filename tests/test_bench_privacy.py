@@ -84,6 +84,15 @@ def test_a_critic_loss_other_than_the_default_for_its_epsilon_is_named_in_the_se
         "a run from before the loss was recorded learned with the Wasserstein critic"
 
 
+def test_the_accuracy_plot_draws_every_series_however_many(monkeypatch):
+    drawn = []
+    monkeypatch.setattr(privacy, "png_bytes", lambda figure, **_: drawn.extend(
+        text.get_text() for text in figure.axes[0].get_legend().get_texts()) or b"")
+    series = {f"genmem setting {i}": [(1.0, [50.0 + i]), (10.0, [60.0 + i])] for i in range(9)}
+    privacy.accuracy_epsilon_plot(series, 1e-5)
+    assert [label for label in drawn if label.startswith("genmem")] == list(series)
+
+
 def test_a_run_of_a_built_in_data_set_names_it_as_the_user_did_in_its_rows(tmp_path, monkeypatch):
     """MNIST's images call themselves "MNIST (train)"; the rows must say `mnist`, as the protocol's do."""
     import genmem.data

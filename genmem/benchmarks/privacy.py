@@ -22,6 +22,7 @@ then:
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import statistics
@@ -300,7 +301,9 @@ def accuracy_epsilon_plot(series: dict[str, list[tuple[float, list[float]]]], de
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(6, 4))
-    for (label, points), color in zip(series.items(), ("tab:blue", "tab:purple", "tab:brown", "tab:cyan")):
+    # colours other than DPImageBench's, repeated: zip must never drop a series
+    colors = itertools.cycle(("tab:blue", "tab:purple", "tab:brown", "tab:cyan", "tab:pink", "tab:olive", "tab:gray"))
+    for (label, points), color in zip(series.items(), colors):
         points = sorted(points)
         means = [statistics.mean(values) for _, values in points]
         low = [mean - min(values) for mean, (_, values) in zip(means, points)]
