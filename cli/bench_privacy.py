@@ -9,8 +9,8 @@ from pathlib import Path
 import click
 
 from genmem.cli.common import DEVICE_HELP, FiniteFloatRange, friendly_errors
-from genmem.config import DP_LOSSES, STORAGE_DTYPES, TrainingConfig
-from genmem.private import WASSERSTEIN_UP_TO
+from genmem.config import DP_LOSSES, MAX_BATCH_SIZE, STORAGE_DTYPES, TrainingConfig
+from genmem.private import BATCH_SIZES, SMALL_BATCHES_FROM, WASSERSTEIN_UP_TO
 
 
 @click.command()
@@ -34,7 +34,7 @@ from genmem.private import WASSERSTEIN_UP_TO
 @click.option("--holdout", type=FiniteFloatRange(0, 1, min_open=True, max_open=True), default=0.1,
               show_default=True, help="Share of each task's images held out of training, the audit's non-members.")
 @click.option("--gan-epochs", "epochs", type=click.IntRange(1), default=None,
-              help="GAN epochs per task (default: genmem's DP defaults', genmem.private.DP_PROFILE).")
+              help="GAN epochs per task (default: genmem's DP defaults', genmem.private.dp_defaults).")
 @click.option("--synthetic-per-class", type=click.IntRange(10), default=6000, show_default=True,
               help="Generated images per class that the downstream classifier trains on.")
 @click.option("--storage-dtype", type=click.Choice(list(STORAGE_DTYPES)), default=TrainingConfig.storage_dtype,
@@ -44,6 +44,10 @@ from genmem.private import WASSERSTEIN_UP_TO
               help=f"The DP critic's loss (learn-task's option; 'wasserstein' clips the critic's weights). Default: "
                    f"genmem's for each epsilon, wasserstein up to {WASSERSTEIN_UP_TO:g} and logistic above; another "
                    f"is named in the settings and the rows' profile.")
+@click.option("--batch-size", type=click.IntRange(2, MAX_BATCH_SIZE),
+              help=f"Images per DP-SGD batch (learn-task's option). Default: genmem's for each epsilon, "
+                   f"{BATCH_SIZES[0]} below {SMALL_BATCHES_FROM:g} and {BATCH_SIZES[1]} from it; another is named in "
+                   f"the settings and the rows' profile.")
 @click.option("--record", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the table as the '## Privacy and utility' section of this file (a record in "
                    "docs/experiments/).")
@@ -55,7 +59,7 @@ from genmem.private import WASSERSTEIN_UP_TO
 @click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
 @friendly_errors
 def privacy(source, data_dir, out_dir, epsilons, delta, seeds, first_seed, num_tasks, images_per_class, holdout,
-            epochs, synthetic_per_class, storage_dtype, dp_loss, record, combine, table_csv, device):
+            epochs, synthetic_per_class, storage_dtype, dp_loss, batch_size, record, combine, table_csv, device):
     """Learn one memory per epsilon and seed; report the accuracy on real test images of a classifier trained
     only on generated ones, the Fréchet distance of the replay, and the membership audit's AUC.
 
@@ -90,7 +94,7 @@ def privacy(source, data_dir, out_dir, epsilons, delta, seeds, first_seed, num_t
                "--images-per-class": images_per_class, "--holdout": holdout, "--gan-epochs": epochs,
                "--synthetic-per-class": synthetic_per_class,
                "--storage-dtype": None if storage_dtype == TrainingConfig.storage_dtype else storage_dtype,
-               "--dp-loss": dp_loss}
+               "--dp-loss": dp_loss, "--batch-size": batch_size}
     command = shlex.join(["genmem", "bench", "privacy", "--data", source, "--out", str(out_dir)]
                          + [str(part) for name, value in options.items() if value is not None
                             for part in (name, value)])
@@ -100,12 +104,13 @@ def privacy(source, data_dir, out_dir, epsilons, delta, seeds, first_seed, num_t
                           out_dir, chosen, num_tasks=num_tasks, images_per_class=images_per_class, epochs=epochs,
                           holdout=holdout, delta=delta, seeds=seeds, first_seed=first_seed,
                           synthetic_per_class=synthetic_per_class, storage_dtype=storage_dtype, dp_loss=dp_loss,
-                          provenance={"hardware": machine(target), "commit": commit(), "command": command},
-                          data_record=describe_data(source), device=target)
+                          batch_size=batch_size, data_record=describe_data(source), device=target,
+                          provenance={"hardware": machine(target), "commit": commit(), "command": command})
     others = watch.others_share()
     budget = (f"{num_tasks} tasks of one class, {images_per_class or 'every'} training image(s) per class "
               f"({holdout:.0%} held out), genmem's DP defaults{f' for {epochs} GAN epochs' if epochs else ''}"
-              f"{f' with the {dp_loss} critic' if dp_loss else ''}; "
+              f"{f' with the {dp_loss} critic' if dp_loss else ''}"
+              f"{f' in batches of {batch_size}' if batch_size else ''}; "
               f"seed(s) {', '.join(str(seed) for seed in range(first_seed, first_seed + seeds))}; "
               f"other processes took {'?' if others is None else f'{others:.0%}'} of the CPU")
     table = privacy_table(results)

@@ -21,7 +21,7 @@ from genmem.cli.sign import keygen, sign
 from genmem.benchmarks.profiles import PROFILES
 from genmem.config import (DP_ACTIVATIONS, DP_LOSSES, MAX_BATCH_SIZE, MAX_DP_AUGMENTATIONS, MAX_EPOCHS, SOLVER_STARTS,
                            STORAGE_DTYPES, TrainingConfig)
-from genmem.private import WASSERSTEIN_UP_TO
+from genmem.private import BATCH_SIZES, SMALL_BATCHES_FROM, WASSERSTEIN_UP_TO
 
 PROFILE_CHOICES = [name for name in PROFILES if name != "smoke"]
 
@@ -76,7 +76,8 @@ def main():
               help="Epochs of the GAN over the task's images (default: the profile's: quick 40 for grey, 30 for "
                    "colour images; paper 101 MNIST, 151 SVHN, 251 CIFAR-10).")
 @click.option("--batch-size", type=click.IntRange(2, MAX_BATCH_SIZE),
-              help="Images per step (default 64); under torchrun, the global batch that the ranks share.")
+              help=f"Images per step (default 64; with --dp-epsilon {BATCH_SIZES[0]}, or {BATCH_SIZES[1]} from "
+                   f"epsilon {SMALL_BATCHES_FROM:g}); under torchrun, the global batch that the ranks share.")
 @click.option("--lr", type=FiniteFloatRange(0, min_open=True), help="Adam learning rate (default: the paper's).")
 @click.option("--sparsity", type=FiniteFloatRange(0), help="Weight lambda of the sparsity regulariser; larger "
                                                            "reserves less of the network (default: the paper's).")
@@ -125,7 +126,7 @@ def main():
                    "clipping (augmentation multiplicity; views are shifted by --critic-augment's policy).")
 @click.option("--dp-loss", type=click.Choice(list(DP_LOSSES)),
               help="With --dp-epsilon: the critic's loss, wasserstein (weights clipped) or logistic. Default: "
-                   f"wasserstein up to epsilon {WASSERSTEIN_UP_TO:g}, logistic above (genmem.private.dp_loss_for).")
+                   f"wasserstein up to epsilon {WASSERSTEIN_UP_TO:g}, logistic above (genmem.private.dp_defaults).")
 @click.option("--dp-activation", type=click.Choice(list(DP_ACTIVATIONS)),
               help="With --dp-epsilon: the critic's nonlinearity, leaky_relu or tanh (tempered).")
 @click.option("--critic-augment", type=AugmentPolicy(), metavar="POLICY",
@@ -169,8 +170,8 @@ def learn_task(memory, source, classes, data_dir, download, variant, arch, class
       genmem learn-task private.mem --data mnist --classes 0 --dp-epsilon 10 --holdout 0.1
 
     With --dp-epsilon, the settings no option gives are genmem's DP defaults
-    (genmem.private.DP_PROFILE: batch size, epochs, critic; the critic's
-    loss by epsilon; PRIVACY.md says why).
+    (genmem.private.dp_defaults: epochs, critic; the critic's loss and the
+    batch size by epsilon; PRIVACY.md says why).
 
     Data-parallel on N processes (GPUs with NCCL, else CPU with gloo), same
     global --batch-size and --lr as one process; rank 0 writes the version:

@@ -70,7 +70,7 @@ class TrainingConfig:
     dp_delta: float = 1e-5
     dp_max_grad_norm: float = 1.0  # per-example gradient clipping norm of DP-SGD
     dp_weight_clip: float = 0.01  # the DP Wasserstein critic's weights are clipped to [-c, c] (no gradient penalty)
-    dp_loss: str = "wasserstein"  # the DP critic's loss (DP_LOSSES); genmem.private.dp_loss_for chooses by epsilon
+    dp_loss: str = "wasserstein"  # the DP critic's loss (DP_LOSSES); genmem.private.dp_defaults chooses by epsilon
     dp_augmentations: int = 1  # augmented views of each real image averaged in its DP gradient (critic_augment's)
     dp_activation: str = "leaky_relu"  # the DP critic's nonlinearity: leaky_relu or tanh (genmem.private)
     # Batches that re-estimate the generator's BatchNorm statistics under its binary masks after the GAN;

@@ -61,26 +61,33 @@ ACCOUNTANT = "rdp"
 ORDERS = (1.1, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 16.0, 20.0, 24.0, 32.0, 48.0, 64.0,
           128.0, 256.0)
 ACTIVATIONS = {"leaky_relu": lambda: nn.LeakyReLU(0.2), "tanh": nn.Tanh}
-# genmem's DP defaults: batches and epochs chosen for cost (few noised steps). learn-task --dp-epsilon and bench
-# privacy take them, and the critic's loss dp_loss_for(epsilon), where no option says otherwise.
-DP_PROFILE = {"batch_size": 256, "epochs": 20, "critic_width": 16, "solver_width": 32, "solver_replay": 8}
+# genmem's DP defaults: epochs chosen for cost (few noised steps). learn-task --dp-epsilon and bench privacy take
+# them, with the settings dp_defaults chooses by epsilon, where no option says otherwise.
+DP_PROFILE = {"epochs": 20, "critic_width": 16, "solver_width": 32, "solver_replay": 8}
 # On ten MNIST digits (docs/experiments/2026-12-04-dp-critic-loss-by-epsilon.md) the Wasserstein critic's replay
 # trained the better classifier at epsilon 1 (+7.6 points, two seeds each), tied at 4 (two seeds each) where the
 # logistic one's replay was closer to the data, and lost at 10 (-1.6, one Wasserstein seed): the switch sits
 # between 1 and 4, at their geometric mean.
 WASSERSTEIN_UP_TO = 2.0
+# At epsilon 10, batches of 256 (twice the steps, each noisier) took ten MNIST digits from 93.79 % (512, two seeds)
+# to 95.88 (one seed; docs/experiments/2026-12-04-dp-batch-size.md). Unmeasured on ten digits at 1 and 4, which
+# keep 512: the switch sits between 4 and 10, at their geometric mean.
+SMALL_BATCHES_FROM = 6.3
+BATCH_SIZES = (512, 256)  # below SMALL_BATCHES_FROM, and from it
 
 
-def dp_loss_for(epsilon: float) -> str:
-    """genmem's DP critic loss for a task's epsilon: under strong noise the logistic critic's replay is
-    recognisable but narrow, and the Wasserstein critic's more varied replay trains a better classifier."""
-    return "wasserstein" if epsilon <= WASSERSTEIN_UP_TO else "logistic"
+def dp_defaults(epsilon: float) -> dict:
+    """genmem's DP settings at `epsilon`: DP_PROFILE, the critic's loss (under strong noise the logistic critic's
+    replay is recognisable but narrow, and the Wasserstein critic's more varied replay trains a better
+    classifier) and the batch size (where the noise is weaker, more and smaller steps pay)."""
+    return {**DP_PROFILE, "dp_loss": "wasserstein" if epsilon <= WASSERSTEIN_UP_TO else "logistic",
+            "batch_size": BATCH_SIZES[epsilon >= SMALL_BATCHES_FROM]}
 
 
 def dp_config(epsilon: float, recipe: str = "mnist", variant: str = "dgmw", **overrides) -> TrainingConfig:
-    """The paper's settings for `recipe` with genmem's DP defaults (DP_PROFILE, dp_loss_for) for `epsilon`, then
+    """The paper's settings for `recipe` with genmem's DP defaults at `epsilon` (dp_defaults), then
     `overrides` (None values are left out), the solver `replay`."""
-    return paper_config(recipe, variant, **{**DP_PROFILE, "dp_loss": dp_loss_for(epsilon), "dp_epsilon": epsilon,
+    return paper_config(recipe, variant, **{**dp_defaults(epsilon), "dp_epsilon": epsilon,
                                             "solver": "replay",
                                             **{k: v for k, v in overrides.items() if v is not None}})
 

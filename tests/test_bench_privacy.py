@@ -11,7 +11,7 @@ from genmem.classifier import ClassifierConfig
 from genmem.benchmarks.record import read_rows
 from genmem.cli.main import main
 from genmem.config import TrainingConfig
-from genmem.private import dp_loss_for
+from genmem.private import dp_defaults
 from tiny import tiny_memory, tiny_set
 
 BUDGET = {"classes": [0, 1], "images_per_class": 10, "epochs": 1, "holdout": 0.2, "delta": 1e-5,
@@ -20,15 +20,16 @@ CSV_COLUMNS = ["data", "tasks", "method", "profile", "metric", "value", "joint",
                "seeds", "command"]
 
 
-def row(epsilon, accuracy, seed=0, loss=None):
-    loss = loss or (TrainingConfig.dp_loss if epsilon is None else dp_loss_for(epsilon))
-    setting = privacy.setting_name(epsilon, loss)
+def row(epsilon, accuracy, seed=0, **settings):
+    """A result row of a memory that learned genmem's defaults at `epsilon`, but for `settings`."""
+    training = {**privacy.task_config(epsilon, 1e-5, None).to_dict(), **settings}
+    setting = privacy.setting_name(epsilon, training)
     return {"setting": setting, "epsilon": epsilon, "seed": seed, "seconds": 60.0, "spent": epsilon,
             "noise_multiplier": None if epsilon is None else 1.0, "accuracy": accuracy, "frechet": 1.0,
             "recognised": accuracy, "worst_auc": 0.5, "copy_rate": 0.0, "solver": "real" if epsilon is None
             else "replay", "hardware": "a CPU", "commit": "abc1234", "command": "genmem bench privacy ...",
             "attacks": [{"part": "generator", "attack": "pixel distance", "auc": 0.5}],
-            "training": {"dp_loss": loss}}
+            "training": training}
 
 
 def saved(folder, rows=(), **changes):
@@ -67,18 +68,23 @@ def test_csv_rows_are_one_per_dp_setting_and_seed():
     assert {r["profile"] for r in privacy.csv_rows({**results, "storage_dtype": "float16"})} == {"dp, float16 storage"}
 
 
-def test_a_critic_loss_other_than_the_default_for_its_epsilon_is_named_in_the_setting_and_the_rows_profile():
-    assert [privacy.task_config(e, 1e-5, None).dp_loss for e in (1.0, 10.0)] == ["wasserstein", "logistic"]
-    assert privacy.task_config(1.0, 1e-5, None, dp_loss="logistic").dp_loss == "logistic"
-    assert privacy.setting_name(1.0, "wasserstein") == privacy.setting_name(1.0) == "epsilon 1"
-    assert privacy.setting_name(1.0, "logistic") == "epsilon 1, logistic critic"
-    assert privacy.setting_name(10.0, "wasserstein") == "epsilon 10, wasserstein critic"
+def test_settings_other_than_the_defaults_at_their_epsilon_are_named_in_the_setting_and_the_rows_profile():
+    assert [privacy.task_config(e, 1e-5, None).dp_loss for e in (1.0, 10.0)] == [
+        dp_defaults(1.0)["dp_loss"], dp_defaults(10.0)["dp_loss"]]
+    other_batch = 2 * dp_defaults(1.0)["batch_size"]
+    chosen = privacy.task_config(1.0, 1e-5, None, dp_loss="logistic", batch_size=other_batch)
+    assert (chosen.dp_loss, chosen.batch_size) == ("logistic", other_batch)
+    assert privacy.setting_name(1.0, {"dp_loss": "wasserstein"}) == privacy.setting_name(1.0) == "epsilon 1"
+    assert privacy.setting_name(1.0, chosen.to_dict()) == f"epsilon 1, logistic critic, batch {other_batch}"
+    assert privacy.setting_name(10.0, {"dp_loss": "wasserstein"}) == "epsilon 10, wasserstein critic"
     results = {**BUDGET, "storage_dtype": "float32",
-               "rows": [row(1.0, 80.0, loss="logistic"), row(1.0, 75.0), row(10.0, 90.0, loss="wasserstein")]}
+               "rows": [row(1.0, 80.0, dp_loss="logistic"), row(1.0, 75.0), row(10.0, 90.0, dp_loss="wasserstein"),
+                        row(10.0, 91.0, batch_size=other_batch)]}
     assert [(r["method"], r["profile"]) for r in privacy.csv_rows(results)] == [
         ("dgmw-replay-dp-eps1", "dp, logistic critic, float32 storage"),
         ("dgmw-replay-dp-eps1", "dp, float32 storage"),
-        ("dgmw-replay-dp-eps10", "dp, wasserstein critic, float32 storage")]
+        ("dgmw-replay-dp-eps10", "dp, wasserstein critic, float32 storage"),
+        ("dgmw-replay-dp-eps10", f"dp, batch {other_batch}, float32 storage")]
     older = {key: value for key, value in row(10.0, 80.0).items() if key != "training"}
     assert privacy.csv_rows({**results, "rows": [older]})[0]["profile"] == "dp, wasserstein critic, float32 storage", \
         "a run from before the loss was recorded learned with the Wasserstein critic"
@@ -127,13 +133,17 @@ def test_first_seed_reaches_the_run_and_its_command(tmp_path, monkeypatch):
     result = CliRunner().invoke(main, ["bench", "privacy", "--out", str(tmp_path / "run"), "--epsilons", "10",
                                        "--first-seed", "1", "--device", "cpu", "--csv", str(table)])
     assert result.exit_code == 0, result.output
-    assert (asked["seeds"], asked["first_seed"], asked["dp_loss"]) == (1, 1, None), "None: the default for epsilon"
+    assert (asked["seeds"], asked["first_seed"], asked["dp_loss"], asked["batch_size"]) == (1, 1, None, None), \
+        "None: the default for epsilon"
     [written] = read_rows(table)
     assert written["seeds"] == "1" and "--seeds 1 --first-seed 1" in written["command"]
-    assert "--dp-loss" not in written["command"], "the default is not spelled out"
+    assert "--dp-loss" not in written["command"] and "--batch-size" not in written["command"], \
+        "the defaults are not spelled out"
     result = CliRunner().invoke(main, ["bench", "privacy", "--out", str(tmp_path / "other"), "--epsilons", "10",
-                                       "--dp-loss", "wasserstein", "--device", "cpu"])
-    assert result.exit_code == 0 and asked["dp_loss"] == "wasserstein", result.output
+                                       "--dp-loss", "wasserstein", "--batch-size", "128", "--device", "cpu",
+                                       "--csv", str(tmp_path / "other.csv")])
+    assert result.exit_code == 0 and (asked["dp_loss"], asked["batch_size"]) == ("wasserstein", 128), result.output
+    assert read_rows(tmp_path / "other.csv")[0]["command"].endswith("--dp-loss wasserstein --batch-size 128")
 
 
 def test_combine_merges_settings_in_epsilon_order_with_no_dp_last(tmp_path):
@@ -158,8 +168,8 @@ def test_combine_merges_settings_in_epsilon_order_with_no_dp_last(tmp_path):
 
 def test_combine_keeps_runs_of_two_critic_losses_apart_and_names_an_older_runs_loss(tmp_path):
     older = {key: value for key, value in row(1.0, 81.0).items() if key != "training"}  # before the loss was recorded
-    runs = [saved(tmp_path / "logistic", [row(1.0, 78.0, loss="logistic")]), saved(tmp_path / "older", [older]),
-            saved(tmp_path / "wasserstein", [row(1.0, 79.0, seed=1, loss="wasserstein")])]
+    runs = [saved(tmp_path / "logistic", [row(1.0, 78.0, dp_loss="logistic")]), saved(tmp_path / "older", [older]),
+            saved(tmp_path / "wasserstein", [row(1.0, 79.0, seed=1, dp_loss="wasserstein")])]
     out = tmp_path / "merged"
     result = CliRunner().invoke(main, ["bench", "privacy", "--out", str(out),
                                        *(a for run in runs for a in ("--combine", run))])
@@ -207,23 +217,24 @@ def test_a_tiny_run_learns_tests_and_audits_every_seed_and_a_seed_learned_alone_
     import genmem.private
 
     monkeypatch.setattr(genmem.private, "noise_seed", lambda: 1234)  # DP noise's seeds are secret: fixed to compare
-    monkeypatch.setattr(privacy, "task_config", lambda epsilon, delta, epochs, storage_dtype, dp_loss: tiny_config(
-        dp_epsilon=epsilon, dp_delta=delta, dp_loss=dp_loss or dp_loss_for(epsilon), solver="replay", solver_width=4,
-        storage_dtype=storage_dtype))
+    monkeypatch.setattr(privacy, "task_config", lambda epsilon, delta, epochs, storage, dp_loss, batch: tiny_config(
+        dp_epsilon=epsilon, dp_delta=delta, dp_loss=dp_loss or dp_defaults(epsilon)["dp_loss"], solver="replay",
+        solver_width=4, storage_dtype=storage))
     monkeypatch.setattr(privacy, "CLASSIFIER_GRID", (ClassifierConfig(epochs=2.0, width=4),))
     monkeypatch.setattr(privacy, "JUDGE", ClassifierConfig(epochs=1.0, width=4))
     data = tiny_set(labels=(0, 1))
     results = privacy.run_privacy(data, data, tmp_path, [4.0], num_tasks=2, seeds=2, synthetic_per_class=30,
                                   holdout=0.25, provenance={"hardware": "a CPU", "commit": "abc", "command": "x"},
                                   progress=False)
-    assert [(r["setting"], r["seed"]) for r in results["rows"]] == [("epsilon 4", 0), ("epsilon 4", 1)]
+    name = f"epsilon 4, batch {tiny_config().batch_size}"  # tiny batches: not genmem's DP default
+    assert [(r["setting"], r["seed"]) for r in results["rows"]] == [(name, 0), (name, 1)]
     for r in results["rows"]:
         assert r["spent"] <= 4.0 and 0 <= r["accuracy"] <= 100 and r["frechet"] >= 0 and r["solver"] == "replay"
         assert {a["part"] for a in r["attacks"]} == {"generator", "solver"}
     assert json.loads((tmp_path / "results.json").read_text()) == json.loads(json.dumps(results))
     assert [(c["data"], c["seeds"], c["hardware"]) for c in privacy.csv_rows(results)] == [
         ("tiny", 0, "a CPU"), ("tiny", 1, "a CPU")]
-    assert "| epsilon 4 | 2 |" in privacy.privacy_table(results)
+    assert f"| {name} | 2 |" in privacy.privacy_table(results)
 
     alone = privacy.run_privacy(data, data, tmp_path / "seed-1", [4.0], num_tasks=2, first_seed=1,
                                 synthetic_per_class=30, holdout=0.25, progress=False)

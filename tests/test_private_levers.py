@@ -1,6 +1,6 @@
 """The DP levers (genmem.private): an image's augmented views count as one clipped example; with every lever on,
 old classes stay bit-identical, the recorded epsilon is the accountant's, and `genmem info` states the total; the
-critic's default loss follows epsilon."""
+critic's default loss and batch size follow epsilon."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from genmem.cli.render import render_summary
 from genmem.memory import Memory
 from genmem.nets import Discriminator
 from genmem.config import DP_LOSSES
-from genmem.private import WASSERSTEIN_UP_TO, PrivateCritic, dp_config
+from genmem.private import BATCH_SIZES, SMALL_BATCHES_FROM, WASSERSTEIN_UP_TO, PrivateCritic, dp_config
 from genmem.summary import summarise
 from tiny import TINY_SIZE, tiny_config, tiny_set
 
@@ -138,7 +138,7 @@ def test_learn_task_with_dp_epsilon_takes_genmems_dp_defaults_where_no_option_is
     from click.testing import CliRunner
 
     from genmem.cli.main import main
-    from genmem.private import DP_PROFILE
+    from genmem.private import dp_defaults
 
     result = CliRunner().invoke(main, ["learn-task", str(tmp_path / "m"), "--data", f"npz:{tiny_npz}", "--classes",
                                        "0", "--image-size", "16", "--base-width", "2", "--gan-epochs", "1",
@@ -149,17 +149,22 @@ def test_learn_task_with_dp_epsilon_takes_genmems_dp_defaults_where_no_option_is
     training = Memory(tmp_path / "m").manifest()["tasks"][-1]["training"]
     given = {"epochs": 1, "solver": "none", "dp_epsilon": 1.0, "dp_activation": "tanh"}
     assert {k: training[k] for k in given} == given
-    assert {k: training[k] for k in DP_PROFILE if k not in given} == {k: v for k, v in DP_PROFILE.items()
-                                                                       if k not in given}
-    assert training["dp_loss"] == "wasserstein", "at epsilon 1 genmem's critic loss is the Wasserstein one"
+    defaults = dp_defaults(1.0)
+    assert {k: training[k] for k in defaults if k not in given} == {k: v for k, v in defaults.items()
+                                                                     if k not in given}
+    assert (training["dp_loss"], training["batch_size"]) == ("wasserstein", BATCH_SIZES[0]), \
+        "at epsilon 1 genmem's critic loss is the Wasserstein one, its batches the larger"
 
 
-@pytest.mark.parametrize(("epsilon", "loss"), [(0.5, "wasserstein"), (WASSERSTEIN_UP_TO, "wasserstein"),
-                                              (WASSERSTEIN_UP_TO * 1.01, "logistic"), (10.0, "logistic")])
-def test_genmems_dp_critic_loss_follows_epsilon_unless_one_is_given(epsilon, loss):
-    assert dp_config(epsilon).dp_loss == loss
+@pytest.mark.parametrize(("epsilon", "loss", "batch"), [
+    (0.5, "wasserstein", BATCH_SIZES[0]), (WASSERSTEIN_UP_TO, "wasserstein", BATCH_SIZES[0]),
+    (WASSERSTEIN_UP_TO * 1.01, "logistic", BATCH_SIZES[0]), (SMALL_BATCHES_FROM * 0.99, "logistic", BATCH_SIZES[0]),
+    (SMALL_BATCHES_FROM, "logistic", BATCH_SIZES[1]), (10.0, "logistic", BATCH_SIZES[1])])
+def test_genmems_dp_critic_loss_and_batch_follow_epsilon_unless_given(epsilon, loss, batch):
+    assert (dp_config(epsilon).dp_loss, dp_config(epsilon).batch_size) == (loss, batch)
     other = next(name for name in DP_LOSSES if name != loss)
-    assert dp_config(epsilon, dp_loss=other).dp_loss == other
+    assert (dp_config(epsilon, dp_loss=other, batch_size=7).dp_loss, dp_config(epsilon, batch_size=7).batch_size) \
+        == (other, 7)
 
 
 def test_generator_steps_update_the_generator_that_many_times_per_critic_step(tmp_path, monkeypatch):

@@ -2,8 +2,9 @@
 audited.
 
 For every setting (an epsilon, or no DP) and seed, one memory learns one class
-per task with genmem's DP defaults (genmem.private.DP_PROFILE, the critic's
-loss by epsilon unless chosen), holding a share of each task's images out for the audit,
+per task with genmem's DP defaults at its epsilon (genmem.private.dp_config;
+the critic's loss and the batch size can be chosen), holding a share of each
+task's images out for the audit,
 then:
 
     accuracy     a downstream classifier trained only on generated images, tested on the real test set
@@ -44,7 +45,7 @@ from genmem.evaluate import evaluate_model, images_of_classes
 from genmem.memory import Memory
 from genmem.plots import png_bytes
 from genmem.presets import paper_config
-from genmem.private import dp_config, dp_loss_for
+from genmem.private import dp_config
 from genmem.quality import class_quality, mean_quality, train_judge
 
 IMAGE_SIZE = 32
@@ -62,34 +63,40 @@ BUDGET_KEYS = ("data", "classes", "images_per_class", "epochs", "holdout", "delt
                "storage_dtype")
 
 
-def named_loss(dp_loss: str, epsilon: float) -> str:
-    """', logistic critic' for a critic loss other than genmem's default at `epsilon`, which goes unnamed: the
-    suffix of a setting's and a profile's name."""
-    return "" if dp_loss == dp_loss_for(epsilon) else f", {dp_loss} critic"
+# The DP settings a run can choose (bench privacy's options) and how a setting's name spells one that differs
+# from genmem's default at its epsilon.
+NAMED_SETTINGS = {"dp_loss": "{} critic", "batch_size": "batch {}"}
 
 
-def setting_name(epsilon: float | None, dp_loss: str | None = None) -> str:
-    """'no DP', 'epsilon 4', or with another critic loss than the default's 'epsilon 4, logistic critic'."""
-    if epsilon is None:
-        return "no DP"
-    return f"epsilon {epsilon:g}{named_loss(dp_loss or dp_loss_for(epsilon), epsilon)}"
+def named_settings(training: dict, epsilon: float) -> str:
+    """', logistic critic, batch 512' for the settings of NAMED_SETTINGS in `training` that differ from genmem's DP
+    defaults at `epsilon` (which go unnamed): the suffix of a setting's and a profile's name."""
+    defaults = dp_config(epsilon).to_dict()
+    return "".join(f", {label.format(training[key])}" for key, label in NAMED_SETTINGS.items()
+                   if key in training and training[key] != defaults[key])
 
 
-def row_loss(row: dict) -> str:
-    """The DP critic's loss a row's memory learned with; runs from before the loss was a setting used the
-    Wasserstein one, TrainingConfig's default."""
-    return row.get("training", {}).get("dp_loss", TrainingConfig.dp_loss)
+def setting_name(epsilon: float | None, training: dict | None = None) -> str:
+    """'no DP', 'epsilon 4', or with settings other than the defaults 'epsilon 4, wasserstein critic'."""
+    return "no DP" if epsilon is None else f"epsilon {epsilon:g}{named_settings(training or {}, epsilon)}"
+
+
+def row_training(row: dict) -> dict:
+    """The settings a row's memory learned with; runs from before they were recorded used the Wasserstein critic,
+    TrainingConfig's default."""
+    return {"dp_loss": TrainingConfig.dp_loss, **row.get("training", {})}
 
 
 def task_config(epsilon: float | None, delta: float, epochs: int | None,
-                storage_dtype: str = TrainingConfig.storage_dtype, dp_loss: str | None = None) -> TrainingConfig:
-    """What every task of a setting learns with: genmem's DP defaults with the critic's loss `dp_loss` (None:
-    the default for epsilon), or without DP genmem's own defaults and its `real` solver; its generator stored in
-    `storage_dtype`."""
+                storage_dtype: str = TrainingConfig.storage_dtype, dp_loss: str | None = None,
+                batch_size: int | None = None) -> TrainingConfig:
+    """What every task of a setting learns with: genmem's DP defaults at epsilon, with the critic's loss
+    `dp_loss` and `batch_size` where given, or without DP genmem's own defaults and its `real` solver; its
+    generator stored in `storage_dtype`."""
     if epsilon is None:
         config = paper_config("mnist", "dgmw", epochs=epochs or dp_config(1.0).epochs, solver="real")
     else:
-        config = dp_config(epsilon, dp_delta=delta, dp_loss=dp_loss)
+        config = dp_config(epsilon, dp_delta=delta, dp_loss=dp_loss, batch_size=batch_size)
     return replace(config, epochs=epochs or config.epochs, storage_dtype=storage_dtype)
 
 
@@ -156,7 +163,7 @@ def run_privacy(train: ImageSet, test: ImageSet, out_dir: Path, epsilons: list[f
                 images_per_class: int | None = None, epochs: int | None = None, holdout: float = 0.1,
                 delta: float = 1e-5, seeds: int = 1, first_seed: int = 0,
                 synthetic_per_class: int = SYNTHETIC_PER_CLASS, storage_dtype: str = TrainingConfig.storage_dtype,
-                dp_loss: str | None = None, provenance: dict | None = None,
+                dp_loss: str | None = None, batch_size: int | None = None, provenance: dict | None = None,
                 data_record: dict | None = None, device="cpu", progress: bool = True) -> dict:
     """Learn, test and audit one memory per epsilon (None: no DP) and seed (first_seed onwards, so that seeds can
     learn in separate processes and be merged by `combine_privacy`); results.json after each.
@@ -175,7 +182,7 @@ def run_privacy(train: ImageSet, test: ImageSet, out_dir: Path, epsilons: list[f
                "synthetic_per_class": synthetic_per_class, "storage_dtype": storage_dtype,
                "joint": real_reference(data, test, classes, device), "rows": []}
     for epsilon in epsilons:
-        config = task_config(epsilon, delta, epochs, storage_dtype, dp_loss)
+        config = task_config(epsilon, delta, epochs, storage_dtype, dp_loss, batch_size)
         for seed in range(first_seed, first_seed + seeds):
             memory = Memory(out_dir / (f"{'no-dp' if epsilon is None else f'eps-{epsilon:g}'}-seed-{seed}"))
             started = time.perf_counter()
@@ -184,7 +191,7 @@ def run_privacy(train: ImageSet, test: ImageSet, out_dir: Path, epsilons: list[f
                                   image_size=IMAGE_SIZE, progress=progress, holdout=holdout)
             seconds = time.perf_counter() - started
             privacy = [t["privacy"] for t in memory.manifest()["tasks"]]
-            row = {"setting": setting_name(epsilon, config.dp_loss), "epsilon": epsilon, "seed": seed,
+            row = {"setting": setting_name(epsilon, config.to_dict()), "epsilon": epsilon, "seed": seed,
                    "seconds": round(seconds, 1), **(provenance or {}),
                    "spent": max((p["epsilon"] for p in privacy if p), default=None),
                    "noise_multiplier": privacy[0]["noise_multiplier"] if privacy[0] else None,
@@ -211,8 +218,8 @@ def combine_privacy(runs: list[dict]) -> dict:
         if differs:
             raise GenmemError(f"privacy runs with other {', '.join(differs)} cannot share a table; combine runs "
                               f"of one budget")
-    # settings renamed by their critic's loss: runs from before the name said it can be merged with later ones
-    rows = [{**row, "setting": setting_name(row["epsilon"], row_loss(row))} for run in runs for row in run["rows"]]
+    # settings renamed by the defaults of today: runs from before a default changed merge with the runs of its setting
+    rows = [{**row, "setting": setting_name(row["epsilon"], row_training(row))} for run in runs for row in run["rows"]]
     keys = [(row["setting"], row.get("seed", 0)) for row in rows]
     twice = sorted({f"{setting}, seed {seed}" for setting, seed in keys if keys.count((setting, seed)) > 1})
     if twice:
@@ -260,36 +267,30 @@ def privacy_table(results: dict) -> str:
 def csv_rows(results: dict) -> list[dict]:
     """BENCHMARKS.csv rows of the DP settings, one per seed: the downstream accuracy as A<tasks>, `joint` the
     fixed classifier trained on the real images (`real_reference`), `seconds` the memory's learning time. The
-    profile names a critic loss and a storage type other than the defaults (runs from before the type was
-    recorded stored float32)."""
+    profile names settings and a storage type other than the defaults (runs from before the type was recorded
+    stored float32)."""
     tasks = len(results["classes"])
     stored = results.get("storage_dtype") or "float32"
     joint = None if results.get("joint") is None else round(results["joint"], 2)
     data = data_key(results) if results.get("data") else "mnist"  # runs from before the key was recorded: MNIST
     return [{"data": data, "tasks": f"{tasks}x1", "method": f"dgmw-replay-dp-eps{row['epsilon']:g}",
-             "profile": dp_profile(row_loss(row), stored, row["epsilon"]), "metric": f"A{tasks}",
-             "value": round(row["accuracy"], 2),
+             "profile": named_for_storage(PROFILE + named_settings(row_training(row), row["epsilon"]), stored),
+             "metric": f"A{tasks}", "value": round(row["accuracy"], 2),
              "joint": joint, "seconds": row["seconds"], "hardware": row.get("hardware"), "commit": row.get("commit"),
              "seeds": row["seed"], "command": row.get("command")}
             for row in results["rows"] if row["epsilon"] is not None]
 
 
-def dp_profile(dp_loss: str, storage_dtype: str, epsilon: float) -> str:
-    """The rows' profile: 'dp', naming a critic loss other than the default at `epsilon` and a storage type other
-    than the default."""
-    return named_for_storage(PROFILE + named_loss(dp_loss, epsilon), storage_dtype)
-
-
 def privacy_utility_plot(results: dict) -> bytes:
-    """One run's downstream accuracy against epsilon, a line per critic loss, with its no-DP setting as a line
-    if it learned one."""
+    """One run's downstream accuracy against epsilon, a line for the defaults and one per other choice of settings,
+    with its no-DP setting as a line if it learned one."""
     series: dict[str, list[tuple[float, list[float]]]] = {}
     public = []
     for _, epsilon, rows in by_setting(results):
         if epsilon is None:
             public.append(statistics.mean(r["accuracy"] for r in rows))
         else:
-            label = f"genmem (DGMw, {row_loss(rows[0])} critic)"
+            label = f"genmem (DGMw{named_settings(row_training(rows[0]), epsilon)})"
             series.setdefault(label, []).append((epsilon, [r["accuracy"] for r in rows]))
     return accuracy_epsilon_plot(series, results["delta"], public[0] if public else None)
 
