@@ -85,6 +85,9 @@ def privacy(source, data_dir, out_dir, epsilons, delta, seeds, first_seed, num_t
         chosen = [None if e.strip().lower() == "none" else float(e) for e in epsilons.split(",") if e.strip()]
     except ValueError:
         raise click.BadParameter(f"{epsilons!r} is not a list of numbers and 'none'", param_hint="--epsilons")
+    if None in chosen and (dp_loss or batch_size):
+        raise click.UsageError("--dp-loss and --batch-size set DP training, and the 'none' setting learns without "
+                               "DP at genmem's own defaults; learn it in a run of its own and --combine the two")
     if out_dir.exists() and any(out_dir.iterdir()):
         raise click.ClickException(f"{out_dir} is not empty; choose a new --out folder")
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -146,6 +146,16 @@ def test_first_seed_reaches_the_run_and_its_command(tmp_path, monkeypatch):
     assert read_rows(tmp_path / "other.csv")[0]["command"].endswith("--dp-loss wasserstein --batch-size 128")
 
 
+@pytest.mark.parametrize("option", [["--dp-loss", "logistic"], ["--batch-size", "128"]])
+def test_a_dp_only_option_beside_the_no_dp_setting_is_refused_before_anything_is_learned(tmp_path, option):
+    """The `none` setting learns at genmem's non-DP defaults: an option it would ignore must not pass silently."""
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["bench", "privacy", "--out", str(out), "--epsilons", "none,10", *option,
+                                       "--device", "cpu"])
+    assert result.exit_code == 2 and "'none' setting learns without DP" in result.output, result.output
+    assert not out.exists(), "refused before the output folder is made"
+
+
 def test_combine_merges_settings_in_epsilon_order_with_no_dp_last(tmp_path):
     runs = [saved(tmp_path / "none", [row(None, 90.0)]), saved(tmp_path / "ten", [row(10.0, 80.0),
                                                                                    row(10.0, 84.0, seed=1)]),
