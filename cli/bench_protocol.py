@@ -89,8 +89,9 @@ class PositiveList(click.ParamType):
                    "and CIFAR-10. DGMa's growth per task scales with it, and its time with the growth's square.")
 @click.option("--arch", type=click.Choice(["dcgan", "resnet"]), default="dcgan", show_default=True,
               help="DGM's generator: dcgan, the paper's MNIST network, or resnet, a masked residual generator with a "
-                   "residual critic, closer to the paper's CIFAR-10 network (docs/ALGORITHM.md §15). The baselines "
-                   "keep their DCGAN.")
+                   "residual critic trained as SNGAN's (projection head, hinge loss, spectral norm; --gan-setting "
+                   "can change them), closer to the paper's CIFAR-10 network (docs/ALGORITHM.md §15). The "
+                   "baselines keep their DCGAN and its critic.")
 @click.option("--class-norm", is_flag=True, help="Class-conditional BatchNorms in DGM's generator (docs/ALGORITHM.md "
                                                  "§16), for tasks of several classes.")
 @click.option("--solver", "solver_mode", type=click.Choice(list(SOLVER_MODES)), default="real", show_default=True,

@@ -61,7 +61,9 @@ def main():
               help="Masks on weights (dgmw) or on units (dgma). Set by the first task; default dgmw.")
 @click.option("--arch", type=click.Choice(["dcgan", "resnet"]),
               help="Generator architecture: the DCGAN (default) or residual stages, the paper's CIFAR-10 family, "
-                   "with a residual critic (docs/ALGORITHM.md §15). Set by the first task.")
+                   "with a residual critic trained as SNGAN's (projection head, hinge loss, spectral norm: under "
+                   "the DCGAN's WGAN-GP it collapsed each class to one image; docs/ALGORITHM.md §15). Set by the "
+                   "first task.")
 @click.option("--class-norm", is_flag=True, default=None,
               help="Class-conditional BatchNorms in the generator: each task's scale and shift per class "
                    "(docs/ALGORITHM.md §16). Set by the first task.")
@@ -206,12 +208,13 @@ def learn_task(memory, source, classes, data_dir, download, variant, arch, class
                      solver_augment=solver_augment, critic_augment=critic_augment, dp_delta=dp_delta,
                      dp_augmentations=dp_augmentations, dp_loss=dp_loss, dp_activation=dp_activation,
                      storage_dtype=storage_dtype)
+        arch_now = generator.get("arch", arch or "dcgan")
         config, source_of_settings, base_width = task_config(given, dp_epsilon, profile_name, target, recipe,
-                                                             variant_now, base_width)
+                                                             variant_now, arch_now, base_width)
         if not quiet and not (parallel and parallel.rank):
             task_images = len(data.select(data.resolve(wanted)).labels) // len(wanted)
             click.echo(describe_recipe(source_of_settings, recipe, variant_now, config, target, task_images,
-                                       generator.get("arch", arch or "dcgan"), generator["image_size"]), err=True)
+                                       arch_now, generator["image_size"]), err=True)
         version = mem.learn_task(data, wanted, variant=variant, config=config, device=target,
                                  image_size=image_size, base_width=base_width,
                                  progress=not quiet and not (parallel and parallel.rank), writer=writer,
@@ -246,9 +249,10 @@ def generator_settings(mem, variant: str | None, image_size: int) -> dict:
 
 
 def task_config(given: dict, dp_epsilon: float | None, profile_name: str | None, target, recipe: str, variant: str,
-                base_width: int | None) -> tuple[TrainingConfig, str, int]:
+                arch: str, base_width: int | None) -> tuple[TrainingConfig, str, int]:
     """The task's TrainingConfig, where its settings come from (for the summary) and the base width: a profile's
-    budget with the given settings over it, or under --dp-epsilon genmem's DP defaults instead."""
+    budget for the generator family `arch` with the given settings over it, or under --dp-epsilon genmem's DP
+    defaults instead."""
     from genmem.benchmarks.profiles import profile_for
     from genmem.private import dp_config
 
@@ -256,7 +260,7 @@ def task_config(given: dict, dp_epsilon: float | None, profile_name: str | None,
     if dp_epsilon is not None:  # DP's own defaults: a profile's budget was not chosen for noised steps
         config, source_of_settings = dp_config(dp_epsilon, recipe, variant, **given), "genmem's DP defaults"
     else:
-        config = replace(profile.training_config(recipe, variant),
+        config = replace(profile.training_config(recipe, variant, arch=arch),
                          **{name: value for name, value in given.items() if value is not None})
         source_of_settings = f"the {profile.name} profile"
     return config, source_of_settings, base_width or profile.base_width(variant, recipe)

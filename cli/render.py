@@ -126,8 +126,12 @@ def describe_recipe(recipe_source: str, recipe: str, variant: str, config, devic
     per_class = "every image" if config.gan_images_per_class is None else f"{config.gan_images_per_class:,} images"
     private = ("" if config.dp_epsilon is None else
                f" with the {config.dp_loss} loss, DP-SGD at epsilon {config.dp_epsilon:g}")
+    critic_options = [name for name, chosen in (("projection head", config.critic_head == "projection"),
+                                                ("hinge loss", config.gan_loss == "hinge"),
+                                                ("spectrally normalised", config.spectral_norm)) if chosen]
+    critic = f"critic {config.critic_width} wide" + (f" ({', '.join(critic_options)})" if critic_options else "")
     line = (f"recipe: {recipe_source} for {recipe} data ({arch} {variant.upper()}): the GAN on "
-            f"{per_class} of each class for {config.epochs} epochs, critic {config.critic_width} wide{private}, "
+            f"{per_class} of each class for {config.epochs} epochs, {critic}{private}, "
             f"learning rate {config.lr:g}; the {config.solver} solver after it")
     if device.type != "cpu":
         return line

@@ -160,8 +160,8 @@ def check_settings(config: TrainingConfig, processes: int = 1, arch: str = "dcga
         raise InvalidSetting(f"unknown storage dtype {config.storage_dtype!r}: choose one of "
                              f"{', '.join(STORAGE_DTYPES)}")
     parse_policy(config.critic_augment)
+    _check_solver_phase(config, arch)  # first: a residual critic refuses a critic-started solver for its own reason
     _check_critic(config, processes)
-    _check_solver_phase(config, arch)
     if config.private:
         _check_privacy(config, processes)
 
@@ -210,8 +210,9 @@ def _check_critic(config: TrainingConfig, processes: int) -> None:
         raise InvalidSetting("a solver that starts from the critic keeps its trunk, and a spectrally normalised "
                              "critic has no BatchNorm to keep: start a fresh solver or drop spectral_norm")
     if processes > 1 and config.critic_head == "projection":
-        raise InvalidSetting("the projection critic reads every image's class, which data-parallel ranks do not "
-                             "split yet: learn the task in one process or with critic_head 'acgan'")
+        raise InvalidSetting("the projection critic (the residual generator's default) reads every image's class, "
+                             "which data-parallel ranks do not split yet: learn the task in one process (without "
+                             "torchrun), or in Python with critic_head='acgan'")
     changed = critic_settings_changed(config)
     if config.private and changed:
         raise InvalidSetting(f"the differentially private critic (genmem.private) has its own loss, weight clipping "

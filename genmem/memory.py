@@ -115,7 +115,7 @@ class Memory:
                 generator, history = self.load(parent)
                 spec = generator.spec
                 self._check_same_generator(spec, variant, arch, class_norm)
-            config = config or paper_config(recipe_for_channels(spec.channels), spec.variant)
+            config = config or paper_config(recipe_for_channels(spec.channels), spec.variant, spec.arch)
             if solver is not None:
                 config = replace(config, solver=solver)
             # Before its seed draws the holdout or a first generator: a refused task changes nothing.

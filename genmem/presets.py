@@ -5,6 +5,8 @@ Custom data (folder:, npz:) takes the MNIST recipe for grey images and the
 colour recipe for colour images: SVHN's settings, with the solver's images
 cut out as well as shifted, which is what kept colour classifiers from
 collapsing onto the newest class (docs/ALGORITHM.md §10, BENCHMARKS.md).
+The residual family (`arch` resnet) trains its critic otherwise: see
+ARCH_SETTINGS.
 """
 
 from __future__ import annotations
@@ -22,6 +24,11 @@ RECIPES = {
     "cifar10": {"lr": 2e-4, "epochs": 251, "gp_weight": 0.6, "sparsity_weight": {"dgmw": 0.001, "dgma": 0.001},
                 "critic_width": 128, "base_width": 20, "solver_augment": "translation,cutout"},
 }
+# The critic each generator family trains with unless told otherwise. Under WGAN-GP the residual critic let
+# split-CIFAR-10's first task collapse to one image per class (A2 38.90); of seven critics tried only SNGAN's, a
+# spectrally normalised projection critic under the hinge loss, kept them apart (A2 50.20; the DCGAN's 66.50):
+# docs/experiments/2026-12-04-split-cifar10-resnet.md.
+ARCH_SETTINGS = {"dcgan": {}, "resnet": {"critic_head": "projection", "gan_loss": "hinge", "spectral_norm": True}}
 RECIPES["colour"] = {**RECIPES["svhn"], "solver_augment": "translation,cutout"}  # custom colour data
 SOURCE_RECIPE = {"builtin": "mnist", "mnist": "mnist", "fashion-mnist": "mnist", "svhn": "svhn", "cifar10": "cifar10"}
 # The settings for which None is a value of its own (off, or "use the other setting"), read from their types.
@@ -39,8 +46,9 @@ def recipe_for_channels(channels: int) -> str:
     return "mnist" if channels == 1 else "colour"
 
 
-def paper_config(recipe: str, variant: str, **overrides) -> TrainingConfig:
-    """The paper's settings for `recipe` and `variant`, with any field overridden.
+def paper_config(recipe: str, variant: str, arch: str = "dcgan", **overrides) -> TrainingConfig:
+    """The paper's settings for `recipe` and `variant`, with the critic of the generator family `arch`
+    (ARCH_SETTINGS) and any field overridden.
 
     An override is kept as given, None included where a setting takes None
     (solver_epochs=None: the solver phase runs solver_steps alone;
@@ -51,7 +59,8 @@ def paper_config(recipe: str, variant: str, **overrides) -> TrainingConfig:
     r = RECIPES[recipe]
     settings = {"lr": r["lr"], "epochs": r["epochs"], "gp_weight": r["gp_weight"], "critic_width": r["critic_width"],
                 "sparsity_weight": r["sparsity_weight"][variant], "s_max": S_MAX[variant],
-                "solver_augment": r.get("solver_augment", TrainingConfig.solver_augment)}  # colour wants cutout too
+                "solver_augment": r.get("solver_augment", TrainingConfig.solver_augment),  # colour wants cutout too
+                **ARCH_SETTINGS[arch]}
     settings.update({k: v for k, v in overrides.items() if v is not None or k in NULLABLE_SETTINGS})
     return TrainingConfig(**settings)
 

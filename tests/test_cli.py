@@ -213,6 +213,7 @@ def test_the_solver_phase_is_set_from_the_command_line(tmp_path, tiny_npz):
     quick = profile_for("quick", "mnist").training_config("mnist", "dgmw")  # the CPU's default profile
     assert (training["solver_epochs"], training["solver_width"], training["average_decay"]) == (
         quick.solver_epochs, quick.solver_width, quick.average_decay) == (2.0, None, 0.99)
+    assert (training["critic_head"], training["gan_loss"], training["spectral_norm"]) == ("acgan", "wgan-gp", False)
     missing = ["--data", f"npz:{tmp_path / 'missing.npz'}", "--classes", "0"]  # the typo is found before the data
     assert_clear_error(run("learn-task", tmp_path / "n", *missing, "--solver-augment", "blur", *TINY),
                        "unknown augmentation 'blur'")
@@ -243,6 +244,9 @@ def test_a_residual_memory_with_class_norms_is_made_shown_and_kept(tmp_path, tin
     generator = manifest["generator"]
     assert (generator["arch"], generator["class_norm"], generator["initial_widths"]) == ("resnet", True, [2, 2, 2])
     assert manifest["format_version"] == 3, "a reader of format 2 would rebuild it as a DCGAN"
+    training = manifest["tasks"][-1]["training"]
+    assert (training["critic_head"], training["gan_loss"], training["spectral_norm"]) == (
+        "projection", "hinge", True), "the residual family's critic (genmem.presets.ARCH_SETTINGS)"
     assert "generator resnet DGMW" in run("info", memory).output and "class-conditional norms" in run(
         "info", memory).output
     assert_clear_error(run("learn-task", memory, "--data", f"npz:{tiny_npz}", "--classes", "2", "--arch", "dcgan",

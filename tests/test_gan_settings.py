@@ -47,6 +47,29 @@ def test_a_profile_with_gan_settings_is_named_by_them_and_trains_with_them():
     assert config.epochs == quick.training_config("mnist", "dgmw").epochs  # the budget is the profile's
 
 
+def test_the_residual_family_trains_its_own_critic_unless_a_setting_says_otherwise():
+    quick = PROFILES["quick"]
+    critic = ("critic_head", "gan_loss", "spectral_norm")
+    residual = quick.training_config("cifar10", "dgmw", arch="resnet")
+    assert tuple(getattr(residual, name) for name in critic) == ("projection", "hinge", True)
+    dcgan = quick.training_config("cifar10", "dgmw")
+    assert tuple(getattr(dcgan, name) for name in critic) == ("acgan", "wgan-gp", False)
+    back = quick.with_gan_settings({"critic_head": "acgan", "gan_loss": "wgan-gp", "spectral_norm": False})
+    assert tuple(getattr(back.training_config("cifar10", "dgmw", arch="resnet"), name) for name in critic) == (
+        "acgan", "wgan-gp", False)
+
+
+def test_a_residual_run_gives_dgm_its_critic_and_the_baselines_theirs(tmp_path, source):
+    out = tmp_path / "run"
+    # The smoke profile's solver starts from the critic, which only the DCGAN's can give: a fresh one here.
+    result = protocol(*source, "--classes-per-task", "2", "--images-per-class", "5", "--arch", "resnet",
+                      "--gan-setting", "solver_start=fresh", "--methods", "dgm-replay,dgr", "--out", str(out))
+    assert result.exit_code == 0, result.output  # dgr is not refused: its DCGAN keeps the paper's critic
+    trained = [task["training"] for task in Memory(out / "memory").manifest()["tasks"]]
+    assert [(t["critic_head"], t["gan_loss"], t["spectral_norm"]) for t in trained] == [
+        ("projection", "hinge", True)] * 2
+
+
 def test_the_protocol_trains_dgm_with_the_setting_and_names_every_figure_by_it(tmp_path, source):
     out, table = tmp_path / "run", tmp_path / "BENCHMARKS.csv"
     result = protocol(*source, "--classes-per-task", "2", "--images-per-class", "5", "--methods",

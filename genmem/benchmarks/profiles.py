@@ -80,16 +80,17 @@ class Profile:
         """The GAN's epochs per task for DGM's variant (None: the paper's)."""
         return self.variant_gan_epochs.get(variant, self.gan_epochs)
 
-    def training_config(self, recipe: str, variant: str, solver: str = "real") -> TrainingConfig:
-        """The GAN's TrainingConfig on this budget: the recipe's, with this profile's settings and then its
-        overrides. A budget field left None leaves the recipe's value where the setting needs one
-        (genmem.presets.paper_config)."""
+    def training_config(self, recipe: str, variant: str, solver: str = "real", arch: str = "dcgan"
+                        ) -> TrainingConfig:
+        """The GAN's TrainingConfig on this budget: the recipe's and the generator family's (`arch`), with this
+        profile's settings and then its overrides. A budget field left None leaves the recipe's value where the
+        setting needs one (genmem.presets.paper_config)."""
         budget = {"epochs": self.gan_epochs_for(variant), "solver_replay": self.solver_replay,
                   "solver_steps": self.solver_steps, "solver_epochs": self.solver_epochs,
                   "critic_width": self.critic_width, "solver_width": self.solver_width, "lr": self.gan_lr,
                   "gan_images_per_class": self.images_per_class}
-        config = paper_config(recipe, variant, solver_start=self.solver_start, solver_augment=self.solver_augment,
-                              solver=solver, **budget)
+        config = paper_config(recipe, variant, arch, solver_start=self.solver_start,
+                              solver_augment=self.solver_augment, solver=solver, **budget)
         return replace(config, **self.gan_overrides)
 
     @property

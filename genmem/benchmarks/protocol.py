@@ -133,7 +133,8 @@ def run_protocol(train: ImageSet, test: ImageSet, recipe: str, variant: str, pro
     out_dir, methods, options = Path(out_dir), chosen_methods(methods), dict(method_options or {})
     names = instance_names(methods, options)  # (registered, instance): the buffer may run at several budgets
     classes = run_classes(train, classes_per_task, class_order, num_tasks)
-    _check_run(methods, profile.training_config(recipe, variant, solver), classifier, arch)
+    _check_run(methods, profile.training_config(recipe, variant, solver, arch),
+               profile.training_config(recipe, variant, solver), classifier, arch)
     started = {"recipe": recipe, "variant": variant, "profile": asdict(profile), "seed": seed, "methods": list(methods),
                "base_width": base_width, "data": data or describe_data(train.source),
                "classes": [{"label": c, "name": train.class_names[c]} for c in classes],
@@ -177,14 +178,16 @@ def run_protocol(train: ImageSet, test: ImageSet, recipe: str, variant: str, pro
     return results
 
 
-def _check_run(methods: tuple[str, ...], gan: TrainingConfig, classifier: str, arch: str) -> None:
-    """Refuse a run that could not finish or would not measure what it names, before anything is learned."""
+def _check_run(methods: tuple[str, ...], gan: TrainingConfig, baseline_gan: TrainingConfig, classifier: str,
+               arch: str) -> None:
+    """Refuse a run that could not finish or would not measure what it names, before anything is learned. `gan`:
+    DGM's settings, `baseline_gan`: the baselines' (Run.baseline_gan)."""
     if classifier not in CLASSIFIERS:
         raise InvalidSetting(f"unknown classifier {classifier!r}: choose from {', '.join(CLASSIFIERS)}")
     if check_solver_mode(gan.solver) == "none" and "dgm-solver" in methods:
         raise GenmemError("with --solver none the memory stores no solver to test; drop dgm-solver from --methods")
     check_settings(gan, arch=arch)  # here, not at DGM's first task
-    changed, baselines = critic_settings_changed(gan), [m for m in methods if m in PAPER_CRITIC]
+    changed, baselines = critic_settings_changed(baseline_gan), [m for m in methods if m in PAPER_CRITIC]
     if changed and baselines:
         raise InvalidSetting(f"{', '.join(baselines)} train against the paper's critic, which {', '.join(changed)} "
                              f"would reach only in part: run them without it")
@@ -238,7 +241,7 @@ class History:
 def _start(train: ImageSet, test: ImageSet, classes: list[int], profile: Profile, started: dict, solver: str,
            out_dir: Path, device, progress: bool, checkpoint_every: float | None) -> Run:
     """What the methods share: the classifiers' and the GANs' images, fitted to IMAGE_SIZE, and the settings."""
-    gan = profile.training_config(started["recipe"], started["variant"], solver)
+    gan = profile.training_config(started["recipe"], started["variant"], solver, started["arch"])
     classifier = ClassifierConfig(epochs=profile.classifier_epochs, width=profile.classifier_width,
                                   augment=profile.classifier_augment)
     data = train.select(classes).first_per_class(profile.classifier_images_per_class)

@@ -70,7 +70,7 @@ class Run:
     recipe: str
     variant: str  # DGM's
     profile: Profile
-    gan: TrainingConfig  # every GAN's settings; a task's seed is the run's plus its index
+    gan: TrainingConfig  # DGM's GAN settings (baseline_gan: the others'); a task's seed is the run's plus its index
     classifier: ClassifierConfig  # every classifier's; likewise seeded per task
     network: str  # every classifier's network (genmem.benchmarks.classifiers)
     seed: int
@@ -87,6 +87,12 @@ class Run:
     @property
     def channels(self) -> int:
         return self.data.images.shape[1]
+
+    @property
+    def baseline_gan(self) -> TrainingConfig:
+        """The baselines' GAN settings: their generator and critic are the DCGAN's whatever DGM's `arch`, so
+        they train with the DCGAN's critic settings (genmem.presets.ARCH_SETTINGS)."""
+        return self.profile.training_config(self.recipe, self.variant, self.gan.solver)
 
     def new_classifier(self, num_classes: int, seed: int) -> nn.Module:
         """A fresh classifier of the run's network, its weights drawn from `seed`."""

@@ -35,7 +35,7 @@ class GenerativeReplay(Method):
         conditions = output_targets(labels, {c: i for i, c in enumerate(run.classes)})
         with run.timed(f"{self.name} gan"):
             self.fisher = learn_baseline_task(self.generator, images, conditions,
-                                              replace(run.gan, seed=run.seed + task.index), self.baseline,
+                                              replace(run.baseline_gan, seed=run.seed + task.index), self.baseline,
                                               self.fisher, run.device, run.progress,
                                               desc=f"{self.name} task {task.index}")["fisher"]
         run.write_samples(f"{self.name}-", self.replay(task), task)
