@@ -5,8 +5,8 @@
 # (the networks are small: one process leaves most of an H100 idle):
 #   the paper profile of MNIST DGMw, MNIST DGMa and CIFAR-10 DGMw (continued with --resume where RUNS already
 #   holds a run, so a series of sessions finishes them); the quick profile of DGM beside every baseline;
-#   CIFAR-10 on the budget that 2 CPU cores run in about 90 minutes; the privacy benchmark, one epsilon per
-#   process (merge with `genmem bench privacy --combine`); the test suite.
+#   CIFAR-10 on the budget that 2 CPU cores run in about 90 minutes; split-CIFAR-10 with ResNet-18 classifiers;
+#   the privacy benchmark, one epsilon per process (merge with `genmem bench privacy --combine`); the test suite.
 # Then the sampling benchmark on the GPU, alone. Finished tasks survive the time limit (results are written
 # after every task); each run folder is packed into PACK for the trip back.
 #
@@ -110,6 +110,10 @@ for baseline in dgr mergan ewc; do
   protocol "mnist-quick-$baseline" --data mnist --variant dgmw "${quick[@]}" --methods "$baseline" &
 done
 protocol cifar10-dgmw-cpu --data cifar10 --variant dgmw "${quick[@]}" &  # the quick profile: the 2-core CIFAR budget
+# Split-CIFAR-10 (5 tasks of 2) with ResNet-18 classifiers trained from scratch: the field's GPU protocol, whose
+# figures (about 64 for diffusion replay) need a classifier the CPU cannot train. 10 passes: the CPU's best.
+protocol split-cifar10-resnet18 --data cifar10 --variant dgmw "${quick[@]}" --classes-per-task 2 --classifier resnet18 \
+  --classifier-epochs 10 --methods dgm-solver,dgm-replay,joint,buffer &
 for epsilon in 1 4 10 none; do
   privacy "privacy-$epsilon" --epsilons "$epsilon" "${private[@]}" &
 done

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from tiny import tiny_set
 
 from genmem.benchmarks.charts import method_label
-from genmem.benchmarks.classifiers import MLPClassifier
+from genmem.benchmarks.classifiers import MLPClassifier, new_classifier
 from genmem.benchmarks.methods import DEFAULT_METHODS, REGISTRY
 from genmem.benchmarks.profiles import PROFILES, Profile, profile_for
 from genmem.benchmarks.protocol import run_classes, run_protocol
@@ -334,6 +334,25 @@ def test_the_mlp_classifier_trains_every_protocol_classifier_and_is_recorded(tmp
     with pytest.raises(GenmemError, match="unknown classifier 'resnet'"):
         run_protocol(data, test, "mnist", "dgmw", PROFILES["smoke"], tmp_path / "other", methods=("joint",),
                      classifier="resnet", progress=False)
+
+
+def test_the_resnet18_classifier_sees_small_images_whole_and_trains_the_protocols_classifiers(tmp_path):
+    before = torch.get_rng_state()
+    net = new_classifier("resnet18", 1, 32, 4, width=16, seed=3)
+    assert torch.equal(torch.get_rng_state(), before), "drawing its weights leaves the global generator alone"
+    assert (net.conv1.kernel_size, net.conv1.stride, net.conv1.in_channels) == ((3, 3), (1, 1), 1)
+    assert not any(isinstance(m, torch.nn.MaxPool2d) for m in net.modules()), "the small-image stem pools nothing"
+    assert net.layer4(net.layer3(net.layer2(net.layer1(net.conv1(torch.zeros(1, 1, 32, 32)))))).shape[-2:] == (4, 4)
+    again, other = new_classifier("resnet18", 1, 32, 4, 16, seed=3), new_classifier("resnet18", 1, 32, 4, 16, seed=4)
+    assert all(torch.equal(a, b) for a, b in zip(net.parameters(), again.parameters())), "drawn from its seed"
+    assert not torch.equal(net.conv1.weight, other.conv1.weight)
+    data, test = tiny_set(labels=(0, 1, 2, 3)), tiny_set(labels=(0, 1, 2, 3), per_class=8)
+    results = run_protocol(data, test, "mnist", "dgmw", PROFILES["smoke"], tmp_path / "run",
+                           methods=("joint", "finetune"), classes_per_task=2, classifier="resnet18", progress=False)
+    assert results["classifier"] == "resnet18" and len(results["accuracy"]["finetune"]) == 2
+    finetuned = load_file(tmp_path / "run" / "state" / "task01" / "finetune.safetensors")
+    assert finetuned["conv1.weight"].shape == (64, 1, 3, 3) and finetuned["fc.weight"].shape == (4, 512)
+    assert "90.79" not in markdown_table(results | {"data": describe_data("mnist")}), "the MLP's figures only"
 
 
 def split_run(classes_per_task: int = 2, classifier: str = "mlp", order=range(10), tasks: int = 5) -> dict:
