@@ -1,6 +1,7 @@
 """The genmem command end to end on tiny data, and one clear line for every bad input."""
 
 import json
+import re
 
 import click
 import numpy as np
@@ -238,8 +239,10 @@ def test_info_names_the_storage_type_of_each_task_where_they_differ(tmp_path, ti
 def test_a_residual_memory_with_class_norms_is_made_shown_and_kept(tmp_path, tiny_npz):
     memory = tmp_path / "r"
     result = run("learn-task", memory, "--data", f"npz:{tiny_npz}", "--classes", "0,1", "--arch", "resnet",
-                 "--class-norm", "--storage-dtype", "float32", *TINY)
+                 "--class-norm", "--storage-dtype", "float32", *(a for a in TINY if a != "--quiet"))
     assert result.exit_code == 0, result.output
+    assert "critic 4 wide (projection head, hinge loss, spectrally normalised)" in result.output, \
+        "the recipe line names the critic the residual family trains with"
     manifest = Memory(memory).manifest()
     generator = manifest["generator"]
     assert (generator["arch"], generator["class_norm"], generator["initial_widths"]) == ("resnet", True, [2, 2, 2])
@@ -302,4 +305,5 @@ def test_learn_task_trains_the_recipe_bench_protocol_runs_and_says_which(tmp_pat
     expected = profile_for(profile, "mnist").training_config("mnist", "dgmw").to_dict() | {"epochs": 1, "seed": 3}
     assert {k: v for k, v in training.items() if k in expected} == json.loads(json.dumps(expected))
     assert f"recipe: the {profile} profile for mnist data" in result.output
+    assert re.search(r"critic \d+ wide, learning rate", result.output), "a DCGAN's recipe names no critic option"
     assert "image passes, about" in result.output and "minutes on 2 CPU cores" in result.output
