@@ -15,7 +15,8 @@ from genmem.config import MAX_CLASSIFIER_EPOCHS, SOLVER_MODES, STORAGE_DTYPES, T
 
 # The methods' own options (run_protocol's method_options), and the methods that take them.
 METHOD_OPTIONS = {"buffer_bytes": ("buffer",), "buffer_scales": ("buffer",), "exemplar_selection": ("buffer", "hybrid"),
-                  "hybrid_per_class": ("hybrid",), "hybrid_ratio": ("hybrid",), "newest_generated": ("dgm-newest",)}
+                  "hybrid_per_class": ("hybrid",), "hybrid_ratio": ("hybrid",), "newest_generated": ("dgm-newest",),
+                  "min_confidence": ("dgm-confident",)}
 
 # TrainingConfig fields that options of their own set, which --gan-setting leaves to them.
 OWN_OPTIONS = {"epochs": "--gan-epochs", "gan_images_per_class": "--images-per-class",
@@ -163,6 +164,10 @@ class PositiveList(click.ParamType):
                    "ones (default 0.5; 1: replay alone, no real image); a list, e.g. 0.5,1, runs dgm-newest-50 and "
                    "dgm-newest-100 beside one memory. It matters for long classifier training: on split-CIFAR-10 "
                    "at 20 passes 0.5 held A5 at 56.2 where dgm-replay fell to 44.0 (one seed).")
+@click.option("--min-confidence", type=PositiveList(float), metavar="LIST",
+              help="dgm-confident's threshold: it replays only images that the version's stored solver puts in "
+                   "their class with at least this probability (default 0.5; twice as many are drawn); a list, "
+                   "e.g. 0.3,0.5, runs dgm-confident-30 and dgm-confident-50 beside one memory.")
 @click.option("--csv", "table_csv", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
               help="Also write the run's figures as rows of this CSV (BENCHMARKS.csv): every method's accuracy after "
                    "the last task, and DGM's replay payload in bytes.")

@@ -16,6 +16,7 @@ accuracies. The methods (genmem.benchmarks.methods, one class each):
     buffer      the replay classifier on a buffer of real images in DGM's bytes (at several scales if asked)
     hybrid      dgm-replay with a few real images kept per class mixed in (the paper's relaxed setup)
     dgm-newest  dgm-replay with a share of the newest classes' images generated too (methods.newest)
+    dgm-confident  dgm-replay of only what the stored solver recognises (methods.confident)
 
 No real image of an earlier class is used by the continual methods, for
 training or for model selection, beyond what buffer and hybrid keep: every

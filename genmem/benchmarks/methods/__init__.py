@@ -14,6 +14,7 @@ REGISTRY = {
     "dgm-solver": "genmem.benchmarks.methods.dgm:StoredSolver",
     "dgm-replay": "genmem.benchmarks.methods.dgm:DgmReplay",
     "dgm-newest": "genmem.benchmarks.methods.newest:NewestGenerated",
+    "dgm-confident": "genmem.benchmarks.methods.confident:ConfidentReplayMethod",
     "hybrid": "genmem.benchmarks.methods.hybrid:Hybrid",
     "dgr": "genmem.benchmarks.methods.generative_replay:Dgr",
     "mergan": "genmem.benchmarks.methods.generative_replay:Mergan",
