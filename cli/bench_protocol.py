@@ -167,7 +167,8 @@ class PositiveList(click.ParamType):
 @click.option("--min-confidence", type=PositiveList(float), metavar="LIST",
               help="dgm-confident's threshold: it replays only images that the version's stored solver puts in "
                    "their class with at least this probability (default 0.5; twice as many are drawn); a list, "
-                   "e.g. 0.3,0.5, runs dgm-confident-30 and dgm-confident-50 beside one memory.")
+                   "e.g. 0.3,0.5, runs dgm-confident-30 and dgm-confident-50 beside one memory. On split-CIFAR-10 "
+                   "both ended 0.7 under dgm-replay (one seed), though replay alone gained 3 to 7 points.")
 @click.option("--csv", "table_csv", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
               help="Also write the run's figures as rows of this CSV (BENCHMARKS.csv): every method's accuracy after "
                    "the last task, and DGM's replay payload in bytes.")
