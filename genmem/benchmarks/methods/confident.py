@@ -13,35 +13,24 @@ Several thresholds run beside one memory (dgm-confident-30, dgm-confident-50: P 
 
 from __future__ import annotations
 
-from genmem.benchmarks.methods.base import Run, Task, replay_score
-from genmem.benchmarks.methods.dgm import DgmMethod
-from genmem.errors import InvalidSetting
+from genmem.benchmarks.methods.base import Task, replay_score
+from genmem.benchmarks.methods.dgm import DgmMethodPerValue
 from genmem.evaluate import Score
 from genmem.filtering import ConfidentReplay
 
-PREFIX = "dgm-confident-"
-THRESHOLDS = (0.5,)  # the default minimum probability the stored solver gives a replayed image's class
 
-
-class ConfidentReplayMethod(DgmMethod):
+class ConfidentReplayMethod(DgmMethodPerValue):
     label = "classifier + DGM replay the stored solver recognises"
+    prefix, option = "dgm-confident-", "min_confidence"
+    defaults = (0.5,)  # the minimum probability the stored solver gives a replayed image's class
+    refusal = ("minimum confidences {values} are probabilities the stored solver gives a replayed image's class: "
+               "give numbers above 0 and under 1")
+    label_format = "classifier + DGM replay the stored solver puts in its class at {percent} %"
 
-    @classmethod
-    def instances(cls, name: str, methods: tuple[str, ...], options: dict) -> list[str]:
-        thresholds = options.get("min_confidence", THRESHOLDS)
-        if not thresholds or not all(0 < p < 1 for p in thresholds):
-            raise InvalidSetting(f"minimum confidences {thresholds} are probabilities the stored solver gives a "
-                                 f"replayed image's class: give numbers above 0 and under 1")
-        return [f"{PREFIX}{percent}" for percent in sorted({round(100 * p) for p in thresholds})]
-
-    @classmethod
-    def label_of(cls, name: str) -> str:
-        return f"classifier + DGM replay the stored solver puts in its class at {name.removeprefix(PREFIX)} %"
-
-    def __init__(self, name: str, run: Run):
-        super().__init__(name, run)
-        self.threshold = int(name.removeprefix(PREFIX)) / 100
+    @staticmethod
+    def accepts(threshold: float) -> bool:
+        return 0 < threshold < 1
 
     def score(self, task: Task) -> Score:
-        source = ConfidentReplay.from_memory(self.memory.memory, self.memory.version, self.threshold, self.run.device)
+        source = ConfidentReplay.from_memory(self.memory.memory, self.memory.version, self.value, self.run.device)
         return replay_score(source, task, self.run, self.name)

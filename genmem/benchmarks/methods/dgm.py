@@ -1,6 +1,7 @@
-"""DGM's two figures: the solver stored with each version, and a fresh classifier on the memory's replay.
+"""DGM's two figures: the solver stored with each version, and a fresh classifier on the memory's replay; and the
+base of DGM's methods that run once per value of an option (dgm-newest, dgm-confident).
 
-Both test one memory (memory/ in the run's folder), learned once per task by
+All test one memory (memory/ in the run's folder), learned once per task by
 whichever method asks first. The memory is its own state: a resumed run finds
 the versions a killed one wrote, and continues a task from its last
 checkpoint.
@@ -12,6 +13,7 @@ from dataclasses import replace
 
 from genmem.artifact import MASKS_FILE, WEIGHTS_FILE
 from genmem.benchmarks.methods.base import IMAGE_SIZE, Method, Run, Task, replay_score
+from genmem.errors import InvalidSetting
 from genmem.evaluate import Score, solver_score
 from genmem.memory import Memory
 from genmem.sampler import Sampler
@@ -91,3 +93,34 @@ class DgmReplay(DgmMethod):
 
     def score(self, task: Task) -> Score:
         return replay_score(self.memory.sampler, task, self.run, self.name)
+
+
+class DgmMethodPerValue(DgmMethod):
+    """A DGM method that runs once per value of one of its options (several beside one memory), each instance
+    named by its value in percent: `prefix` + percent, e.g. dgm-newest-50. A subclass names its option, its
+    default values, which values it takes (`accepts`), what it says of others, and its label."""
+
+    prefix: str
+    option: str
+    defaults: tuple[float, ...]
+    refusal: str  # why given values are refused, with {values}
+    label_format: str  # the label, with {percent}
+
+    @staticmethod
+    def accepts(value: float) -> bool:
+        raise NotImplementedError
+
+    @classmethod
+    def instances(cls, name: str, methods: tuple[str, ...], options: dict) -> list[str]:
+        values = options.get(cls.option, cls.defaults)
+        if not values or not all(cls.accepts(value) for value in values):
+            raise InvalidSetting(cls.refusal.format(values=values))
+        return [f"{cls.prefix}{percent}" for percent in sorted({round(100 * value) for value in values})]
+
+    @classmethod
+    def label_of(cls, name: str) -> str:
+        return cls.label_format.format(percent=name.removeprefix(cls.prefix))
+
+    def __init__(self, name: str, run: Run):
+        super().__init__(name, run)
+        self.value = int(name.removeprefix(self.prefix)) / 100

@@ -17,33 +17,22 @@ from __future__ import annotations
 
 import math
 
-from genmem.benchmarks.methods.base import Run, Task, replay_score
-from genmem.benchmarks.methods.dgm import DgmMethod
-from genmem.errors import InvalidSetting
+from genmem.benchmarks.methods.base import Task, replay_score
+from genmem.benchmarks.methods.dgm import DgmMethodPerValue
 from genmem.evaluate import Score
 
-PREFIX = "dgm-newest-"
-SHARES = (0.5,)  # the default share of the newest classes' images that are generated
 
-
-class NewestGenerated(DgmMethod):
+class NewestGenerated(DgmMethodPerValue):
     label = "classifier + DGM replay, newest classes partly generated"
+    prefix, option = "dgm-newest-", "newest_generated"
+    defaults = (0.5,)  # the share of the newest classes' images that are generated
+    refusal = ("newest-generated shares {values} are the part of the newest classes' images that the memory "
+               "generates: give numbers above 0 and at most 1")
+    label_format = "classifier + DGM replay, newest classes {percent} % generated"
 
-    @classmethod
-    def instances(cls, name: str, methods: tuple[str, ...], options: dict) -> list[str]:
-        shares = options.get("newest_generated", SHARES)
-        if not shares or not all(math.isfinite(g) and 0 < g <= 1 for g in shares):
-            raise InvalidSetting(f"newest-generated shares {shares} are the part of the newest classes' images "
-                                 f"that the memory generates: give numbers above 0 and at most 1")
-        return [f"{PREFIX}{percent}" for percent in sorted({round(100 * g) for g in shares})]
-
-    @classmethod
-    def label_of(cls, name: str) -> str:
-        return f"classifier + DGM replay, newest classes {name.removeprefix(PREFIX)} % generated"
-
-    def __init__(self, name: str, run: Run):
-        super().__init__(name, run)
-        self.share = int(name.removeprefix(PREFIX)) / 100
+    @staticmethod
+    def accepts(share: float) -> bool:
+        return math.isfinite(share) and 0 < share <= 1
 
     def score(self, task: Task) -> Score:
-        return replay_score(self.memory.sampler, task, self.run, self.name, newest_generated=self.share)
+        return replay_score(self.memory.sampler, task, self.run, self.name, newest_generated=self.value)
