@@ -62,7 +62,7 @@ def test_the_replay_of_earlier_classes_is_what_the_stored_solver_recognises(tmp_
 
 
 def test_a_threshold_outside_0_to_1_is_refused_before_anything_is_learned(tmp_path):
-    for thresholds in ([0.0], [1.0], []):
+    for thresholds in ([0.0], [1.0], [], [0.5, 0.999]):  # 0.999 would run as dgm-confident-100
         with pytest.raises(InvalidSetting, match="above 0 and under 1"):
             run(tmp_path / "run", methods=("dgm-confident",), method_options={"min_confidence": thresholds})
     assert not (tmp_path / "run").exists()

@@ -74,7 +74,7 @@ def test_a_share_of_the_newest_classes_images_is_generated_and_the_batch_keeps_i
 
 
 def test_a_share_outside_0_to_1_is_refused_before_anything_is_learned(tmp_path):
-    for shares in ([0.0], [1.5], []):
+    for shares in ([0.0], [1.5], [], [0.004]):  # 0.004 would run as dgm-newest-0
         with pytest.raises(InvalidSetting, match="above 0 and at most 1"):
             run(tmp_path / "run", methods=("dgm-newest",), method_options={"newest_generated": shares})
     assert not (tmp_path / "run").exists()

@@ -3,10 +3,11 @@
 On CIFAR-10 a generator draws some images that look like no class; a
 classifier trained on them learns wrong boundaries. Here every replayed
 image is one the solver stored with the same version puts in its class with
-probability at least P (option min_confidence); the rest of each batch is as
-dgm-replay's. On split-CIFAR-10 the filter raised the replay-alone score by
-3 to 7 points, yet beside the newest classes' real images it ended 0.7
-lower than dgm-replay, so it is a measurement, not a default
+probability at least P (option min_confidence; where too few pass, the
+doubted ones fill in); the rest of each batch is as dgm-replay's. On
+split-CIFAR-10 the filter raised the replay-alone score by 3 to 7 points,
+yet beside the newest classes' real images it ended 0.7 lower than
+dgm-replay, so it is a measurement, not a default
 (docs/experiments/2026-12-04-split-cifar10-seed2-and-confident-replay.md).
 Several thresholds run beside one memory (dgm-confident-30, dgm-confident-50: P in percent).
 """

@@ -113,7 +113,8 @@ class DgmMethodPerValue(DgmMethod):
     @classmethod
     def instances(cls, name: str, methods: tuple[str, ...], options: dict) -> list[str]:
         values = options.get(cls.option, cls.defaults)
-        if not values or not all(cls.accepts(value) for value in values):
+        # an instance runs at its name's whole percent, so that must be accepted too (0.999 would run at 1)
+        if not values or not all(cls.accepts(value) and cls.accepts(round(100 * value) / 100) for value in values):
             raise InvalidSetting(cls.refusal.format(values=values))
         return [f"{cls.prefix}{percent}" for percent in sorted({round(100 * value) for value in values})]
 
